@@ -1,0 +1,73 @@
+"""The measurement protocol shared by every runner, and the statistics of its samples.
+
+Modelled on TVM's `time_evaluator` (the number of calls per repeat grows until one repeat
+lasts `min_repeat_ms`, so fast blocks are not lost in timer noise) and on LiteRT's
+`benchmark_model` (load, first run and steady state are timed separately).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Protocol:
+    warmup_runs: int = 5
+    warmup_ms: float = 20.0
+    repeats: int = 15
+    min_repeat_ms: float = 5.0
+    threads: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Raw timings of one artifact: per-call milliseconds, one per repeat."""
+
+    per_call_ms: tuple[float, ...]
+    number: int  # calls averaged inside each repeat
+    load_ms: float
+    first_ms: float
+
+    def stats(self) -> dict[str, float]:
+        a = np.asarray(self.per_call_ms, dtype=float)
+        p10, p25, p50, p75, p90 = np.percentile(a, [10, 25, 50, 75, 90])
+        mean = float(a.mean())
+        return {
+            "median_ms": float(p50), "p10_ms": float(p10), "p90_ms": float(p90),
+            "iqr_ms": float(p75 - p25), "mean_ms": mean,
+            "cv": float(a.std(ddof=1) / mean) if len(a) > 1 and mean > 0 else 0.0,
+            "count": int(len(a)), "number": self.number,
+            "load_ms": self.load_ms, "first_ms": self.first_ms,
+        }
+
+
+def _timed(call: Callable[[], Any], n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        call()
+    return (time.perf_counter() - start) * 1e3
+
+
+def measure(call: Callable[[], Any], protocol: Protocol, load_ms: float = 0.0) -> Samples:
+    """Time `call` (one inference on an already-loaded artifact) under `protocol`."""
+    first_ms = _timed(call, 1)
+    warm_start = time.perf_counter()
+    runs = 0
+    while runs < protocol.warmup_runs or (time.perf_counter() - warm_start) * 1e3 < protocol.warmup_ms:
+        call()
+        runs += 1
+    number = 1
+    while True:  # TVM: raise `number` until one repeat lasts at least min_repeat_ms
+        elapsed = _timed(call, number)
+        if elapsed >= protocol.min_repeat_ms or number >= 1 << 16:
+            break
+        number *= 2 if elapsed <= 0 else max(2, min(8, int(protocol.min_repeat_ms / elapsed) + 1))
+    samples = tuple(_timed(call, number) / number for _ in range(protocol.repeats))
+    return Samples(samples, number, load_ms, first_ms)

@@ -1,0 +1,174 @@
+"""Latency tables: per-(block, shape) statistics with their provenance, read and written here only.
+
+A table is one JSON file a person can read and share: a `provenance` object (target, device,
+host, runtime and versions, threads, protocol, date, space) and one row per line, keyed by
+block and shape. Rows are written as they are measured (atomically), so an interrupted
+benchmark keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from blocks.space import LayerShape, SearchSpace
+from pipeline.errors import PipelineError
+from pipeline.fileio import read_json, write_text_atomic
+
+TABLE_FORMAT = "pipeline-latency-table"
+TABLE_VERSION = 1
+STATUSES = ("ok", "unavailable", "failed")
+
+
+def row_key(block: str, shape: LayerShape) -> str:
+    return f"{block}/{shape.key}"
+
+
+@dataclass
+class Row:
+    block: str
+    shape: LayerShape
+    status: str = "ok"
+    median_ms: float | None = None
+    stats: dict[str, float] = field(default_factory=dict)  # p10/p90/iqr/cv/count/...
+    reason: str = ""
+    layers: list[int] = field(default_factory=list)  # which layers of the space use this row
+
+    @property
+    def key(self) -> str:
+        return row_key(self.block, self.shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"key": self.key, "block": self.block, **asdict(self.shape)}
+        d.update(status=self.status, median_ms=self.median_ms, **self.stats)
+        if self.reason:
+            d["reason"] = self.reason
+        if self.layers:
+            d["layers"] = self.layers
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str) -> "Row":
+        try:
+            shape = LayerShape(*(int(d[k]) for k in ("in_ch", "out_ch", "stride", "height", "width")))
+            row = cls(str(d["block"]), shape, str(d.get("status", "ok")))
+        except (KeyError, TypeError, ValueError) as e:
+            raise PipelineError(f"{where}: row {d.get('key', d)!r} is malformed ({e}); fix or remeasure it") from None
+        known = {"key", "block", "in_ch", "out_ch", "stride", "height", "width", "status", "median_ms", "reason", "layers"}
+        row.stats = {k: v for k, v in d.items() if k not in known}
+        row.reason, row.layers = str(d.get("reason", "")), list(d.get("layers", []))
+        row.median_ms = d.get("median_ms")
+        if row.status not in STATUSES:
+            raise PipelineError(f"{where}: row {row.key} has status '{row.status}'; valid: {', '.join(STATUSES)}")
+        if d.get("key", row.key) != row.key:
+            raise PipelineError(f"{where}: row key {d['key']!r} does not match its fields ({row.key})")
+        if row.status == "ok":
+            m = row.median_ms
+            if not isinstance(m, (int, float)) or isinstance(m, bool) or not math.isfinite(m) or m < 0:
+                raise PipelineError(
+                    f"{where}: row {row.key} has latency {m!r}; latencies must be finite and >= 0 ms "
+                    "(remeasure with 'pipeline benchmark --force')"
+                )
+        return row
+
+
+@dataclass
+class LatencyTable:
+    provenance: dict[str, Any]
+    rows: dict[str, Row] = field(default_factory=dict)
+
+    @property
+    def target(self) -> str:
+        return str(self.provenance.get("target"))
+
+    @property
+    def device(self) -> str:
+        return str(self.provenance.get("device"))
+
+    def add(self, row: Row) -> None:
+        self.rows[row.key] = row
+
+    def latency(self, block: str, shape: LayerShape) -> float:
+        """The row's median in ms; a missing or unmeasured row is an error naming its key."""
+        key = row_key(block, shape)
+        row = self.rows.get(key)
+        if row is None:
+            raise PipelineError(
+                f"latency table for {self.target}/{self.device} has no row '{key}'; "
+                "run 'pipeline benchmark' for this space, target and device"
+            )
+        if row.status != "ok":
+            raise PipelineError(f"latency table row '{key}' is {row.status} ({row.reason}); drop that block or remeasure")
+        return float(row.median_ms)  # type: ignore[arg-type]
+
+    def check_fits(self, space: SearchSpace) -> None:
+        """Every (layer, candidate) and fixed part of `space` must have a measured row."""
+        missing = [row_key(b, s) for b, s in required_rows(space) if row_key(b, s) not in self.rows]
+        if missing:
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            raise PipelineError(
+                f"latency table for {self.target}/{self.device} does not fit space '{space.name}': "
+                f"no row '{missing[0]}'{more}; run 'pipeline benchmark --space {space.name}' to measure them"
+            )
+        for b, s in required_rows(space):
+            self.latency(b, s)
+
+    def to_json(self) -> str:
+        # One row per line: diffs and eyes both read a table row by row.
+        head = json.dumps({"format": TABLE_FORMAT, "version": TABLE_VERSION, "provenance": self.provenance}, indent=2)
+        rows = ",\n".join("    " + json.dumps(r.to_dict()) for r in sorted(self.rows.values(), key=_order))
+        return head[:-2] + ',\n  "rows": [\n' + rows + "\n  ]\n}\n"
+
+    def save(self, path: str | os.PathLike) -> None:
+        write_text_atomic(path, self.to_json())
+
+
+def _order(row: Row) -> tuple:
+    return (min(row.layers) if row.layers else -1, row.shape.key, row.block)
+
+
+def required_rows(space: SearchSpace) -> list[tuple[str, LayerShape]]:
+    """Unique (block, shape) pairs the space needs: identical shapes appear once."""
+    seen: dict[str, tuple[str, LayerShape]] = {}
+    for name, shape in space.fixed_parts():
+        seen.setdefault(row_key(name, shape), (name, shape))
+    for i, shape in enumerate(space.layers):
+        for name in space.candidates(i):
+            seen.setdefault(row_key(name, shape), (name, shape))
+    return list(seen.values())
+
+
+def load_table(path: str | os.PathLike) -> LatencyTable:
+    """Read and validate a table file; anything malformed is a one-line error naming the fix."""
+    data = read_json(path, "latency table")
+    where = f"latency table '{path}'"
+    if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT:
+        raise PipelineError(f"{where} is not a latency table of this tool; import it with 'pipeline benchmark import'")
+    if data.get("version") != TABLE_VERSION:
+        raise PipelineError(
+            f"{where} has table format version {data.get('version')}; this tool reads version {TABLE_VERSION}: "
+            "remeasure it with 'pipeline benchmark --force'"
+        )
+    if not isinstance(data.get("provenance"), dict) or not isinstance(data.get("rows"), list):
+        raise PipelineError(f"{where} lacks 'provenance' or 'rows'; it is damaged: remeasure it")
+    table = LatencyTable(data["provenance"])
+    for d in data["rows"]:
+        if not isinstance(d, dict):
+            raise PipelineError(f"{where}: a row is not an object; the file is damaged")
+        row = Row.from_dict(d, where)
+        if row.key in table.rows:
+            raise PipelineError(f"{where}: row '{row.key}' appears twice; keep one")
+        table.add(row)
+    return table
+
+
+def expect_table_for(table: LatencyTable, target: str, device: str, path: Path | str) -> None:
+    if table.target != target or table.device != device:
+        raise PipelineError(
+            f"latency table '{path}' was measured for {table.target}/{table.device}, not {target}/{device}; "
+            f"pass --target {table.target} --device {table.device} or the table for {target}/{device}"
+        )

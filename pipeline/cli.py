@@ -1,0 +1,282 @@
+"""`pipeline`: the command line. Commands parse, call one library function, and print."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from benchmarks.device import HOST_DEVICE
+from benchmarks.protocol import Protocol
+from blocks import BLOCK_SETS, BLOCKS, SPACES, resolve_space
+from pipeline import __version__, workflow
+from pipeline.config import build_config, merge
+from pipeline.data import load_data
+from pipeline.errors import PipelineError
+from pipeline.fileio import read_config
+from pipeline.report import benchmark_text, export_text, search_text
+from pipeline.search import SearchConfig
+from pipeline.targets import TARGETS
+from pipeline.train import TrainConfig
+from pipeline.workspace import Workspace
+
+
+class Cli(click.Group):
+    """Turns PipelineError into one line on stderr and its exit code: users never see a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PipelineError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted: everything finished so far is saved; run the same command to go on", err=True)
+            sys.exit(130)
+
+
+def _load_plugin(path: str) -> None:
+    """Import a Python file that registers blocks, spaces or targets."""
+    p = Path(path)
+    if not p.is_file():
+        raise PipelineError(f"plugin file '{path}' does not exist")
+    spec = importlib.util.spec_from_file_location(f"pipeline_plugin_{p.stem}", p)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except PipelineError:
+        raise
+    except Exception as e:
+        raise PipelineError(f"plugin '{path}' failed to load: {type(e).__name__}: {e}") from None
+
+
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="pipeline")
+@click.option("--plugin", multiple=True, metavar="FILE", help="Python file that registers blocks, spaces or targets.")
+@click.option("-v", "--verbose", is_flag=True, help="Log what each step does.")
+def main(plugin: tuple[str, ...], verbose: bool) -> None:
+    """Hardware-aware architecture search: benchmark blocks on a target, search, export.
+
+    \b
+    pipeline benchmark --target desktop   per-block latency table for this machine
+    pipeline search    --target desktop   super-net search against that table
+    pipeline export    --target desktop   derived network in the target's format, checked and timed
+    pipeline run                          all three on the embedded digits data
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    for p in plugin:
+        _load_plugin(p)
+
+
+# ---------------------------------------------------------------- shared options
+def _common(f: Callable) -> Callable:
+    f = click.option("--out", "root", type=click.Path(path_type=Path), default=Path("pipeline-out"),
+                     show_default=True, help="Workspace folder for tables, architectures and models.")(f)
+    f = click.option("--device", default=HOST_DEVICE, show_default=True,
+                     help="Device the latency table belongs to ('host' = this machine).")(f)
+    f = click.option("--space", "space_name", default="tiny", show_default=True,
+                     help="Search space: a registered name (see 'pipeline spaces') or a YAML/TOML file.")(f)
+    f = click.option("--target", "target_name", default="desktop", show_default=True,
+                     help="Deployment target (see 'pipeline targets').")(f)
+    return f
+
+
+def _protocol_options(f: Callable) -> Callable:
+    d = Protocol()
+    f = click.option("--threads", type=click.IntRange(1), default=d.threads, show_default=True, help="Runtime threads.")(f)
+    f = click.option("--repeats", type=click.IntRange(3), default=d.repeats, show_default=True, help="Timed repeats per artifact.")(f)
+    f = click.option("--min-repeat-ms", type=click.FloatRange(0.1), default=d.min_repeat_ms, show_default=True,
+                     help="Each repeat runs enough calls to last at least this long.")(f)
+    return f
+
+
+def _protocol(threads: int, repeats: int, min_repeat_ms: float) -> Protocol:
+    return Protocol(threads=threads, repeats=repeats, min_repeat_ms=min_repeat_ms)
+
+
+def _search_options(f: Callable) -> Callable:
+    opts = [
+        click.option("--config", "config_file", type=click.Path(path_type=Path), help="YAML/TOML search config; flags override it."),
+        click.option("--data", default="digits", show_default=True, help="'digits' (embedded) or a folder with one sub-folder per class."),
+        click.option("--epochs", type=int, help="Search epochs [10]."),
+        click.option("--warmup-epochs", type=int, help="Epochs in which only W moves [2]."),
+        click.option("--batch-size", type=int, help="Batch size [64]."),
+        click.option("--loss", type=str, help="Latency term: 'mul' (FBNet: CE·a·log(Lat)^b) or 'add' (CE + λ·Lat) [mul]."),
+        click.option("--lam", type=float, help="λ per millisecond for --loss add [0.1]."),
+        click.option("--a", type=float, help="a for --loss mul [0.2]."),
+        click.option("--b", type=float, help="b for --loss mul [0.6]."),
+        click.option("--w-lr", type=float, help="SGD learning rate of W [0.05]."),
+        click.option("--theta-lr", type=float, help="Adam learning rate of Θ [0.05]."),
+        click.option("--seed", type=int, help="Random seed [0]."),
+        click.option("--compute", type=str, help="Torch device for training: cpu or cuda [cpu]."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _search_config(config_file: Path | None, **flags: Any) -> SearchConfig:
+    base = read_config(config_file, "search config") if config_file else {}
+    flags["device"] = flags.pop("compute")
+    return build_config(SearchConfig, merge(base, flags), "search config")
+
+
+def _ctx(target_name: str, space_name: str, root: Path) -> tuple:
+    return TARGETS.get(target_name), resolve_space(space_name), Workspace(root)
+
+
+# ---------------------------------------------------------------- listing
+@main.command()
+def targets() -> None:
+    """List deployment targets."""
+    for name, t in TARGETS.items():
+        runs = f"runner {t.runner}" if t.runner else "no runner here (import tables)"
+        click.echo(f"{name:<12} {t.description}  [exporter {t.exporter}, {runs}]")
+
+
+@main.command()
+def spaces() -> None:
+    """List registered search spaces."""
+    for name, s in SPACES.items():
+        click.echo(f"{name:<10} {len(s.layers):>2} layers, {s.resolution}x{s.resolution}, "
+                   f"{s.size():.3g} architectures: {s.description}")
+
+
+@main.command(name="blocks")
+def list_blocks() -> None:
+    """List candidate blocks and block sets."""
+    for name, b in BLOCKS.items():
+        click.echo(f"{name:<10} {b.description}")
+    for name, names in BLOCK_SETS.items():
+        click.echo(f"set {name}: {', '.join(names)}")
+
+
+# ---------------------------------------------------------------- stages
+@main.command()
+@_common
+@_protocol_options
+@click.option("--table", "table_path", type=click.Path(path_type=Path), help="Write the table here instead of the workspace.")
+@click.option("--force", is_flag=True, help="Re-measure every row, even those already in the table.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def benchmark(target_name: str, space_name: str, device: str, root: Path, threads: int, repeats: int,
+              min_repeat_ms: float, table_path: Path | None, force: bool, quiet: bool) -> None:
+    """Export and time every (layer, block) of the space on the target: a latency table."""
+    target, space, ws = _ctx(target_name, space_name, root)
+    report = workflow.benchmark(space, target, ws, _protocol(threads, repeats, min_repeat_ms), device,
+                                table_path, force, progress=not quiet)
+    click.echo(benchmark_text(report, space))
+
+
+@main.command()
+@_common
+@_search_options
+@click.option("--table", "table_path", type=click.Path(path_type=Path), help="Latency table to search against.")
+@click.option("--output", type=click.Path(path_type=Path), help="Architecture file to write.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def search(target_name: str, space_name: str, device: str, root: Path, config_file: Path | None, data: str,
+           table_path: Path | None, output: Path | None, quiet: bool, **flags: Any) -> None:
+    """Train the super-net against the latency table and write the derived architecture."""
+    target, space, ws = _ctx(target_name, space_name, root)
+    cfg = _search_config(config_file, **flags)
+    splits = load_data(data, space.resolution, space.in_channels, cfg.seed)
+    report = workflow.search(space, target, ws, cfg, splits, device, table_path, output, progress=not quiet)
+    click.echo(search_text(report))
+
+
+def _train_options(f: Callable) -> Callable:
+    d = TrainConfig()
+    f = click.option("--train-epochs", type=click.IntRange(1), default=d.epochs, show_default=True, help="Epochs of training from scratch.")(f)
+    f = click.option("--train-lr", type=click.FloatRange(min=0, min_open=True), default=d.lr, show_default=True, help="SGD learning rate.")(f)
+    return f
+
+
+def _arch_path(arch: Path | None, ws: Workspace, space: str, target: str, device: str) -> Path:
+    return arch or ws.architecture(space, target, device)
+
+
+@main.command()
+@_common
+@_train_options
+@click.option("--arch", type=click.Path(path_type=Path), help="Architecture file [the workspace's for this space/target/device].")
+@click.option("--data", default="digits", show_default=True, help="'digits' or an image folder.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def train(target_name: str, space_name: str, device: str, root: Path, arch: Path | None, data: str, seed: int,
+          train_epochs: int, train_lr: float, quiet: bool) -> None:
+    """Train a derived network from scratch and save its weights beside the architecture."""
+    report = _train(target_name, space_name, device, root, arch, data, seed, train_epochs, train_lr, quiet)
+    click.echo(f"trained weights: {report.path}\nheld-out test accuracy: {report.test_accuracy:.3f}")
+
+
+def _train(target_name: str, space_name: str, device: str, root: Path, arch: Path | None, data: str, seed: int,
+           epochs: int, lr: float, quiet: bool) -> workflow.TrainReport:
+    ws = Workspace(root)
+    path = _arch_path(arch, ws, space_name, target_name, device)
+    space = resolve_space(space_name) if arch is None else None
+    a = workflow.load_architecture(path, space)
+    splits = load_data(data, a.space.resolution, a.space.in_channels, seed)
+    return workflow.train(path, splits, TrainConfig(epochs=epochs, lr=lr, seed=seed), a.space, progress=not quiet)
+
+
+@main.command()
+@_common
+@_protocol_options
+@_train_options
+@click.option("--arch", type=click.Path(path_type=Path), help="Architecture file [the workspace's for this space/target/device].")
+@click.option("--table", "table_path", type=click.Path(path_type=Path), help="Table whose prediction to print beside the measurement.")
+@click.option("--output", type=click.Path(path_type=Path), help="Model file to write.")
+@click.option("--train", "do_train", is_flag=True, help="Train the derived network from scratch first.")
+@click.option("--data", default="digits", show_default=True, help="Data for --train.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def export(target_name: str, space_name: str, device: str, root: Path, threads: int, repeats: int,
+           min_repeat_ms: float, train_epochs: int, train_lr: float, arch: Path | None, table_path: Path | None,
+           output: Path | None, do_train: bool, data: str, quiet: bool) -> None:
+    """Export the derived network to the target's format, check it against PyTorch and time it."""
+    target = TARGETS.get(target_name)
+    ws = Workspace(root)
+    path = _arch_path(arch, ws, space_name, target_name, device)
+    space = resolve_space(space_name) if arch is None else None
+    if do_train:
+        t = _train(target_name, space_name, device, root, path, data, 0, train_epochs, train_lr, quiet)
+        click.echo(f"trained from scratch: test accuracy {t.test_accuracy:.3f}")
+    report = workflow.export(path, target, ws, _protocol(threads, repeats, min_repeat_ms), device, space, table_path, output)
+    click.echo(export_text(report))
+
+
+@main.command()
+@_common
+@_search_options
+@_protocol_options
+@_train_options
+@click.option("--train/--no-train", "do_train", default=True, show_default=True,
+              help="Train the derived network from scratch before export.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def run(target_name: str, space_name: str, device: str, root: Path, config_file: Path | None, data: str,
+        threads: int, repeats: int, min_repeat_ms: float, train_epochs: int, train_lr: float, do_train: bool,
+        quiet: bool, **flags: Any) -> None:
+    """benchmark -> search -> (train) -> export in one command; defaults run on the embedded digits."""
+    target, space, ws = _ctx(target_name, space_name, root)
+    protocol = _protocol(threads, repeats, min_repeat_ms)
+    cfg = _search_config(config_file, **flags)
+    click.echo(f"== benchmark: {space.name} on {target.name}/{device}")
+    click.echo(benchmark_text(workflow.benchmark(space, target, ws, protocol, device, progress=not quiet), space))
+    click.echo(f"\n== search: {cfg.epochs} epochs, loss '{cfg.loss}', data '{data}'")
+    splits = load_data(data, space.resolution, space.in_channels, cfg.seed)
+    s = workflow.search(space, target, ws, cfg, splits, device, progress=not quiet)
+    click.echo(search_text(s))
+    if do_train:
+        click.echo(f"\n== train from scratch: {train_epochs} epochs")
+        t = workflow.train(s.path, splits, TrainConfig(epochs=train_epochs, lr=train_lr, seed=cfg.seed), space,
+                           progress=not quiet)
+        click.echo(f"held-out test accuracy {t.test_accuracy:.3f}")
+    click.echo(f"\n== export: {target.name}")
+    click.echo(export_text(workflow.export(s.path, target, ws, protocol, device, space)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""Errors meant for the user: the CLI prints their message on one line and exits non-zero."""
+
+
+class PipelineError(Exception):
+    """Bad input or an environment problem the user can fix. The message names the fix."""
+
+    exit_code = 2
+
+
+class PlatformUnsupported(PipelineError):
+    """The step needs a platform this machine is not (Core ML prediction off macOS, say)."""
+
+    exit_code = 3
+
+
+def first_line(e: BaseException) -> str:
+    """`Type: first line of the message`: converters raise pages; a table row keeps one line."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__

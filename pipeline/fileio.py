@@ -1,0 +1,84 @@
+"""File helpers: atomic writes (temporary file, then rename) and safe config loading."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import tomllib
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import yaml
+
+from pipeline.errors import PipelineError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds.
+
+    Readers therefore see either the old file or the complete new one, never a half-written one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:
+    """Atomically write a file produced by `writer(tmp_path)` (torch.save, savefig, ...)."""
+    with atomic_path(path) as tmp:
+        writer(tmp)
+
+
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    """Read a JSON file; a missing, unreadable or corrupt file is a one-line PipelineError."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{what} '{path}' does not exist; check the path")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PipelineError(
+            f"{what} '{path}' is corrupt or truncated ({e}); regenerate it or pass another file"
+        ) from None
+
+
+def read_config(path: str | os.PathLike, what: str) -> dict[str, Any]:
+    """Read a YAML (safe_load) or TOML mapping, chosen by the file's extension."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{what} '{path}' does not exist; check the path")
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(path.read_text())
+        elif path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(path.read_text())
+        elif path.suffix == ".json":
+            data = json.loads(path.read_text())
+        else:
+            raise PipelineError(f"{what} '{path}' must end in .yaml, .yml, .toml or .json")
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise PipelineError(f"{what} '{path}' is not valid: {first}") from None
+    if not isinstance(data, dict):
+        raise PipelineError(f"{what} '{path}' must hold a mapping at the top level")
+    return data

@@ -1,0 +1,40 @@
+"""The latency term of the search loss, by the name users type (`--loss`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from pipeline.registry import Registry
+
+# (cross-entropy, expected latency in ms, options) -> total loss for the Θ step
+LatencyLoss = Callable[[torch.Tensor, torch.Tensor, "LossOptions"], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LossOptions:
+    lam: float = 0.1  # additive: weight per millisecond
+    a: float = 0.2  # multiplicative: FBNet's defaults
+    b: float = 0.6
+
+
+LOSSES: Registry[LatencyLoss] = Registry("latency loss")
+
+
+@LOSSES.register("add")
+def additive(ce: torch.Tensor, lat_ms: torch.Tensor, o: LossOptions) -> torch.Tensor:
+    """CE + λ·Lat, with Lat in milliseconds."""
+    return ce + o.lam * lat_ms
+
+
+@LOSSES.register("mul")
+def multiplicative(ce: torch.Tensor, lat_ms: torch.Tensor, o: LossOptions) -> torch.Tensor:
+    """FBNet: CE · a·(log Lat)^b, with Lat in microseconds.
+
+    In microseconds every real latency is > 1, so log Lat > 0 and its fractional power is
+    defined: in milliseconds a sub-millisecond network would give the log of a number < 1.
+    """
+    lat_us = torch.clamp(lat_ms * 1e3, min=1.0 + 1e-6)
+    return ce * o.a * torch.log(lat_us) ** o.b

@@ -1,0 +1,49 @@
+"""Weights of a derived network, saved beside its architecture and loaded with weights_only=True."""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import zipfile
+
+from blocks.network import DerivedNet
+from blocks.space import SearchSpace
+from pipeline.errors import PipelineError
+from pipeline.fileio import write_with
+
+WEIGHTS_FORMAT = "pipeline-weights"
+
+
+@dataclass(frozen=True)
+class SavedWeights:
+    net: DerivedNet
+    source: str  # "supernet" (inherited from the search) or "trained" (from scratch)
+    test_accuracy: float | None
+
+
+def save_weights(path: Path, net: DerivedNet, source: str, test_accuracy: float | None) -> None:
+    payload = {
+        "format": WEIGHTS_FORMAT, "version": 1, "space_fingerprint": net.space.fingerprint,
+        "blocks": list(net.blocks), "num_classes": net.classifier[-1].out_features,
+        "source": source, "test_accuracy": test_accuracy, "state_dict": net.state_dict(),
+    }
+    write_with(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_weights(path: Path, space: SearchSpace, blocks: tuple[str, ...]) -> SavedWeights:
+    """Load weights saved for exactly this architecture; never unpickles arbitrary objects."""
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise PipelineError(f"weights file '{path}' is corrupt or not a weights file ({type(e).__name__}); "
+                            "retrain with 'pipeline train' or search again") from None
+    if not isinstance(d, dict) or d.get("format") != WEIGHTS_FORMAT:
+        raise PipelineError(f"'{path}' is not a weights file written by this tool")
+    if d["space_fingerprint"] != space.fingerprint or tuple(d["blocks"]) != tuple(blocks):
+        raise PipelineError(f"weights file '{path}' belongs to another architecture; retrain with 'pipeline train'")
+    net = DerivedNet(space, blocks, int(d["num_classes"]))
+    net.load_state_dict(d["state_dict"])
+    return SavedWeights(net.eval(), str(d["source"]), d.get("test_accuracy"))

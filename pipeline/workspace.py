@@ -1,0 +1,32 @@
+"""Where outputs go by default: one folder, laid out by space, target and device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path = Path("pipeline-out")
+
+    def table(self, space: str, target: str, device: str) -> Path:
+        return self.root / "tables" / space / target / f"{device}.json"
+
+    def search_dir(self, space: str, target: str, device: str) -> Path:
+        return self.root / "search" / space / target / device
+
+    def architecture(self, space: str, target: str, device: str) -> Path:
+        return self.search_dir(space, target, device) / "architecture.json"
+
+    def export_dir(self, space: str, target: str, device: str) -> Path:
+        return self.root / "export" / space / target / device
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+
+def weights_path(arch_path: Path, kind: str) -> Path:
+    """Weights live beside their architecture: `<stem>.supernet.pt` or `<stem>.trained.pt`."""
+    return arch_path.with_name(f"{arch_path.stem}.{kind}.pt")

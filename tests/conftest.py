@@ -1,0 +1,51 @@
+"""Shared fixtures: a micro search space small enough for end-to-end runs in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+MICRO_SPACE = """\
+name: micro
+resolution: 16
+in_channels: 1
+num_classes: 10
+stem_channels: 8
+stem_stride: 2
+stages:
+  - [8, 1, 1]
+  - [16, 2, 2]
+head_channels: 32
+blocks: [k3_e1, k3_e6, k5_e3, skip]
+"""
+
+
+@pytest.fixture
+def micro_space_file(tmp_path: Path) -> Path:
+    p = tmp_path / "micro.yaml"
+    p.write_text(MICRO_SPACE)
+    return p
+
+
+@pytest.fixture
+def micro_space(micro_space_file: Path):
+    from blocks import resolve_space
+
+    return resolve_space(str(micro_space_file))
+
+
+def make_table(space, latency_of=None, target="desktop", device="host"):
+    """A hand-made table: block j in layer shape s costs latency_of(block, shape) ms."""
+    from benchmarks.table import LatencyTable, Row, required_rows
+
+    cost = latency_of or (lambda b, s: {"skip": 0.1, "k3_e1": 1.0, "k5_e3": 2.0, "k3_e6": 3.0}.get(b, 0.5))
+    table = LatencyTable({"target": target, "device": device, "unit": "ms"})
+    for block, shape in required_rows(space):
+        table.add(Row(block, shape, "ok", float(cost(block, shape)), {"count": 3}))
+    return table
+
+
+@pytest.fixture
+def micro_table(micro_space):
+    return make_table(micro_space)
