@@ -12,7 +12,7 @@ import click
 
 from benchmarks.device import HOST_DEVICE
 from benchmarks.protocol import Protocol
-from blocks import BLOCK_SETS, BLOCKS, SPACES, resolve_space
+from blocks import BLOCK_SETS, BLOCKS, SPACES, SearchSpace, resolve_space
 from pipeline import __version__, workflow
 from pipeline.config import build_config, merge
 from pipeline.data import load_data
@@ -195,8 +195,14 @@ def _train_options(f: Callable) -> Callable:
     return f
 
 
-def _arch_path(arch: Path | None, ws: Workspace, space: str, target: str, device: str) -> Path:
-    return arch or ws.architecture(space, target, device)
+def _arch_and_space(arch: Path | None, ws: Workspace, space_name: str, target: str,
+                    device: str) -> tuple[Path, SearchSpace | None]:
+    """An explicit --arch brings its own space (checked against --space only if that was given)."""
+    space = resolve_space(space_name)
+    if arch is not None:
+        given = click.get_current_context().get_parameter_source("space_name")
+        return arch, space if given == click.core.ParameterSource.COMMANDLINE else None
+    return ws.architecture(space.name, target, device), space
 
 
 @main.command()
@@ -215,9 +221,7 @@ def train(target_name: str, space_name: str, device: str, root: Path, arch: Path
 
 def _train(target_name: str, space_name: str, device: str, root: Path, arch: Path | None, data: str, seed: int,
            epochs: int, lr: float, quiet: bool) -> workflow.TrainReport:
-    ws = Workspace(root)
-    path = _arch_path(arch, ws, space_name, target_name, device)
-    space = resolve_space(space_name) if arch is None else None
+    path, space = _arch_and_space(arch, Workspace(root), space_name, target_name, device)
     a = workflow.load_architecture(path, space)
     splits = load_data(data, a.space.resolution, a.space.in_channels, seed)
     return workflow.train(path, splits, TrainConfig(epochs=epochs, lr=lr, seed=seed), a.space, progress=not quiet)
@@ -239,8 +243,7 @@ def export(target_name: str, space_name: str, device: str, root: Path, threads: 
     """Export the derived network to the target's format, check it against PyTorch and time it."""
     target = TARGETS.get(target_name)
     ws = Workspace(root)
-    path = _arch_path(arch, ws, space_name, target_name, device)
-    space = resolve_space(space_name) if arch is None else None
+    path, space = _arch_and_space(arch, ws, space_name, target_name, device)
     if do_train:
         t = _train(target_name, space_name, device, root, path, data, 0, train_epochs, train_lr, quiet)
         click.echo(f"trained from scratch: test accuracy {t.test_accuracy:.3f}")

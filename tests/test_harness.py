@@ -1,0 +1,80 @@
+"""Real exports and real ONNX Runtime timings on a micro space."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from benchmarks.protocol import Protocol, measure
+from benchmarks.table import load_table, required_rows
+from pipeline import workflow
+from pipeline.targets import TARGETS
+from pipeline.workspace import Workspace
+
+FAST = Protocol(warmup_runs=2, warmup_ms=1.0, repeats=5, min_repeat_ms=0.5, threads=1)
+
+
+@pytest.fixture
+def benchmarked(tmp_path, micro_space):
+    ws = Workspace(tmp_path / "ws")
+    report = workflow.benchmark(micro_space, TARGETS.get("desktop"), ws, FAST, progress=False)
+    return ws, report
+
+
+def test_benchmark_measures_every_row_once_with_provenance(benchmarked, micro_space):
+    ws, report = benchmarked
+    assert report.measured == len(required_rows(micro_space)) == len(report.table.rows)
+    table = load_table(report.path)
+    table.check_fits(micro_space)
+    p = table.provenance
+    assert p["target"] == "desktop" and p["device"] == "host" and p["runtime"] == "onnxruntime"
+    assert p["runtime_version"] == ort.__version__ and p["threads"] == 1 and p["host"]["cores"] >= 1
+    assert p["space"] == "micro" and p["block_set"] == ["k3_e1", "k3_e6", "k5_e3", "skip"]
+    for row in table.rows.values():
+        s = row.stats
+        assert row.status == "ok" and row.median_ms > 0
+        assert s["p10_ms"] <= row.median_ms <= s["p90_ms"] and s["count"] == 5 and s["number"] >= 1
+        assert s["max_abs_err"] < 1e-3
+    # heavier blocks take longer at the same shape: e6 expands 6x, e1 not at all
+    shape = micro_space.layers[0]
+    assert table.latency("k3_e6", shape) > table.latency("k3_e1", shape)
+
+
+def test_second_run_measures_only_what_is_missing(benchmarked, micro_space):
+    ws, first = benchmarked
+    again = workflow.benchmark(micro_space, TARGETS.get("desktop"), ws, FAST, progress=False)
+    assert again.measured == 0
+    data = json.loads(first.path.read_text())
+    data["rows"] = data["rows"][1:]
+    first.path.write_text(json.dumps(data))
+    assert workflow.benchmark(micro_space, TARGETS.get("desktop"), ws, FAST, progress=False).measured == 1
+    forced = workflow.benchmark(micro_space, TARGETS.get("desktop"), ws, FAST, force=True, progress=False)
+    assert forced.measured == len(first.table.rows)
+
+
+def test_cached_artifacts_run_in_an_independent_session_and_match_torch(benchmarked):
+    ws, _ = benchmarked
+    files = sorted((ws.cache / "onnx").glob("*.onnx"))
+    assert len(files) >= 10
+    for f in files[:4]:
+        sess = ort.InferenceSession(str(f), providers=["CPUExecutionProvider"])
+        shape = sess.get_inputs()[0].shape
+        out = sess.run(None, {"input": np.random.randn(*shape).astype(np.float32)})[0]
+        assert np.isfinite(out).all()
+
+
+def test_other_setup_is_refused_without_force(benchmarked, micro_space):
+    ws, _ = benchmarked
+    from pipeline.errors import PipelineError
+    with pytest.raises(PipelineError, match="threads=1.*uses 2; pass --force"):
+        workflow.benchmark(micro_space, TARGETS.get("desktop"), ws, Protocol(threads=2), progress=False)
+
+
+def test_measure_grows_calls_per_repeat_until_a_repeat_lasts_min_repeat_ms():
+    calls = []
+    s = measure(lambda: calls.append(1), Protocol(warmup_runs=1, warmup_ms=0, repeats=4, min_repeat_ms=2.0))
+    assert s.number > 1 and len(s.per_call_ms) == 4
+    st = s.stats()
+    assert st["count"] == 4 and st["p10_ms"] <= st["median_ms"] <= st["p90_ms"] and st["cv"] >= 0

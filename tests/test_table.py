@@ -1,0 +1,72 @@
+import json
+import math
+
+import pytest
+
+from benchmarks.table import LatencyTable, load_table, required_rows
+from pipeline.errors import PipelineError
+from tests.conftest import make_table
+
+
+def test_round_trip_keeps_every_row_and_the_provenance(tmp_path, micro_space, micro_table):
+    micro_table.provenance.update(host={"cpu": "test cpu", "cores": 2}, threads=1)
+    path = tmp_path / "t.json"
+    micro_table.save(path)
+    back = load_table(path)
+    assert back.provenance == micro_table.provenance
+    assert {k: (r.median_ms, r.shape, r.stats) for k, r in back.rows.items()} == \
+           {k: (r.median_ms, r.shape, r.stats) for k, r in micro_table.rows.items()}
+    back.check_fits(micro_space)
+
+
+def test_identical_shapes_are_required_once(micro_space):
+    # micro: layer 0 is 8->8 s1 at 8x8, layer 1 8->16 s2, layer 2 16->16 s1: all distinct;
+    # a second identical layer adds no rows.
+    rows = required_rows(micro_space)
+    assert len(rows) == 3 + 3 * 4  # fixed parts + 3 shapes x 4 blocks
+    assert len({(b, s) for b, s in rows}) == len(rows)
+
+
+def _write(tmp_path, micro_table, mutate):
+    data = json.loads(micro_table.to_json())
+    mutate(data)
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps(data))
+    return p
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (lambda d: d["rows"][3].update(median_ms=float("nan")), "latencies must be finite and >= 0"),
+    (lambda d: d["rows"][3].update(median_ms=-1.0), "latencies must be finite and >= 0"),
+    (lambda d: d["rows"].append(dict(d["rows"][0])), "appears twice"),
+    (lambda d: d.update(version=99), "format version 99"),
+    (lambda d: d.update(format="something"), "is not a latency table"),
+    (lambda d: d["rows"][0].update(key="k3_e1/1x1x1-1-s1"), "does not match its fields"),
+    (lambda d: d["rows"][0].pop("in_ch"), "is malformed"),
+])
+def test_bad_tables_are_refused(tmp_path, micro_table, mutate, match):
+    with pytest.raises(PipelineError, match=match):
+        load_table(_write(tmp_path, micro_table, mutate))
+
+
+def test_truncated_table_is_refused(tmp_path, micro_table):
+    p = tmp_path / "t.json"
+    p.write_text(micro_table.to_json()[:-40])
+    with pytest.raises(PipelineError, match="corrupt or truncated"):
+        load_table(p)
+
+
+def test_table_for_another_space_names_the_missing_row(micro_space):
+    from blocks import resolve_space
+    table = make_table(micro_space)
+    with pytest.raises(PipelineError, match="does not fit space 'tiny': no row 'stem/1x32x32-16-s2'"):
+        table.check_fits(resolve_space("tiny"))
+
+
+def test_saved_table_is_valid_json_with_one_row_per_line(tmp_path, micro_table):
+    path = tmp_path / "t.json"
+    micro_table.save(path)
+    lines = path.read_text().splitlines()
+    assert sum(1 for l in lines if l.strip().startswith('{"key"')) == len(micro_table.rows)
+    assert math.isfinite(json.loads(path.read_text())["rows"][0]["median_ms"])
+    assert not list(tmp_path.glob(".*.tmp"))  # the temporary file was renamed away
