@@ -1,7 +1,9 @@
 """Build a latency table: export every (block, shape) a space needs, check it, time it.
 
-Rows are written to disk as they are measured, so an interrupted run keeps its work and the
-next run measures only what is missing. Exported artifacts are cached by content key.
+Exports run first, in parallel worker processes, and are cached by content key (block,
+shape, exporter options and versions), so a second run re-exports nothing. Timing then runs
+one artifact at a time. Rows are written to disk as they are measured, so an interrupted
+run keeps its work and the next run measures only what is missing.
 """
 
 from __future__ import annotations
@@ -9,7 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
+import shutil
 import zlib
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,12 +24,13 @@ import torch
 from tqdm import tqdm
 
 from benchmarks.protocol import Protocol
-from benchmarks.runners.base import Runner
+from benchmarks.runners.base import Run, Runner
 from benchmarks.table import LatencyTable, Row, load_table, required_rows, row_key
 from blocks.space import LayerShape, SearchSpace, build_part
 from export.base import Artifact, Exporter
 from export.verify import Tolerance, check_against_torch
-from pipeline.errors import PipelineError, first_line
+from pipeline.errors import PipelineError
+from pipeline.plugins import LOADED, load_plugins
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +42,14 @@ _SAME_SETUP = ("target", "device", "runtime", "runtime_version", "exporter", "th
 class BenchmarkJob:
     space: SearchSpace
     exporter: Exporter
-    runner: Runner
+    runner: Runner | None  # None: the runtime does not exist here; export and check only
     tolerance: Tolerance
     protocol: Protocol
     table_path: Path
     cache_dir: Path
     provenance: dict[str, Any] = field(default_factory=dict)  # target, device, host, ...
     force: bool = False
+    jobs: int = 1  # export worker processes
 
 
 def example_input(shape: LayerShape, seed: int) -> torch.Tensor:
@@ -60,36 +67,111 @@ def randomize_batchnorm(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     return module.eval()
 
 
+def row_module(block: str, shape: LayerShape) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The module and input of one row, identical in every process (seeded by the row key)."""
+    seed = zlib.crc32(row_key(block, shape).encode())
+    torch.manual_seed(seed)
+    return randomize_batchnorm(build_part(block, shape), seed), example_input(shape, seed)
+
+
+def cache_path(exporter: Exporter, ident: dict, cache_dir: Path) -> Path:
+    """One artifact per (module identity, input shape, exporter, its options and versions)."""
+    key = hashlib.sha256(json.dumps({**ident, **exporter.fingerprint()}, sort_keys=True).encode()).hexdigest()[:20]
+    return cache_dir / exporter.format / f"{key}{exporter.suffix}"
+
+
 def cached_export(
     exporter: Exporter, module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], cache_dir: Path, ident: dict
 ) -> Artifact:
-    """Export once per (module identity, input shape, exporter and its versions)."""
-    key = hashlib.sha256(json.dumps({**ident, **exporter.fingerprint()}, sort_keys=True).encode()).hexdigest()[:20]
-    path = cache_dir / exporter.format / f"{key}{exporter.suffix}"
+    path = cache_path(exporter, ident, cache_dir)
     if path.exists():
-        return Artifact(path, exporter.format, exporter.name, tuple(tuple(x.shape) for x in inputs))
+        return exporter.artifact(path, inputs)
     return exporter.export(module, inputs, path)
 
 
-def measure_row(job: BenchmarkJob, block: str, shape: LayerShape) -> Row:
-    """Export, verify and time one (block, shape); an export failure marks the row unavailable."""
-    seed = zlib.crc32(row_key(block, shape).encode())
-    torch.manual_seed(seed)
-    module = randomize_batchnorm(build_part(block, shape), seed)
-    x = example_input(shape, seed)
-    ident = {"block": block, "shape": shape.key}
+def export_row(exporter: Exporter, block: str, shape: LayerShape, cache_dir: Path) -> Artifact | str:
+    """Export one row (or find it cached). A converter's refusal comes back as its reason."""
+    module, x = row_module(block, shape)
     try:
-        artifact = cached_export(job.exporter, module, (x,), job.cache_dir, ident)
+        return cached_export(exporter, module, (x,), cache_dir, {"block": block, "shape": shape.key})
     except PipelineError as e:
-        log.warning("block %s at %s cannot be exported to %s: %s", block, shape.key, job.exporter.format, e)
-        return Row(block, shape, status="unavailable", reason=str(e))
+        return str(e)
+
+
+def _worker_init(plugins: list[str]) -> None:
+    torch.set_num_threads(1)  # the pool already uses every core; nested threads only thrash
+    load_plugins(plugins)
+
+
+def export_rows(job: BenchmarkJob, rows: list[tuple[str, LayerShape]], progress: bool) -> dict[str, Artifact | str]:
+    """Export every row: cached ones are found at once, the rest in `job.jobs` worker processes."""
+    out: dict[str, Artifact | str] = {}
+    pending = []
+    for block, shape in rows:
+        path = cache_path(job.exporter, {"block": block, "shape": shape.key}, job.cache_dir)
+        if path.exists():
+            out[row_key(block, shape)] = job.exporter.artifact(path, (example_input(shape, 0),))
+        else:
+            pending.append((block, shape))
+    bar = tqdm(total=len(pending), desc=f"export {job.exporter.format}", unit="block", disable=not progress or not pending)
+    if job.jobs <= 1 or len(pending) <= 1:
+        for block, shape in pending:
+            out[row_key(block, shape)] = export_row(job.exporter, block, shape, job.cache_dir)
+            bar.update()
+    else:
+        # spawn, not fork: the parent holds runtime thread pools that a forked child would inherit broken.
+        with ProcessPoolExecutor(job.jobs, multiprocessing.get_context("spawn"), initializer=_worker_init,
+                                 initargs=(list(LOADED),)) as pool:
+            futures = {pool.submit(export_row, job.exporter, b, s, job.cache_dir): row_key(b, s) for b, s in pending}
+            for fut in as_completed(futures):
+                out[futures[fut]] = fut.result()
+                bar.update()
+    bar.close()
+    for key, result in out.items():
+        if isinstance(result, str):
+            log.warning("%s cannot be exported to %s: %s", key, job.exporter.format, result)
+    return out
+
+
+def _load(job: BenchmarkJob, block: str, shape: LayerShape, artifact: Artifact) -> Run:
+    """Open a cached artifact; one that is damaged (a killed run, a full disk) is exported again."""
+    assert job.runner is not None
+    try:
+        return job.runner.load(artifact)
+    except PipelineError:
+        log.warning("cached artifact %s is damaged; exporting it again", artifact.path)
+        shutil.rmtree(artifact.path) if artifact.path.is_dir() else artifact.path.unlink(missing_ok=True)
+        again = export_row(job.exporter, block, shape, job.cache_dir)
+        if isinstance(again, str):
+            raise PipelineError(f"{row_key(block, shape)}: {again}") from None
+        return job.runner.load(again)
+
+
+def measure_row(job: BenchmarkJob, block: str, shape: LayerShape, artifact: Artifact) -> Row:
+    """Check one exported row against PyTorch (a mismatch is an error) and time it."""
+    assert job.runner is not None
+    module, x = row_module(block, shape)
     what = f"block '{block}' at {shape.key} ({job.exporter.format})"
-    check = check_against_torch(module, (x,), job.runner.load(artifact), job.tolerance, what)
-    samples = job.runner.time(artifact, [x.numpy()], job.protocol)
+    check = check_against_torch(module, (x,), _load(job, block, shape, artifact), job.tolerance, what)
+    try:
+        samples = job.runner.time(artifact, [x.numpy()], job.protocol)
+    except PipelineError as e:
+        return Row(block, shape, status="failed", reason=str(e))
     stats = samples.stats()
     median = stats.pop("median_ms")
     stats["max_abs_err"] = check.max_abs_err
     return Row(block, shape, "ok", median, stats)
+
+
+def inspect_rows(job: BenchmarkJob, progress: bool = True) -> tuple[int, list[str]]:
+    """For a runtime that does not exist here: export every row and check each artifact with
+    the converter's own tools. Returns (artifacts checked, rows the format cannot express)."""
+    artifacts = export_rows(job, required_rows(job.space), progress)
+    unavailable = [f"{k} ({v})" for k, v in artifacts.items() if isinstance(v, str)]
+    ok = [a for a in artifacts.values() if not isinstance(a, str)]
+    for artifact in ok:
+        job.exporter.inspect(artifact)
+    return len(ok), unavailable
 
 
 def _start_table(job: BenchmarkJob) -> LatencyTable:
@@ -117,10 +199,17 @@ def benchmark_space(job: BenchmarkJob, progress: bool = True) -> tuple[LatencyTa
             layers_of.setdefault(row_key(b, shape), []).append(i)
     todo = [(b, s) for b, s in required_rows(job.space) if row_key(b, s) not in table.rows
             or table.rows[row_key(b, s)].status == "failed"]
-    bar = tqdm(todo, desc=f"benchmark {job.provenance.get('target')}", unit="block", disable=not progress)
+    # Export first (in parallel), then time one artifact at a time: timings taken while
+    # converters load the other cores would be noise.
+    artifacts = export_rows(job, todo, progress)
+    bar = tqdm(todo, desc=f"measure {job.provenance.get('target')}", unit="block", disable=not progress or not todo)
     for block, shape in bar:
         bar.set_postfix_str(row_key(block, shape))
-        row = measure_row(job, block, shape)
+        artifact = artifacts[row_key(block, shape)]
+        if isinstance(artifact, str):
+            row = Row(block, shape, status="unavailable", reason=artifact)
+        else:
+            row = measure_row(job, block, shape, artifact)
         row.layers = layers_of.get(row.key, [])
         table.add(row)
         table.save(job.table_path)  # after every row: an interruption loses at most one

@@ -38,6 +38,8 @@ class _Body(nn.Module):
         self.stem = build_part("stem", parts["stem"])
         self.layers = layers
         self.head_conv = build_part("head_conv", parts["head_conv"])
+        # MobileNetV3's pooled 1x1 conv; an Identity (no weights, no state) where the space has none.
+        self.feature_mix = build_part("feature_mix", parts["feature_mix"]) if "feature_mix" in parts else nn.Identity()
         cls = parts["classifier"]
         self.classifier = build_part("classifier", type(cls)(cls.in_ch, num_classes, 1, cls.height, cls.width))
 
@@ -56,7 +58,7 @@ class SuperNet(_Body):
         x = self.stem(x)
         for layer in self.layers:
             x = layer(x, self._mix(layer.theta))
-        return self.classifier(self.head_conv(x))
+        return self.classifier(self.feature_mix(self.head_conv(x)))
 
     def alphas(self) -> list[torch.Tensor]:
         """α^(l) = softmax(θ^(l)) for every layer: what Lat(Θ) and the derivation use."""
@@ -78,6 +80,7 @@ class SuperNet(_Body):
         net = DerivedNet(self.space, blocks, self.classifier[-1].out_features)
         net.stem.load_state_dict(self.stem.state_dict())
         net.head_conv.load_state_dict(self.head_conv.state_dict())
+        net.feature_mix.load_state_dict(self.feature_mix.state_dict())
         net.classifier.load_state_dict(self.classifier.state_dict())
         for layer, block, name in zip(self.layers, net.layers, blocks):
             block.load_state_dict(layer.candidates[layer.names.index(name)].state_dict())
@@ -98,4 +101,4 @@ class DerivedNet(_Body):
         x = self.stem(x)
         for layer in self.layers:
             x = layer(x)
-        return self.classifier(self.head_conv(x))
+        return self.classifier(self.feature_mix(self.head_conv(x)))

@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from blocks.fbnet import conv_bn
+from blocks.mbconv import mb_name, ofa_set
 from blocks.registry import BLOCKS, create_block, resolve_block_set
 from pipeline.config import build_config
 from pipeline.errors import PipelineError
@@ -27,6 +28,19 @@ class Stage:
     channels: int
     layers: int
     stride: int
+    # A stage may fix its own candidates (a single block makes a fixed layer, like
+    # ProxylessNAS's first MBConv); None takes the space's block set.
+    blocks: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.blocks is not None:
+            object.__setattr__(self, "blocks", resolve_block_set(tuple(self.blocks)))
+
+    def to_data(self) -> list[int] | dict[str, Any]:
+        """The list form `[channels, layers, stride]`, or a mapping where the stage fixes its blocks."""
+        if self.blocks is None:
+            return [self.channels, self.layers, self.stride]
+        return {"channels": self.channels, "layers": self.layers, "stride": self.stride, "blocks": list(self.blocks)}
 
 
 @dataclass(frozen=True)
@@ -59,11 +73,17 @@ def _head_conv(s: LayerShape) -> nn.Module:
     return conv_bn(s.in_ch, s.out_ch, 1)
 
 
+def _feature_mix(s: LayerShape) -> nn.Module:
+    # MobileNetV3's last 1x1 conv, after the pooling (Once-for-All's `Conv_2`). No BN, as in
+    # Once-for-All: it sees a 1x1 map, where batch statistics of one image are undefined.
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(s.in_ch, s.out_ch, 1, bias=False), nn.Hardswish())
+
+
 def _classifier(s: LayerShape) -> nn.Module:
     return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(s.in_ch, s.out_ch))
 
 
-FIXED_PARTS = {"stem": _stem, "head_conv": _head_conv, "classifier": _classifier}
+FIXED_PARTS = {"stem": _stem, "head_conv": _head_conv, "feature_mix": _feature_mix, "classifier": _classifier}
 
 
 def build_part(name: str, shape: LayerShape) -> nn.Module:
@@ -84,22 +104,27 @@ class SearchSpace:
     stem_channels: int = 16
     stem_stride: int = 2
     head_channels: int = 1984
+    # > 0: pool, then a 1x1 conv to this width before the classifier (MobileNetV3); 0: none.
+    feature_mix_channels: int = 0
     description: str = ""
     _layers: tuple[LayerShape, ...] = field(init=False, repr=False, compare=False)
+    _stage_of: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.resolution < 1 or not self.stages:
             raise PipelineError(f"space '{self.name}' needs a positive resolution and >= 1 stage")
         h = (self.resolution - 1) // self.stem_stride + 1
-        in_ch, shapes = self.stem_channels, []
-        for st in self.stages:
+        in_ch, shapes, stage_of = self.stem_channels, [], []
+        for j, st in enumerate(self.stages):
             if st.channels < 1 or st.layers < 1 or st.stride not in (1, 2):
                 raise PipelineError(f"space '{self.name}': bad stage {st}; stride must be 1 or 2")
             for i in range(st.layers):
                 shape = LayerShape(in_ch, st.channels, st.stride if i == 0 else 1, h, h)
                 shapes.append(shape)
+                stage_of.append(j)
                 in_ch, h = st.channels, shape.out_hw[0]
         object.__setattr__(self, "_layers", tuple(shapes))
+        object.__setattr__(self, "_stage_of", tuple(stage_of))
         for i in range(len(shapes)):
             if not self.candidates(i):
                 raise PipelineError(f"space '{self.name}': no block of the set fits layer {i}")
@@ -110,16 +135,22 @@ class SearchSpace:
 
     def candidates(self, layer: int) -> tuple[str, ...]:
         s = self._layers[layer]
-        return tuple(b for b in self.blocks if BLOCKS.get(b).supports(s.in_ch, s.out_ch, s.stride))
+        names = self.stages[self._stage_of[layer]].blocks or self.blocks
+        return tuple(b for b in names if BLOCKS.get(b).supports(s.in_ch, s.out_ch, s.stride))
 
     def fixed_parts(self) -> list[tuple[str, LayerShape]]:
         last = self._layers[-1]
         fh, fw = last.out_hw
         r = self.resolution
-        return [
+        parts = [
             ("stem", LayerShape(self.in_channels, self.stem_channels, self.stem_stride, r, r)),
             ("head_conv", LayerShape(last.out_ch, self.head_channels, 1, fh, fw)),
-            ("classifier", LayerShape(self.head_channels, self.num_classes, 1, fh, fw)),
+        ]
+        if not self.feature_mix_channels:
+            return parts + [("classifier", LayerShape(self.head_channels, self.num_classes, 1, fh, fw))]
+        return parts + [
+            ("feature_mix", LayerShape(self.head_channels, self.feature_mix_channels, 1, fh, fw)),
+            ("classifier", LayerShape(self.feature_mix_channels, self.num_classes, 1, 1, 1)),
         ]
 
     def size(self) -> int:
@@ -130,9 +161,11 @@ class SearchSpace:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d.pop("_layers")
-        d["stages"] = [[s.channels, s.layers, s.stride] for s in self.stages]
+        d.pop("_layers"), d.pop("_stage_of")
+        d["stages"] = [s.to_data() for s in self.stages]
         d["blocks"] = list(self.blocks)
+        if not self.feature_mix_channels:
+            d.pop("feature_mix_channels")  # absent, so spaces without one keep their fingerprints
         return d
 
     @property
@@ -146,22 +179,36 @@ class SearchSpace:
 SPACES: Registry[SearchSpace] = Registry("search space")
 
 
+STAGE_KEYS = ("channels", "layers", "stride", "blocks")
+
+
+def stage_from_data(st: Any, what: str) -> Stage:
+    """`[channels, layers, stride]`, or `{channels, layers, stride, blocks}` where the stage fixes
+    its candidates (`blocks`: a block-set name or a list of block names)."""
+    blocks = None
+    if isinstance(st, dict):
+        unknown = sorted(set(st) - set(STAGE_KEYS))
+        if unknown:
+            raise PipelineError(f"{what}: stage has unknown key(s) {', '.join(unknown)}; valid: {', '.join(STAGE_KEYS)}")
+        if "blocks" in st:
+            if not isinstance(st["blocks"], (str, list)):
+                raise PipelineError(f"{what}: a stage's 'blocks' must be a block-set name or a list of block names")
+            blocks = resolve_block_set(st["blocks"])
+        st = [st.get("channels"), st.get("layers"), st.get("stride")]
+    if not (isinstance(st, list) and len(st) == 3 and all(isinstance(v, int) and not isinstance(v, bool) for v in st)):
+        raise PipelineError(f"{what}: stage {st!r} must be [channels, layers, stride] integers")
+    return Stage(*st, blocks=blocks)
+
+
 def space_from_dict(data: dict[str, Any], what: str) -> SearchSpace:
     data = dict(data)
     stages = data.get("stages")
     if not isinstance(stages, list) or not stages:
         raise PipelineError(f"{what}: 'stages' must be a list of [channels, layers, stride]")
-    parsed = []
-    for st in stages:
-        if isinstance(st, dict):
-            st = [st.get("channels"), st.get("layers"), st.get("stride")]
-        if not (isinstance(st, list) and len(st) == 3 and all(isinstance(v, int) for v in st)):
-            raise PipelineError(f"{what}: stage {st!r} must be [channels, layers, stride] integers")
-        parsed.append(Stage(*st))
-    data["stages"] = tuple(parsed)
+    data["stages"] = tuple(stage_from_data(st, what) for st in stages)
     data["blocks"] = resolve_block_set(data.get("blocks", "fbnet"))
     data.setdefault("name", what)
-    data.pop("_layers", None)
+    data.pop("_layers", None), data.pop("_stage_of", None)
     return build_config(SearchSpace, data, what)
 
 
@@ -188,4 +235,46 @@ SPACES.add("tiny", SearchSpace(
     blocks=resolve_block_set("fbnet"), in_channels=1, num_classes=10,
     stem_channels=16, stem_stride=2, head_channels=256,
     description="FBNet's blocks on a 6-layer macro sized for the embedded digits data (32x32, 1 channel)",
+))
+
+# ProxylessNAS's mobile space (REFERENCE.md): a fixed MBConv e1 to 16 channels, then 21 layers
+# of MBConv k3/5/7 x e3/6 or a skip where the shape allows. Its stage widths are those of its
+# published Pixel 1 table; the stem and head use ReLU6 there and ReLU here (same table rows).
+PROXYLESS_STAGES = ((24, 4, 2), (40, 4, 2), (80, 4, 2), (96, 4, 1), (192, 4, 2), (320, 1, 1))
+
+SPACES.add("proxyless", SearchSpace(
+    name="proxyless", resolution=224,
+    stages=(Stage(16, 1, 1, blocks=(mb_name(3, 1),)),) + tuple(Stage(*s) for s in PROXYLESS_STAGES),
+    blocks=resolve_block_set("proxyless"), in_channels=3, num_classes=1000,
+    stem_channels=32, stem_stride=2, head_channels=1280,
+    description="ProxylessNAS's mobile space: MBConv k3/5/7 x e3/6 or skip on MobileNetV2's macro at 224x224",
+))
+
+
+def _ofa_stages() -> tuple[Stage, ...]:
+    """Once-for-All's MobileNetV3 (width 1.2): per stage (channels, stride, SE, h-swish). Its stem
+    and head conv use h-swish, ReLU here: the activation does not change what their rows time.
+
+    Elastic depth 2-4 is written as two stages of two layers: the first pair always runs, the
+    second pair may be skipped. (Skipping layer 3 but not 4 builds the same network as the
+    reverse, so `size()` counts such networks twice.)
+    """
+    stages = [Stage(24, 1, 1, blocks=(mb_name(3, 1),))]
+    for channels, stride, se, hswish in ((32, 2, False, False), (48, 2, True, False), (96, 2, False, True),
+                                         (136, 1, True, True), (192, 2, True, True)):
+        cands = ofa_set(se, hswish)
+        stages += [Stage(channels, 2, stride, blocks=cands), Stage(channels, 2, 1, blocks=cands + ("identity",))]
+    return tuple(stages)
+
+
+def _union(stages: tuple[Stage, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(b for st in stages for b in st.blocks or ()))
+
+
+SPACES.add("ofa", SearchSpace(
+    name="ofa", resolution=224, stages=_ofa_stages(), blocks=_union(_ofa_stages()),
+    in_channels=3, num_classes=1000, stem_channels=24, stem_stride=2,
+    head_channels=1152, feature_mix_channels=1536,
+    description="Once-for-All's MobileNetV3 space (width 1.2, its Note10 tables): MBConv k3/5/7 x e3/4/6, "
+                "SE and h-swish per stage, depth 2-4 per stage, at 224x224",
 ))

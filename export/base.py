@@ -1,12 +1,21 @@
-"""The exporter interface every format implements, and the exporter registry."""
+"""The exporter interface every format implements, the exporter registry, and shared helpers."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib.metadata
+import importlib.util
+import io
+import logging
+import os
+import sys
+import tempfile
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import torch
 
@@ -16,7 +25,7 @@ from pipeline.registry import Registry
 
 @dataclass(frozen=True)
 class Artifact:
-    """A file an exporter wrote, with what a runner needs to open and feed it."""
+    """A file (or `.mlpackage` folder) an exporter wrote, with what a runner needs to feed it."""
 
     path: Path
     format: str
@@ -24,13 +33,35 @@ class Artifact:
     input_shapes: tuple[tuple[int, ...], ...]
 
 
+def package_version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def missing_modules(modules: tuple[str, ...]) -> list[str]:
+    """Which of `modules` cannot be imported here (without importing them: they are heavy)."""
+    missing = []
+    for m in modules:
+        try:
+            if importlib.util.find_spec(m) is None:
+                missing.append(m)
+        except (ImportError, ValueError):
+            missing.append(m)
+    return missing
+
+
 class Exporter(ABC):
-    """Turns a plain `nn.Module` and example inputs into one file in the target's format."""
+    """Turns a plain `nn.Module` and example inputs into one artifact in the target's format."""
 
     name: ClassVar[str]
     format: ClassVar[str]
     suffix: ClassVar[str]
     Options: ClassVar[type]  # a frozen dataclass of this exporter's keyword options
+    # Python modules the conversion imports, and the pip extra that installs them.
+    modules: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str] = ""
 
     def __init__(self, **options: Any) -> None:
         # Unknown or ill-typed options fail here, naming the option, before any work starts.
@@ -40,6 +71,10 @@ class Exporter(ABC):
         """Everything that changes the exported bytes: used as part of the artifact cache key."""
         return {"exporter": self.name, "versions": self.versions(), **dataclasses.asdict(self.options)}
 
+    @classmethod
+    def missing(cls) -> list[str]:
+        return missing_modules(cls.modules)
+
     @abstractmethod
     def versions(self) -> dict[str, str]:
         """Versions of the converter packages, recorded in tables and cache keys."""
@@ -48,5 +83,49 @@ class Exporter(ABC):
     def export(self, module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], path: Path) -> Artifact:
         """Write `module` to `path` (atomically) and describe the result."""
 
+    def inspect(self, artifact: Artifact) -> None:
+        """Check an artifact that no runtime here can execute (raise PipelineError if it is bad)."""
+
+    def artifact(self, path: Path, inputs: tuple[torch.Tensor, ...]) -> Artifact:
+        return Artifact(Path(path), self.format, self.name, tuple(tuple(x.shape) for x in inputs))
+
 
 EXPORTERS: Registry[type[Exporter]] = Registry("exporter")
+
+
+@contextlib.contextmanager
+def quiet_converters(fds: bool = True) -> Iterator[None]:
+    """Converters print progress bars, deprecation notes and C++ logs on every call; a table
+    has hundreds of calls. Python-level output is swallowed; with `fds`, so is what native
+    code writes to file descriptors 1 and 2 (the caller still gets exceptions)."""
+    with warnings.catch_warnings(), contextlib.ExitStack() as stack:
+        warnings.simplefilter("ignore")
+        stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+        stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
+        loggers = [logging.getLogger(n) for n in ("torch", "executorch", "coremltools", "litert_torch", "absl", "")]
+        levels = [lg.level for lg in loggers]
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        if fds:
+            stack.enter_context(_silence_fds())
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def _silence_fds() -> Iterator[None]:
+    sys.stdout.flush(), sys.__stderr__.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 import torch
 
-from export.base import EXPORTERS, Artifact, Exporter
+from export.base import EXPORTERS, Artifact, Exporter, quiet_converters
 from pipeline.errors import PipelineError, first_line
 from pipeline.fileio import atomic_path
 
@@ -38,7 +34,7 @@ class OnnxExporter(Exporter):
 
     def export(self, module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], path: Path) -> Artifact:
         module = module.eval()
-        with atomic_path(path) as tmp, _quiet():
+        with atomic_path(path) as tmp, quiet_converters(fds=False):
             try:
                 kwargs = {"external_data": False} if self.options.dynamo else {}
                 torch.onnx.export(
@@ -49,17 +45,4 @@ class OnnxExporter(Exporter):
                 onnx.checker.check_model(str(tmp))
             except Exception as e:  # a converter error becomes a reason, not a traceback
                 raise PipelineError(f"ONNX export failed: {first_line(e)}") from e
-        return Artifact(Path(path), self.format, self.name, tuple(tuple(x.shape) for x in example_inputs))
-
-
-@contextlib.contextmanager
-def _quiet():
-    """The exporters print progress and deprecation notes on every call; a table has hundreds."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        level = logging.getLogger("torch").level
-        logging.getLogger("torch").setLevel(logging.ERROR)
-        try:
-            yield
-        finally:
-            logging.getLogger("torch").setLevel(level)
+        return self.artifact(path, example_inputs)

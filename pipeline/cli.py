@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -18,9 +18,10 @@ from pipeline.config import build_config, merge
 from pipeline.data import load_data
 from pipeline.errors import PipelineError
 from pipeline.fileio import read_config
-from pipeline.report import benchmark_text, export_text, search_text
+from pipeline.plugins import load_plugin
+from pipeline.report import benchmark_text, export_text, search_text, targets_text
 from pipeline.search import SearchConfig
-from pipeline.targets import TARGETS
+from pipeline.targets import TARGETS, Target, parse_options, resolve_target
 from pipeline.train import TrainConfig
 from pipeline.workspace import Workspace
 
@@ -39,22 +40,6 @@ class Cli(click.Group):
             sys.exit(130)
 
 
-def _load_plugin(path: str) -> None:
-    """Import a Python file that registers blocks, spaces or targets."""
-    p = Path(path)
-    if not p.is_file():
-        raise PipelineError(f"plugin file '{path}' does not exist")
-    spec = importlib.util.spec_from_file_location(f"pipeline_plugin_{p.stem}", p)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except PipelineError:
-        raise
-    except Exception as e:
-        raise PipelineError(f"plugin '{path}' failed to load: {type(e).__name__}: {e}") from None
-
-
 @click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="pipeline")
 @click.option("--plugin", multiple=True, metavar="FILE", help="Python file that registers blocks, spaces or targets.")
@@ -70,7 +55,7 @@ def main(plugin: tuple[str, ...], verbose: bool) -> None:
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     for p in plugin:
-        _load_plugin(p)
+        load_plugin(p)
 
 
 # ---------------------------------------------------------------- shared options
@@ -81,8 +66,10 @@ def _common(f: Callable) -> Callable:
                      help="Device the latency table belongs to ('host' = this machine).")(f)
     f = click.option("--space", "space_name", default="tiny", show_default=True,
                      help="Search space: a registered name (see 'pipeline spaces') or a YAML/TOML file.")(f)
+    f = click.option("--target-option", "-o", "target_options", multiple=True, metavar="KEY=VALUE",
+                     help="Override one exporter or runner option of the target, e.g. compute_units=CPU_ONLY.")(f)
     f = click.option("--target", "target_name", default="desktop", show_default=True,
-                     help="Deployment target (see 'pipeline targets').")(f)
+                     help="Deployment target: a name (see 'pipeline targets') or a YAML/TOML target file.")(f)
     return f
 
 
@@ -114,6 +101,8 @@ def _search_options(f: Callable) -> Callable:
         click.option("--theta-lr", type=float, help="Adam learning rate of Θ [0.05]."),
         click.option("--seed", type=int, help="Random seed [0]."),
         click.option("--compute", type=str, help="Torch device for training: cpu or cuda [cpu]."),
+        click.option("--resolution", type=int,
+                     help="Train the super-net at this input size (a proxy; latency stays the table's) [the space's]."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -126,17 +115,19 @@ def _search_config(config_file: Path | None, **flags: Any) -> SearchConfig:
     return build_config(SearchConfig, merge(base, flags), "search config")
 
 
-def _ctx(target_name: str, space_name: str, root: Path) -> tuple:
-    return TARGETS.get(target_name), resolve_space(space_name), Workspace(root)
+def _target(target_name: str, target_options: tuple[str, ...]) -> Target:
+    return resolve_target(target_name, parse_options(target_options))
+
+
+def _ctx(target_name: str, target_options: tuple[str, ...], space_name: str, root: Path) -> tuple:
+    return _target(target_name, target_options), resolve_space(space_name), Workspace(root)
 
 
 # ---------------------------------------------------------------- listing
 @main.command()
 def targets() -> None:
-    """List deployment targets."""
-    for name, t in TARGETS.items():
-        runs = f"runner {t.runner}" if t.runner else "no runner here (import tables)"
-        click.echo(f"{name:<12} {t.description}  [exporter {t.exporter}, {runs}]")
+    """List deployment targets, what each needs, and whether this machine can measure it."""
+    click.echo(targets_text([t for _, t in TARGETS.items()]))
 
 
 @main.command()
@@ -157,18 +148,47 @@ def list_blocks() -> None:
 
 
 # ---------------------------------------------------------------- stages
-@main.command()
+@main.group(invoke_without_command=True)
 @_common
 @_protocol_options
 @click.option("--table", "table_path", type=click.Path(path_type=Path), help="Write the table here instead of the workspace.")
 @click.option("--force", is_flag=True, help="Re-measure every row, even those already in the table.")
+@click.option("--jobs", type=click.IntRange(1), default=os.cpu_count() or 1, show_default=True,
+              help="Worker processes that export blocks in parallel.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def benchmark(target_name: str, space_name: str, device: str, root: Path, threads: int, repeats: int,
-              min_repeat_ms: float, table_path: Path | None, force: bool, quiet: bool) -> None:
-    """Export and time every (layer, block) of the space on the target: a latency table."""
-    target, space, ws = _ctx(target_name, space_name, root)
+@click.pass_context
+def benchmark(ctx: click.Context, target_name: str, target_options: tuple[str, ...], space_name: str, device: str,
+              root: Path, threads: int, repeats: int, min_repeat_ms: float, table_path: Path | None, force: bool,
+              jobs: int, quiet: bool) -> None:
+    """Export and time every (layer, block) of the space on the target: a latency table.
+
+    \b
+    pipeline benchmark --target android          measure here
+    pipeline benchmark import FILE --target ...  bring in a table measured on a device
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    target, space, ws = _ctx(target_name, target_options, space_name, root)
     report = workflow.benchmark(space, target, ws, _protocol(threads, repeats, min_repeat_ms), device,
-                                table_path, force, progress=not quiet)
+                                table_path, force, progress=not quiet, jobs=jobs)
+    click.echo(benchmark_text(report, space))
+
+
+@benchmark.command(name="import")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--target", "target_name", required=True, help="Target the table was measured for, e.g. android.")
+@click.option("--device", required=True, help="Name of the device it was measured on, e.g. pixel1.")
+@click.option("--space", "space_name", required=True, help="Search space the table must fit, e.g. proxyless.")
+@click.option("--out", "root", type=click.Path(path_type=Path), default=Path("pipeline-out"), show_default=True,
+              help="Workspace folder.")
+@click.option("--table", "table_path", type=click.Path(path_type=Path), help="Write the table here instead of the workspace.")
+@click.option("--force", is_flag=True, help="Replace an existing table for this target, device and space.")
+def import_cmd(file: Path, target_name: str, device: str, space_name: str, root: Path, table_path: Path | None,
+               force: bool) -> None:
+    """Import a latency table measured on a device: this tool's JSON, or ProxylessNAS/OFA YAML."""
+    target, space, ws = _target(target_name, ()), resolve_space(space_name), Workspace(root)
+    report = workflow.import_table(file, space, target, ws, device, table_path, force)
+    click.echo(f"imported {len(report.table.rows)} rows from '{file}' as {target.name}/{device} for space '{space.name}'")
     click.echo(benchmark_text(report, space))
 
 
@@ -178,12 +198,12 @@ def benchmark(target_name: str, space_name: str, device: str, root: Path, thread
 @click.option("--table", "table_path", type=click.Path(path_type=Path), help="Latency table to search against.")
 @click.option("--output", type=click.Path(path_type=Path), help="Architecture file to write.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def search(target_name: str, space_name: str, device: str, root: Path, config_file: Path | None, data: str,
+def search(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, root: Path, config_file: Path | None, data: str,
            table_path: Path | None, output: Path | None, quiet: bool, **flags: Any) -> None:
     """Train the super-net against the latency table and write the derived architecture."""
-    target, space, ws = _ctx(target_name, space_name, root)
+    target, space, ws = _ctx(target_name, target_options, space_name, root)
     cfg = _search_config(config_file, **flags)
-    splits = load_data(data, space.resolution, space.in_channels, cfg.seed)
+    splits = load_data(data, cfg.resolution or space.resolution, space.in_channels, cfg.seed)
     report = workflow.search(space, target, ws, cfg, splits, device, table_path, output, progress=not quiet)
     click.echo(search_text(report))
 
@@ -212,7 +232,7 @@ def _arch_and_space(arch: Path | None, ws: Workspace, space_name: str, target: s
 @click.option("--data", default="digits", show_default=True, help="'digits' or an image folder.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def train(target_name: str, space_name: str, device: str, root: Path, arch: Path | None, data: str, seed: int,
+def train(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, root: Path, arch: Path | None, data: str, seed: int,
           train_epochs: int, train_lr: float, quiet: bool) -> None:
     """Train a derived network from scratch and save its weights beside the architecture."""
     report = _train(target_name, space_name, device, root, arch, data, seed, train_epochs, train_lr, quiet)
@@ -223,7 +243,9 @@ def _train(target_name: str, space_name: str, device: str, root: Path, arch: Pat
            epochs: int, lr: float, quiet: bool) -> workflow.TrainReport:
     path, space = _arch_and_space(arch, Workspace(root), space_name, target_name, device)
     a = workflow.load_architecture(path, space)
-    splits = load_data(data, a.space.resolution, a.space.in_channels, seed)
+    # Train at the size the search trained at (a proxy resolution, if it used one).
+    resolution = (a.info.get("search") or {}).get("resolution") or a.space.resolution
+    splits = load_data(data, resolution, a.space.in_channels, seed)
     return workflow.train(path, splits, TrainConfig(epochs=epochs, lr=lr, seed=seed), a.space, progress=not quiet)
 
 
@@ -237,11 +259,11 @@ def _train(target_name: str, space_name: str, device: str, root: Path, arch: Pat
 @click.option("--train", "do_train", is_flag=True, help="Train the derived network from scratch first.")
 @click.option("--data", default="digits", show_default=True, help="Data for --train.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def export(target_name: str, space_name: str, device: str, root: Path, threads: int, repeats: int,
+def export(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, root: Path, threads: int, repeats: int,
            min_repeat_ms: float, train_epochs: int, train_lr: float, arch: Path | None, table_path: Path | None,
            output: Path | None, do_train: bool, data: str, quiet: bool) -> None:
     """Export the derived network to the target's format, check it against PyTorch and time it."""
-    target = TARGETS.get(target_name)
+    target = _target(target_name, target_options)
     ws = Workspace(root)
     path, space = _arch_and_space(arch, ws, space_name, target_name, device)
     if do_train:
@@ -259,17 +281,18 @@ def export(target_name: str, space_name: str, device: str, root: Path, threads: 
 @click.option("--train/--no-train", "do_train", default=True, show_default=True,
               help="Train the derived network from scratch before export.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def run(target_name: str, space_name: str, device: str, root: Path, config_file: Path | None, data: str,
+def run(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, root: Path, config_file: Path | None, data: str,
         threads: int, repeats: int, min_repeat_ms: float, train_epochs: int, train_lr: float, do_train: bool,
         quiet: bool, **flags: Any) -> None:
     """benchmark -> search -> (train) -> export in one command; defaults run on the embedded digits."""
-    target, space, ws = _ctx(target_name, space_name, root)
+    target, space, ws = _ctx(target_name, target_options, space_name, root)
     protocol = _protocol(threads, repeats, min_repeat_ms)
     cfg = _search_config(config_file, **flags)
     click.echo(f"== benchmark: {space.name} on {target.name}/{device}")
-    click.echo(benchmark_text(workflow.benchmark(space, target, ws, protocol, device, progress=not quiet), space))
+    bench = workflow.benchmark(space, target, ws, protocol, device, progress=not quiet, jobs=os.cpu_count() or 1)
+    click.echo(benchmark_text(bench, space))
     click.echo(f"\n== search: {cfg.epochs} epochs, loss '{cfg.loss}', data '{data}'")
-    splits = load_data(data, space.resolution, space.in_channels, cfg.seed)
+    splits = load_data(data, cfg.resolution or space.resolution, space.in_channels, cfg.seed)
     s = workflow.search(space, target, ws, cfg, splits, device, progress=not quiet)
     click.echo(search_text(s))
     if do_train:
@@ -279,6 +302,46 @@ def run(target_name: str, space_name: str, device: str, root: Path, config_file:
         click.echo(f"held-out test accuracy {t.test_accuracy:.3f}")
     click.echo(f"\n== export: {target.name}")
     click.echo(export_text(workflow.export(s.path, target, ws, protocol, device, space)))
+
+
+def _compare_spec(spec: str, ws: Workspace, default_space: str) -> tuple[Path, Path, str | None]:
+    """`TARGET/DEVICE[@SPACE]` (the workspace's table and architecture) or `TABLE.json=ARCH.json`."""
+    if "=" in spec:
+        table, _, arch = spec.partition("=")
+        return Path(table), Path(arch), None
+    where, _, space_name = spec.partition("@")
+    target, slash, device = where.partition("/")
+    if not slash or not target or not device:
+        raise PipelineError(
+            f"compare entry '{spec}' must be TARGET/DEVICE[@SPACE] (e.g. android/pixel1@proxyless) or TABLE=ARCH files"
+        )
+    space = resolve_space(space_name or default_space)
+    return ws.table(space.name, target, device), ws.architecture(space.name, target, device), None
+
+
+@main.command()
+@click.argument("entries", nargs=-1, required=True)
+@click.option("--space", "space_name", default="tiny", show_default=True, help="Space of entries that name none.")
+@click.option("--out", "root", type=click.Path(path_type=Path), default=Path("pipeline-out"), show_default=True,
+              help="Workspace folder.")
+@click.option("--report-dir", type=click.Path(path_type=Path), help="Where compare.md/.json/.png go [OUT/compare].")
+@click.option("--measure/--no-measure", default=True, show_default=True,
+              help="Time every architecture end to end on each of this host's targets that run here.")
+@_protocol_options
+def compare(entries: tuple[str, ...], space_name: str, root: Path, report_dir: Path | None, measure: bool,
+            threads: int, repeats: int, min_repeat_ms: float) -> None:
+    """Compare architectures searched for different devices, side by side.
+
+    \b
+    ENTRY is TARGET/DEVICE[@SPACE] (its table and architecture in the workspace)
+    or TABLE.json=ARCHITECTURE.json. Example:
+      pipeline compare desktop/host android/host android-executorch/host
+    """
+    ws = Workspace(root)
+    specs = [_compare_spec(e, ws, space_name) for e in entries]
+    comparison, files = workflow.compare(specs, ws, _protocol(threads, repeats, min_repeat_ms), measure, report_dir)
+    click.echo(comparison.to_text())
+    click.echo("\nwrote " + ", ".join(str(p) for p in files.values()))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 import tomllib
 from pathlib import Path
@@ -32,6 +33,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Like `atomic_path` for outputs that are folders (a Core ML `.mlpackage`).
+
+    The writer creates the yielded path; it replaces `path` only if the block succeeds.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent))  # converters check the suffix
+    tmp.rmdir()  # writers (coremltools' save) want to create the folder themselves
+    old = path.with_name(f".{path.name}.old")
+    try:
+        yield tmp
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    finally:
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

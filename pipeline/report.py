@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from benchmarks.table import LatencyTable
 from blocks.space import SearchSpace
+from pipeline.targets import Target
 from pipeline.workflow import BenchmarkReport, ExportReport, SearchReport
 
 
@@ -15,33 +16,44 @@ def _grid(header: list[str], rows: list[list[str]]) -> str:
 
 def latency_grid(table: LatencyTable, space: SearchSpace) -> str:
     """Layers down, blocks across, median ms in each cell ('-' where a block cannot go)."""
+    # Stages may fix their own candidates, so the columns are every block some layer can take.
+    columns = list(dict.fromkeys(b for i in range(len(space.layers)) for b in space.candidates(i)))
     rows = []
     for name, shape in space.fixed_parts()[:1]:
-        rows.append([name, shape.key, f"{table.latency(name, shape):.4f}"] + [""] * (len(space.blocks) - 1))
+        rows.append([name, shape.key, f"{table.latency(name, shape):.4f}"] + [""] * (len(columns) - 1))
     for i, shape in enumerate(space.layers):
         cells = []
-        for b in space.blocks:
+        for b in columns:
             row = table.rows.get(f"{b}/{shape.key}")
             cells.append("-" if row is None or b not in space.candidates(i)
                          else (f"{row.median_ms:.4f}" if row.status == "ok" else row.status))
         rows.append([str(i), shape.key, *cells])
     for name, shape in space.fixed_parts()[1:]:
-        rows.append([name, shape.key, f"{table.latency(name, shape):.4f}"] + [""] * (len(space.blocks) - 1))
-    return _grid(["layer", "shape (in x h x w - out - stride)", *space.blocks], rows)
+        rows.append([name, shape.key, f"{table.latency(name, shape):.4f}"] + [""] * (len(columns) - 1))
+    return _grid(["layer", "shape (in x h x w - out - stride)", *columns], rows)
 
 
 def benchmark_text(r: BenchmarkReport, space: SearchSpace) -> str:
-    p = r.table.provenance
     lines = [
         f"latency table: {r.path}",
-        f"  {p['target']}/{p['device']} on {p['host']['cpu']} ({p['host']['cores']} cores, {p['host']['os']}), "
-        f"{p['runtime']} {p['runtime_version']}, {p['threads']} thread(s)",
-        f"  {r.measured} row(s) measured now, {len(r.table.rows) - r.measured} reused; median ms per block:",
+        f"  {provenance_line(r.table)}",
+        f"  {r.measured} row(s) measured now, {len(r.table.rows) - r.measured} reused; ms per block:",
         latency_grid(r.table, space),
     ]
     if r.unavailable:
         lines.append(f"  not measurable: {', '.join(r.unavailable)} (see 'reason' in the table)")
     return "\n".join(lines)
+
+
+def provenance_line(table: LatencyTable) -> str:
+    """Where and how a table was measured, in one line."""
+    p = table.provenance
+    where = f"{p.get('target')}/{p.get('device')}"
+    host = p.get("host")
+    if isinstance(host, dict):
+        return (f"{where} on {host.get('cpu')} ({host.get('cores')} cores, {host.get('os')}), "
+                f"{p.get('runtime')} {p.get('runtime_version')}, {p.get('threads')} thread(s)")
+    return f"{where}, imported from {p.get('imported_from', {}).get('file', '?') if isinstance(p.get('imported_from'), dict) else p.get('imported_from')} ({p.get('source', 'unknown source')})"
 
 
 def search_text(r: SearchReport) -> str:
@@ -70,7 +82,23 @@ def export_text(r: ExportReport) -> str:
         m = r.measured
         lines.append(f"measured end to end: {m['median_ms']:.4f} ms median (p10 {m['p10_ms']:.4f}, p90 {m['p90_ms']:.4f}, "
                      f"{m['count']} repeats x {m['number']} calls)")
+    if r.not_measured_because is not None:
+        lines.append(f"checked with the converter's tools only; not run or timed here: {r.not_measured_because}")
     if r.predicted_ms is not None:
         err = f", {r.error_pct:+.1f}% vs measured" if r.error_pct is not None else ""
         lines.append(f"table predicted: {r.predicted_ms:.4f} ms{err} (table {r.table_path})")
+    return "\n".join(lines)
+
+
+def targets_text(targets: list[Target]) -> str:
+    lines = []
+    for t in targets:
+        export_here = t.exportable_here()
+        measure_here = t.measurable_here()
+        options = {**t.exporter_options, **t.runner_options}
+        lines.append(f"{t.name:<19} {t.description}")
+        lines.append(f"{'':<19} exporter {t.exporter}, runner {t.runner}"
+                     + (f", options {', '.join(f'{k}={v}' for k, v in options.items())}" if options else ""))
+        lines.append(f"{'':<19} export here: {'yes' if export_here is None else 'no, ' + export_here}; "
+                     f"measure here: {'yes' if measure_here is None else 'no, ' + measure_here}")
     return "\n".join(lines)

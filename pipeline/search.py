@@ -41,10 +41,16 @@ class SearchConfig:
     mixing: str = "softmax"
     seed: int = 0
     device: str = "cpu"
+    # Training input size; None = the space's. A smaller size is a proxy that makes a 224x224
+    # space searchable on a CPU: the latency term still comes from the table, measured at the
+    # space's own resolution, and the networks are fully convolutional.
+    resolution: int | None = None
 
     def __post_init__(self) -> None:
         LOSSES.get(self.loss)
         MIXERS.get(self.mixing)
+        if self.resolution is not None and self.resolution < 8:
+            raise PipelineError(f"search: resolution {self.resolution} is too small; use 8 or more (or leave it unset)")
         if self.epochs < 1 or not 0 <= self.warmup_epochs < self.epochs:
             raise PipelineError(
                 f"search: need epochs >= 1 and 0 <= warmup_epochs < epochs (got {self.epochs}, "

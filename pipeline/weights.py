@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import zipfile
@@ -33,17 +34,36 @@ def save_weights(path: Path, net: DerivedNet, source: str, test_accuracy: float 
     write_with(path, lambda tmp: torch.save(payload, tmp))
 
 
-def load_weights(path: Path, space: SearchSpace, blocks: tuple[str, ...]) -> SavedWeights:
-    """Load weights saved for exactly this architecture; never unpickles arbitrary objects."""
+def _read(path: Path, mmap: bool = False) -> dict[str, Any]:
     try:
-        d = torch.load(path, map_location="cpu", weights_only=True)
+        d = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise PipelineError(f"weights file '{path}' is corrupt or not a weights file ({type(e).__name__}); "
                             "retrain with 'pipeline train' or search again") from None
     if not isinstance(d, dict) or d.get("format") != WEIGHTS_FORMAT:
         raise PipelineError(f"'{path}' is not a weights file written by this tool")
+    return d
+
+
+def _check_owner(path: Path, d: dict[str, Any], space: SearchSpace, blocks: tuple[str, ...]) -> None:
     if d["space_fingerprint"] != space.fingerprint or tuple(d["blocks"]) != tuple(blocks):
         raise PipelineError(f"weights file '{path}' belongs to another architecture; retrain with 'pipeline train'")
+
+
+def read_weights_info(path: Path, space: SearchSpace, blocks: tuple[str, ...]) -> dict[str, Any]:
+    """A weights file's recorded fields (source, test_accuracy, ...) without reading its tensors.
+
+    The tensors are memory-mapped and dropped, so this stays cheap for a large network.
+    """
+    d = _read(path, mmap=True)
+    _check_owner(path, d, space, blocks)
+    return {k: v for k, v in d.items() if k != "state_dict"}
+
+
+def load_weights(path: Path, space: SearchSpace, blocks: tuple[str, ...]) -> SavedWeights:
+    """Load weights saved for exactly this architecture; never unpickles arbitrary objects."""
+    d = _read(path)
+    _check_owner(path, d, space, blocks)
     net = DerivedNet(space, blocks, int(d["num_classes"]))
     net.load_state_dict(d["state_dict"])
     return SavedWeights(net.eval(), str(d["source"]), d.get("test_accuracy"))

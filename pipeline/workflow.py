@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from benchmarks.device import HOST_DEVICE, host_info
-from benchmarks.harness import BenchmarkJob, benchmark_space
+from benchmarks import importers
+from benchmarks.harness import BenchmarkJob, benchmark_space, cached_export, inspect_rows, randomize_batchnorm
 from benchmarks.predict import LatencyModel
 from benchmarks.protocol import Protocol
 from benchmarks.table import LatencyTable, expect_table_for, load_table
@@ -25,9 +26,11 @@ from blocks.space import SearchSpace
 from export.base import Artifact
 from export.verify import CheckResult, check_against_torch
 from pipeline.data import Splits
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, PlatformUnsupported
 from pipeline.search import SearchConfig, SearchResult, run_search
-from pipeline.targets import Target
+from pipeline.compare import Comparison, Entry, load_entry, write_outputs
+from pipeline.compare import compare as run_compare
+from pipeline.targets import Target, require_exporter, resolve_target
 from pipeline.train import TrainConfig, evaluate, loader, train_network
 from pipeline.weights import load_weights, save_weights
 from pipeline.workspace import Workspace, weights_path
@@ -49,23 +52,56 @@ class BenchmarkReport:
 
 def benchmark(space: SearchSpace, target: Target, ws: Workspace, protocol: Protocol,
               device: str = HOST_DEVICE, table_path: Path | None = None, force: bool = False,
-              progress: bool = True) -> BenchmarkReport:
-    """Measure every (layer, block) of `space` for `target` on this host and write the table."""
-    if target.runner is None:
-        raise PipelineError(f"target '{target.name}' has no runtime on this machine; import a table measured on the device")
-    exporter, runner = target.make_exporter(), target.make_runner(protocol.threads)
+              progress: bool = True, jobs: int = 1) -> BenchmarkReport:
+    """Measure every (layer, block) of `space` for `target` on this host and write the table.
+
+    Where the target's runtime does not exist here (Core ML off macOS), every block is still
+    exported and checked, then PlatformUnsupported says how to obtain the table instead.
+    """
+    require_exporter(target)
+    if device != HOST_DEVICE and table_path is None and not ws.table(space.name, target.name, device).exists():
+        log.info("device '%s' is a name for this host's table; tables of other devices are imported", device)
+    exporter = target.make_exporter()
+    unavailable = target.measurable_here()
+    runner = None if unavailable else target.make_runner(protocol.threads)
     path = table_path or ws.table(space.name, target.name, device)
     provenance = {
         "target": target.name, "device": device, "host": host_info(),
         "format": exporter.format, "exporter": exporter.name, "exporter_versions": exporter.versions(),
-        "exporter_options": exporter.fingerprint(), "runtime": runner.runtime,
-        "runtime_version": runner.version(), "threads": protocol.threads, "protocol": protocol.to_dict(),
+        "exporter_options": exporter.fingerprint(), "runtime": target.runner_class().runtime,
+        "runtime_version": runner.version() if runner else None, "runner_options": dict(target.runner_options),
+        "threads": protocol.threads, "protocol": protocol.to_dict(),
         "space": space.name, "space_fingerprint": space.fingerprint, "block_set": list(space.blocks),
         "unit": "ms",
     }
-    job = BenchmarkJob(space, exporter, runner, target.tolerance, protocol, path, ws.cache, provenance, force)
+    job = BenchmarkJob(space, exporter, runner, target.tolerance_for(exporter), protocol, path, ws.cache,
+                       provenance, force, jobs)
+    if runner is None:
+        checked, bad = inspect_rows(job, progress)
+        skipped = f"; {len(bad)} cannot be expressed: {bad[0]}" if bad else ""
+        raise PlatformUnsupported(
+            f"exported and checked {checked} {exporter.format} artifacts for '{space.name}'{skipped}; no latency "
+            f"table written: {unavailable}"
+        )
     table, measured = benchmark_space(job, progress)
     return BenchmarkReport(table, path, measured)
+
+
+def import_table(file: Path, space: SearchSpace, target: Target, ws: Workspace, device: str,
+                 table_path: Path | None = None, force: bool = False) -> BenchmarkReport:
+    """Bind a table measured elsewhere (this tool's format, or ProxylessNAS/OFA lookup YAML) to a
+    target, a device name and a space, and write it where search and export look for it."""
+    if device == HOST_DEVICE:
+        raise PipelineError(
+            f"an imported table needs the name of the device it was measured on, not '{HOST_DEVICE}'; "
+            "pass --device NAME (e.g. --device pixel1)"
+        )
+    path = table_path or ws.table(space.name, target.name, device)
+    if path.exists() and not force:
+        raise PipelineError(f"a table already exists at '{path}'; pass --force to replace it or --device NAME for another")
+    table = importers.import_table(file, target.name, device, space)
+    table.save(path)
+    return BenchmarkReport(table, path, 0)
 
 
 def find_table(space: SearchSpace, target: Target, ws: Workspace, device: str,
@@ -173,6 +209,7 @@ class ExportReport:
     measured: dict[str, float] | None
     predicted_ms: float | None
     table_path: Path | None
+    not_measured_because: str | None = None
 
     @property
     def error_pct(self) -> float | None:
@@ -202,15 +239,19 @@ def export(arch_path: Path, target: Target, ws: Workspace, protocol: Protocol, d
     out = out or ws.export_dir(arch.space.name, target.name, device) / f"model{exporter.suffix}"
     r = arch.space.resolution
     x = torch.randn(1, arch.space.in_channels, r, r, generator=torch.Generator().manual_seed(0))
+    require_exporter(target)
     artifact = exporter.export(net, (x,), out)
     check = measured = None
-    if target.runner is not None:
+    not_here = target.measurable_here()
+    if not_here is None:
         runner = target.make_runner(protocol.threads)
-        check = check_against_torch(net, (x,), runner.load(artifact), target.tolerance,
+        check = check_against_torch(net, (x,), runner.load(artifact), target.tolerance_for(exporter),
                                     f"derived network ({exporter.format})")
         measured = runner.time(artifact, [x.numpy()], protocol).stats()
+    else:
+        exporter.inspect(artifact)
     predicted, tpath = _prediction(arch, target, ws, device, table_path)
-    return ExportReport(artifact, source, acc, check, measured, predicted, tpath)
+    return ExportReport(artifact, source, acc, check, measured, predicted, tpath, not_here)
 
 
 def _prediction(arch: Architecture, target: Target, ws: Workspace, device: str,
@@ -221,3 +262,38 @@ def _prediction(arch: Architecture, target: Target, ws: Workspace, device: str,
     table = load_table(path)
     expect_table_for(table, target.name, device, path)
     return LatencyModel.from_table(table, arch.space).predict(arch.space, arch.blocks), path
+
+
+# ---------------------------------------------------------------------------- compare
+def measure_architecture(arch: Architecture, target: Target, protocol: Protocol, cache_dir: Path) -> float | None:
+    """End-to-end median latency of `arch` on `target` here, or None where it cannot run here.
+
+    Latency does not depend on weight values, so a seeded network stands in for trained ones;
+    its export is cached like a block's.
+    """
+    if target.measurable_here() is not None:
+        return None
+    torch.manual_seed(0)
+    net = randomize_batchnorm(DerivedNet(arch.space, arch.blocks, arch.space.num_classes), 0)
+    r = arch.space.resolution
+    x = torch.randn(1, arch.space.in_channels, r, r, generator=torch.Generator().manual_seed(0))
+    exporter, runner = target.make_exporter(), target.make_runner(protocol.threads)
+    ident = {"architecture": list(arch.blocks), "space": arch.space.fingerprint}
+    artifact = cached_export(exporter, net, (x,), cache_dir, ident)
+    check_against_torch(net, (x,), runner.load(artifact), target.tolerance_for(exporter), f"architecture on {target.name}")
+    return runner.time(artifact, [x.numpy()], protocol).stats()["median_ms"]
+
+
+def compare(specs: list[tuple[Path, Path, str | None]], ws: Workspace, protocol: Protocol, measure: bool = True,
+            out_dir: Path | None = None) -> tuple[Comparison, dict[str, Path]]:
+    """Compare (table, architecture, label) pairs; time each architecture on every entry that is
+    this host's table of a target that runs here. Writes compare.md/.json/.png."""
+    entries = [load_entry(t, a, label) for t, a, label in specs]
+
+    def timer(on: Entry, arch: Architecture) -> float | None:
+        if on.table.device != HOST_DEVICE:
+            return None  # a phone's column: this machine's timing would say nothing about it
+        return measure_architecture(arch, resolve_target(on.table.target), protocol, ws.cache)
+
+    comparison = run_compare(entries, timer if measure else None)
+    return comparison, write_outputs(comparison, out_dir or ws.root / "compare")

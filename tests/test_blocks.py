@@ -3,6 +3,7 @@ import torch
 
 from blocks import BLOCKS, BLOCK_SETS, create_block, register_block, resolve_block_set
 from blocks.fbnet import ChannelShuffle, FBNetBlock
+from blocks.mbconv import MBConv, SqueezeExcite
 from pipeline.errors import PipelineError
 
 SHAPES = [(16, 16, 1), (16, 16, 2), (16, 24, 1), (16, 24, 2)]  # same / strided / wider / both
@@ -12,6 +13,10 @@ SHAPES = [(16, 16, 1), (16, 16, 2), (16, 24, 1), (16, 24, 2)]  # same / strided 
 @pytest.mark.parametrize("in_ch,out_ch,stride", SHAPES)
 def test_block_forward_backward_and_shape(name, in_ch, out_ch, stride):
     torch.manual_seed(0)
+    if not BLOCKS.get(name).supports(in_ch, out_ch, stride):
+        with pytest.raises(PipelineError, match=f"cannot map {in_ch}->{out_ch}"):
+            create_block(name, in_ch, out_ch, stride)
+        return
     block = create_block(name, in_ch, out_ch, stride)
     x = torch.randn(2, in_ch, 10, 10, requires_grad=True)
     y = block(x)
@@ -92,3 +97,46 @@ def test_bad_block_set_files(tmp_path, text, match):
     f.write_text(text)
     with pytest.raises(PipelineError, match=match):
         resolve_block_set(str(f))
+
+
+@pytest.mark.parametrize("name", [n for n in BLOCKS.names() if n != "identity"])
+def test_block_config_names_its_shape(name):
+    c = create_block(name, 16, 24, 2).config
+    assert (c["in_ch"], c["out_ch"], c["stride"]) == (16, 24, 2)
+
+
+def test_proxyless_set_is_mbconv_k357_e36_and_skip():
+    assert BLOCK_SETS.get("proxyless") == (
+        "mb_k3_e3", "mb_k3_e6", "mb_k5_e3", "mb_k5_e6", "mb_k7_e3", "mb_k7_e6", "identity")
+
+
+@pytest.mark.parametrize("name,kernel,expansion,se,act", [
+    ("mb_k3_e1", 3, 1, False, "relu6"), ("mb_k7_e6", 7, 6, False, "relu6"), ("mb_k5_e4_se_hs", 5, 4, True, "hswish"),
+])
+def test_mbconv_structure(name, kernel, expansion, se, act):
+    b = create_block(name, 16, 16, 1)
+    assert isinstance(b, MBConv) and b.residual
+    # MobileNetV2 has no expansion conv at e1; the depthwise conv then runs on the input itself.
+    assert isinstance(b.expand, torch.nn.Identity) == (expansion == 1)
+    assert b.depthwise[0].kernel_size == (kernel, kernel) and b.depthwise[0].groups == 16 * expansion
+    assert isinstance(b.excite, SqueezeExcite) == se
+    assert isinstance(b.depthwise[-1], torch.nn.Hardswish if act == "hswish" else torch.nn.ReLU6)
+    assert not isinstance(b.project[-1], (torch.nn.ReLU6, torch.nn.Hardswish))  # linear bottleneck
+    assert not create_block(name, 16, 24, 1).residual and not create_block(name, 16, 16, 2).residual
+
+
+def test_mbconv_config_rebuilds_identical_block():
+    b = create_block("mb_k5_e3_se", 16, 24, 2)
+    c = dict(b.config)
+    assert c.pop("type") == "mbconv"
+    rebuilt = MBConv(c.pop("in_ch"), c.pop("out_ch"), c.pop("stride"), **c)
+    rebuilt.load_state_dict(b.state_dict())
+    x = torch.randn(1, 16, 8, 8)
+    assert torch.equal(b.eval()(x), rebuilt.eval()(x))
+
+
+def test_identity_only_where_the_shape_is_kept():
+    x = torch.randn(1, 16, 8, 8)
+    assert torch.equal(create_block("identity", 16, 16, 1)(x), x)
+    with pytest.raises(PipelineError, match="cannot map 16->16 channels at stride 2"):
+        create_block("identity", 16, 16, 2)

@@ -95,7 +95,7 @@ def _error(r):
 
 
 def test_unknown_names(micro_space_file, tmp_path):
-    assert "unknown target 'iphone'; valid names: desktop" in _error(invoke("benchmark", "--target", "iphone"))
+    assert "unknown target 'iphone'; valid names: ios, ios-executorch, android, android-executorch, desktop" in _error(invoke("benchmark", "--target", "iphone"))
     assert "unknown search space 'mnasnet'" in _error(invoke("search", "--space", "mnasnet"))
     bad = tmp_path / "s.yaml"
     bad.write_text(micro_space_file.read_text().replace("k5_e3", "k9_e9"))
@@ -154,4 +154,4 @@ def test_real_process_exit_code_and_no_traceback():
     p = subprocess.run([sys.executable, "-m", "pipeline.cli", "search", "--target", "nowhere"],
                        capture_output=True, text=True)
     assert p.returncode == 2
-    assert p.stderr.strip() == "error: unknown target 'nowhere'; valid names: desktop"
+    assert p.stderr.strip() == "error: unknown target 'nowhere'; valid names: ios, ios-executorch, android, android-executorch, desktop"

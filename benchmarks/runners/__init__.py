@@ -1,5 +1,8 @@
-"""Runners: one module per runtime, registered by name."""
+"""Runners: one module per runtime, registered by name. Runtimes import on first use."""
 
+from benchmarks.runners import coreml as _coreml  # noqa: F401  (registers 'coreml')
+from benchmarks.runners import executorch as _executorch  # noqa: F401  ('executorch', 'executorch-coreml')
+from benchmarks.runners import litert as _litert  # noqa: F401  (registers 'litert')
 from benchmarks.runners import onnxruntime as _onnxruntime  # noqa: F401  (registers 'onnxruntime')
 from benchmarks.runners.base import RUNNERS, Run, Runner
 

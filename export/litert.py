@@ -1,0 +1,40 @@
+"""LiteRT (TFLite) flatbuffers through litert-torch, for the `android` target."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from export.base import EXPORTERS, Artifact, Exporter, package_version, quiet_converters
+from pipeline.errors import PipelineError, first_line
+from pipeline.fileio import atomic_path
+
+
+@dataclass(frozen=True)
+class LiteRTOptions:
+    pass  # fp32 flatbuffer; litert-torch keeps the NCHW interface and inserts the transposes
+
+
+@EXPORTERS.register("litert")
+class LiteRTExporter(Exporter):
+    name = "litert"
+    format = "tflite"
+    suffix = ".tflite"
+    Options = LiteRTOptions
+    modules = ("litert_torch",)
+    extra = "android"
+
+    def versions(self) -> dict[str, str]:
+        return {"torch": torch.__version__, "litert-torch": package_version("litert-torch")}
+
+    def export(self, module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], path: Path) -> Artifact:
+        with atomic_path(path) as tmp, quiet_converters():
+            try:
+                import litert_torch  # heavy (pulls in JAX and TensorFlow's converter): import on use
+
+                litert_torch.convert(module.eval(), example_inputs).export(str(tmp))
+            except Exception as e:
+                raise PipelineError(f"LiteRT conversion failed: {first_line(e)}") from e
+        return self.artifact(path, example_inputs)
