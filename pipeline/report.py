@@ -37,12 +37,18 @@ def benchmark_text(r: BenchmarkReport, space: SearchSpace) -> str:
     lines = [
         f"latency table: {r.path}",
         f"  {provenance_line(r.table)}",
-        f"  {r.measured} row(s) measured now, {len(r.table.rows) - r.measured} reused; ms per block:",
+        f"  {_counts(r)}; ms per block:",
         latency_grid(r.table, space),
     ]
     if r.unavailable:
         lines.append(f"  not measurable: {', '.join(r.unavailable)} (see 'reason' in the table)")
     return "\n".join(lines)
+
+
+def _counts(r: BenchmarkReport) -> str:
+    if r.table.provenance.get("imported_from"):
+        return f"{len(r.table.rows)} rows imported, statistic: published {r.table.provenance.get('statistic', 'median')}"
+    return f"{r.measured} row(s) measured now, {len(r.table.rows) - r.measured} reused"
 
 
 def provenance_line(table: LatencyTable) -> str:

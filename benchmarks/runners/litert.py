@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmarks.runners.base import RUNNERS, Run, Runner
-from export.base import Artifact, package_version
+from export.base import Artifact, package_version, quiet_converters
 from pipeline.errors import PipelineError, first_line
 
 
@@ -32,9 +32,10 @@ class LiteRTRunner(Runner):
 
         resolver = OpResolverType.AUTO if self.options.xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
-            it = Interpreter(model_path=str(artifact.path), num_threads=self.threads,
-                             experimental_op_resolver_type=resolver)
-            it.allocate_tensors()
+            with quiet_converters():  # the native side announces its XNNPACK delegate on stderr
+                it = Interpreter(model_path=str(artifact.path), num_threads=self.threads,
+                                 experimental_op_resolver_type=resolver)
+                it.allocate_tensors()
         except Exception as e:
             raise PipelineError(
                 f"LiteRT cannot open '{artifact.path}' ({first_line(e)}); the file is corrupt or truncated: "

@@ -1,0 +1,134 @@
+"""The CLI across targets: import a phone's table, search against it, export per target,
+compare, and the bad inputs of each."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import main
+
+DATA = Path(__file__).resolve().parents[1] / "benchmarks/data/device-tables"
+FAST = ["--repeats", "3", "--min-repeat-ms", "0.5"]
+SEARCH = ["--epochs", "2", "--warmup-epochs", "1", "-q"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def _error(r) -> str:
+    assert r.exit_code != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    return lines[0]
+
+
+def test_import_pixel1_and_search_against_it(tmp_path: Path) -> None:
+    out = tmp_path / "ws"
+    r = invoke("benchmark", "import", DATA / "pixel1_proxylessnas_lut.yaml", "--target", "android",
+               "--device", "pixel1", "--space", "proxyless", "--out", out)
+    assert r.exit_code == 0, r.output
+    assert "75 rows imported" in r.output
+    table = json.loads((out / "tables/proxyless/android/pixel1.json").read_text())
+    assert table["provenance"]["device"] == "pixel1" and table["provenance"]["host"] is None
+    # again without --force: refused, the first table untouched
+    assert "pass --force" in _error(invoke("benchmark", "import", DATA / "pixel1_proxylessnas_lut.yaml", "--target",
+                                           "android", "--device", "pixel1", "--space", "proxyless", "--out", out))
+    r = invoke("search", "--target", "android", "--device", "pixel1", "--space", "proxyless", "--out", out,
+               "--resolution", "16", "--epochs", "1", "--warmup-epochs", "0", "-q")
+    assert r.exit_code == 0, r.output
+    arch = json.loads((out / "search/proxyless/android/pixel1/architecture.json").read_text())
+    assert arch["blocks"][0] == "mb_k3_e1" and len(arch["blocks"]) == 22
+    assert arch["table"]["device"] == "pixel1" and 29.6 < arch["predicted_latency_ms"] < 191.1
+
+
+def test_import_bad_inputs(tmp_path: Path) -> None:
+    lut = DATA / "pixel1_proxylessnas_lut.yaml"
+    common = ["--target", "android", "--space", "proxyless", "--out", tmp_path]
+    assert "not 'host'" in _error(invoke("benchmark", "import", lut, "--device", "host", *common))
+    assert "does not fit space 'tiny'" in _error(invoke("benchmark", "import", lut, "--target", "android",
+                                                        "--device", "p1", "--space", "tiny", "--out", tmp_path))
+    cut = tmp_path / "cut.yaml"
+    cut.write_text(lut.read_text()[:2000].rsplit("\n", 3)[0] + "\n")
+    assert _error(invoke("benchmark", "import", cut, "--device", "p1", *common))
+    assert not (tmp_path / "tables/proxyless/android/p1.json").exists()  # nothing half-written
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["android", "android-executorch"])
+def test_benchmark_search_export_on_a_mobile_target(target: str, tmp_path: Path, micro_space_file: Path) -> None:
+    out = tmp_path / "ws"
+    r = invoke("benchmark", "--target", target, "--space", micro_space_file, "--out", out, "-q", "--jobs", 2, *FAST)
+    assert r.exit_code == 0, r.output
+    table = json.loads((out / f"tables/micro/{target}/host.json").read_text())
+    assert table["provenance"]["runtime"] in ("ai-edge-litert", "executorch")
+    assert all(row["status"] == "ok" and row["median_ms"] > 0 for row in table["rows"])
+    again = invoke("benchmark", "--target", target, "--space", micro_space_file, "--out", out, "-q", *FAST)
+    assert "0 row(s) measured now" in again.output  # everything cached and kept
+    assert invoke("search", "--target", target, "--space", micro_space_file, "--out", out, *SEARCH).exit_code == 0
+    r = invoke("export", "--target", target, "--space", micro_space_file, "--out", out, *FAST)
+    assert r.exit_code == 0, r.output
+    assert "check against PyTorch: max abs error" in r.output and "measured end to end" in r.output
+    suffix = {"android": ".tflite", "android-executorch": ".pte"}[target]
+    assert (out / f"export/micro/{target}/host/model{suffix}").is_file()
+
+
+@pytest.mark.slow
+def test_export_ios_on_linux_converts_and_checks(tmp_path: Path, micro_space_file: Path) -> None:
+    if sys.platform == "darwin":
+        pytest.skip("Core ML runs here")
+    out = tmp_path / "ws"
+    # search against a desktop table, then ship that architecture to iOS
+    assert invoke("benchmark", "--space", micro_space_file, "--out", out, "-q", *FAST).exit_code == 0
+    assert invoke("search", "--space", micro_space_file, "--out", out, *SEARCH).exit_code == 0
+    arch = out / "search/micro/desktop/host/architecture.json"
+    r = invoke("export", "--target", "ios", "--arch", arch, "--out", out, "-o", "precision=fp32")
+    assert r.exit_code == 0, r.output
+    assert "not run or timed here: Core ML runs only on macOS" in r.output
+    assert (out / "export/micro/ios/host/model.mlpackage/Manifest.json").is_file()
+
+
+def test_target_option_errors(micro_space_file: Path, tmp_path: Path) -> None:
+    msg = _error(invoke("benchmark", "--target", "desktop", "-o", "compute_units=CPU_ONLY", "--space",
+                        micro_space_file, "--out", tmp_path))
+    assert "target 'desktop'" in msg and "no option 'compute_units'" in msg
+    assert "KEY=VALUE" in _error(invoke("benchmark", "-o", "compute_units", "--out", tmp_path))
+    assert "does not exist" in _error(invoke("benchmark", "--target", tmp_path / "nope.yaml", "--out", tmp_path))
+
+
+def test_compare_three_tables(tmp_path: Path, micro_space: object, micro_space_file: Path) -> None:
+    """Three devices' hand-made tables, each searched with a strong latency term: every device's
+    architecture is predicted fastest under its own table."""
+    from tests.conftest import make_table
+
+    out = tmp_path / "ws"
+    costs = {
+        "desktop/host": {"skip": 0.1, "k3_e1": 1.0, "k5_e3": 2.0, "k3_e6": 3.0},
+        "android/host": {"skip": 5.0, "k3_e1": 4.0, "k5_e3": 0.5, "k3_e6": 3.0},
+        "android/pixel1": {"skip": 5.0, "k3_e1": 4.0, "k5_e3": 3.0, "k3_e6": 0.2},
+    }
+    for label, cost in costs.items():
+        target, device = label.split("/")
+        make_table(micro_space, lambda b, s, c=cost: c.get(b, 0.5), target, device).save(
+            out / f"tables/micro/{target}/{device}.json")
+        r = invoke("search", "--target", target, "--device", device, "--space", micro_space_file, "--out", out,
+                   "--loss", "add", "--lam", "5", "--epochs", "4", "--warmup-epochs", "1", "--theta-lr", "0.2", "-q")
+        assert r.exit_code == 0, r.output
+    r = invoke("compare", *costs, "--space", micro_space_file, "--out", out, "--no-measure")
+    assert r.exit_code == 0, r.output
+    data = json.loads((out / "compare/compare.json").read_text())
+    assert (out / "compare/compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "searched for it is the fastest" in (out / "compare/compare.md").read_text()
+    blocks = {e["label"]: e["blocks"] for e in data["entries"]}
+    assert blocks["desktop/host"] == ["skip"] * 3
+    assert blocks["android/pixel1"] == ["k3_e6"] * 3
+    assert "k5_e3" in blocks["android/host"]
+    assert "TARGET/DEVICE" in _error(invoke("compare", "desktop", "android/host", "--out", out))
+    assert "at least two" in _error(invoke("compare", "desktop/host", "--space", micro_space_file, "--out", out,
+                                           "--no-measure"))
