@@ -1,13 +1,62 @@
-"""Predicting a network's latency from a table: Lat(Θ) = fixed + Σ_l Σ_j t_j^(l) α_j^(l)."""
+"""Predicting a network's latency from a table: Lat(Θ) = fixed + Σ_l Σ_j t_j^(l) α_j^(l).
+
+The plain sum of blocks timed alone misses what happens between blocks in a whole network
+(per-call overhead paid once instead of per block, operator fusion, caches). A `Calibration`
+fitted from whole-network measurements corrects it linearly:
+
+    T = intercept + scale · (Σ rows) + Σ_j c_j · (number of layers using block j)
+
+Because it is linear in the rows and in the block counts, it folds into adjusted per-layer
+vectors t'_j^(l) = scale · t_j^(l) + c_j, so the search's expected latency stays a weighted
+sum of α and everything downstream (predict, bounds, search) is unchanged.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
+import numpy as np
 import torch
 
 from benchmarks.table import LatencyTable
 from blocks.space import SearchSpace
+from pipeline.errors import PipelineError
+
+
+@dataclass(frozen=True)
+class Calibration:
+    space_fingerprint: str
+    intercept_ms: float
+    scale: float
+    per_block_ms: dict[str, float]
+    fitted_on: int  # whole networks measured for the fit
+    fitted_keys: tuple[str, ...] = ()  # their architectures, so evaluation can exclude them
+    heldout: dict[str, float] = field(default_factory=dict)  # metrics on networks not fitted on
+    created: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["fitted_keys"] = list(self.fitted_keys)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str) -> "Calibration":
+        try:
+            return cls(str(d["space_fingerprint"]), float(d["intercept_ms"]), float(d["scale"]),
+                       {str(k): float(v) for k, v in d["per_block_ms"].items()}, int(d["fitted_on"]),
+                       tuple(d.get("fitted_keys", ())), dict(d.get("heldout", {})), str(d.get("created", "")))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise PipelineError(f"{where}: calibration is malformed ({e}); refit it with 'pipeline validate --fit'") from None
+
+
+def table_calibration(table: LatencyTable, space: SearchSpace) -> Calibration | None:
+    data = table.calibration.get(space.fingerprint)
+    return None if data is None else Calibration.from_dict(data, f"latency table for {table.target}/{table.device}")
+
+
+def arch_key(blocks: tuple[str, ...] | list[str]) -> str:
+    return ",".join(blocks)
 
 
 @dataclass(frozen=True)
@@ -16,30 +65,92 @@ class LatencyModel:
 
     per_layer: tuple[torch.Tensor, ...]
     fixed_ms: float
+    calibration: Calibration | None = None
+
+    @property
+    def name(self) -> str:
+        """How predictions are made, for every printout that shows one."""
+        if self.calibration is None:
+            return "table sum"
+        return f"calibrated table sum (fitted on {self.calibration.fitted_on} whole networks)"
 
     @classmethod
-    def from_table(cls, table: LatencyTable, space: SearchSpace) -> "LatencyModel":
+    def from_table(cls, table: LatencyTable, space: SearchSpace, calibrated: bool = True) -> "LatencyModel":
+        """The table's model for `space`, calibrated when the table carries a fit for it."""
         table.check_fits(space)
         per_layer = tuple(
-            torch.tensor([table.latency(b, shape) for b in space.candidates(i)], dtype=torch.float32)
+            torch.tensor([table.latency(b, shape) for b in space.candidates(i)], dtype=torch.float64)
             for i, shape in enumerate(space.layers)
         )
-        fixed = sum(table.latency(name, shape) for name, shape in space.fixed_parts())
-        return cls(per_layer, float(fixed))
+        fixed = float(sum(table.latency(name, shape) for name, shape in space.fixed_parts()))
+        cal = table_calibration(table, space) if calibrated else None
+        if cal is None:
+            return cls(per_layer, fixed)
+        adjusted = tuple(
+            t * cal.scale + torch.tensor([cal.per_block_ms.get(b, 0.0) for b in space.candidates(i)], dtype=torch.float64)
+            for i, t in enumerate(per_layer)
+        )
+        return cls(adjusted, cal.intercept_ms + cal.scale * fixed, cal)
 
     def expected(self, alphas: list[torch.Tensor]) -> torch.Tensor:
         """Differentiable expected latency (ms) of the super-net under mixing weights α."""
-        searchable = sum((t.to(a.device) * a).sum() for t, a in zip(self.per_layer, alphas))
+        searchable = sum((t.to(a.device, a.dtype) * a).sum() for t, a in zip(self.per_layer, alphas))
         return searchable + self.fixed_ms
 
     def predict(self, space: SearchSpace, blocks: tuple[str, ...]) -> float:
-        """Latency (ms) of one architecture: the sum of its rows."""
+        """Latency (ms) of one architecture."""
         return self.fixed_ms + sum(
             float(t[space.candidates(i).index(b)]) for i, (t, b) in enumerate(zip(self.per_layer, blocks))
         )
 
     def bounds(self) -> tuple[float, float]:
-        """The fastest and slowest architecture the space holds, under this table."""
+        """The fastest and slowest architecture the space holds, under this model."""
         lo = self.fixed_ms + sum(float(t.min()) for t in self.per_layer)
         hi = self.fixed_ms + sum(float(t.max()) for t in self.per_layer)
         return lo, hi
+
+
+def _solve(x: np.ndarray, y: np.ndarray, ridge: float | None) -> np.ndarray:
+    """Weighted least squares (relative errors matter: weight 1/y); `ridge` None drops the
+    per-block columns, else shrinks them toward zero."""
+    w = 1.0 / y
+    if ridge is None:
+        coef, *_ = np.linalg.lstsq(x[:, :2] * w[:, None], y * w, rcond=None)
+        return np.concatenate([coef, np.zeros(x.shape[1] - 2)])
+    reg = np.sqrt(ridge) * np.eye(x.shape[1])[2:]
+    coef, *_ = np.linalg.lstsq(np.vstack([x * w[:, None], reg]), np.concatenate([y * w, np.zeros(len(reg))]), rcond=None)
+    return coef
+
+
+def _loo_error(x: np.ndarray, y: np.ndarray, ridge: float | None) -> float:
+    """Median relative error, leave-one-out: how the fit does on networks it did not see."""
+    errs = []
+    for k in range(len(y)):
+        keep = np.arange(len(y)) != k
+        coef = _solve(x[keep], y[keep], ridge)
+        errs.append(abs(float(x[k] @ coef) - y[k]) / y[k])
+    return float(np.median(errs))
+
+
+RIDGES: tuple[float | None, ...] = (None, 10.0, 1.0, 0.1, 0.01)
+
+
+def fit_calibration(plain: LatencyModel, space: SearchSpace, archs: list[tuple[str, ...]],
+                    measured_ms: list[float]) -> Calibration:
+    """Fit T = intercept + scale·(table sum) + Σ_j c_j·count_j to whole-network measurements.
+
+    Block counts sum to the number of layers (collinear with the intercept) and there are
+    often fewer networks than blocks, so the per-block terms are ridge-shrunk, or dropped,
+    whichever leave-one-out error on the fitted networks favours.
+    """
+    assert plain.calibration is None, "fit on the plain table sum"
+    if len(archs) < 4:
+        raise PipelineError(f"a calibration needs at least 4 measured networks, got {len(archs)}; pass --samples 8 or more")
+    blocks = sorted({b for i in range(len(space.layers)) for b in space.candidates(i)})
+    x = np.array([[1.0, plain.predict(space, a)] + [float(a.count(b)) for b in blocks] for a in archs])
+    y = np.asarray(measured_ms, dtype=float)
+    best = min(RIDGES, key=lambda r: _loo_error(x, y, r))
+    coef = _solve(x, y, best)
+    return Calibration(space.fingerprint, float(coef[0]), float(coef[1]),
+                       {blk: float(c) for blk, c in zip(blocks, coef[2:]) if c != 0.0}, len(archs),
+                       tuple(arch_key(a) for a in archs))

@@ -80,6 +80,9 @@ class Row:
 class LatencyTable:
     provenance: dict[str, Any]
     rows: dict[str, Row] = field(default_factory=dict)
+    # Whole-network corrections fitted by 'pipeline validate --fit', keyed by space fingerprint
+    # (benchmarks.predict.Calibration reads them).
+    calibration: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def target(self) -> str:
@@ -119,7 +122,10 @@ class LatencyTable:
 
     def to_json(self) -> str:
         # One row per line: diffs and eyes both read a table row by row.
-        head = json.dumps({"format": TABLE_FORMAT, "version": TABLE_VERSION, "provenance": self.provenance}, indent=2)
+        top: dict[str, Any] = {"format": TABLE_FORMAT, "version": TABLE_VERSION, "provenance": self.provenance}
+        if self.calibration:
+            top["calibration"] = self.calibration
+        head = json.dumps(top, indent=2)
         rows = ",\n".join("    " + json.dumps(r.to_dict()) for r in sorted(self.rows.values(), key=_order))
         return head[:-2] + ',\n  "rows": [\n' + rows + "\n  ]\n}\n"
 
@@ -155,7 +161,10 @@ def load_table(path: str | os.PathLike) -> LatencyTable:
         )
     if not isinstance(data.get("provenance"), dict) or not isinstance(data.get("rows"), list):
         raise PipelineError(f"{where} lacks 'provenance' or 'rows'; it is damaged: remeasure it")
-    table = LatencyTable(data["provenance"])
+    calibration = data.get("calibration", {})
+    if not isinstance(calibration, dict):
+        raise PipelineError(f"{where}: 'calibration' is not an object; the file is damaged: refit with 'pipeline validate --fit'")
+    table = LatencyTable(data["provenance"], calibration=calibration)
     for d in data["rows"]:
         if not isinstance(d, dict):
             raise PipelineError(f"{where}: a row is not an object; the file is damaged")

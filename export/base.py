@@ -93,6 +93,13 @@ class Exporter(ABC):
 EXPORTERS: Registry[type[Exporter]] = Registry("exporter")
 
 
+def quiet_import(module: str) -> Any:
+    """Import a converter or runtime without the warnings several print at import time
+    (untested torch versions, optional native parts missing on this OS)."""
+    with quiet_converters():
+        return importlib.import_module(module)
+
+
 @contextlib.contextmanager
 def quiet_converters(fds: bool = True) -> Iterator[None]:
     """Converters print progress bars, deprecation notes and C++ logs on every call; a table

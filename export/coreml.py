@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from export.base import EXPORTERS, Artifact, Exporter, package_version, quiet_converters
+from export.base import EXPORTERS, Artifact, Exporter, package_version, quiet_converters, quiet_import
 from pipeline.errors import PipelineError, first_line
 from pipeline.fileio import atomic_dir
 
@@ -32,7 +32,7 @@ def check_coreml_settings(deployment_target: str, precision: str, compute_units:
 def coreml_settings(deployment_target: str, precision: str, compute_units: str) -> tuple[Any, Any, Any]:
     """The user's strings as coremltools enums."""
     check_coreml_settings(deployment_target, precision, compute_units)
-    import coremltools as ct
+    ct = quiet_import("coremltools")
 
     prec = ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32
     return getattr(ct.target, deployment_target), prec, ct.ComputeUnit[compute_units]
@@ -86,8 +86,7 @@ class CoreMLExporter(Exporter):
     def inspect(self, artifact: Artifact) -> None:
         """Reload the package with coremltools (no prediction: that needs macOS) and check
         that its declared input shapes are the module's and it has an output."""
-        import coremltools as ct
-
+        ct = quiet_import("coremltools")
         try:
             with quiet_converters(fds=False):
                 spec = ct.models.MLModel(str(artifact.path), skip_model_load=True).get_spec()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from benchmarks.table import LatencyTable
 from blocks.space import SearchSpace
 from pipeline.targets import Target
+from pipeline.validate import ValidateReport
 from pipeline.workflow import BenchmarkReport, ExportReport, SearchReport
 
 
@@ -73,7 +74,7 @@ def search_text(r: SearchReport) -> str:
         f"derived architecture: {r.path}",
         _grid(["layer", "shape", "block", "alpha", "runner-up"], rows),
         f"predicted latency {r.predicted_ms:.4f} ms on {info['table']['target']}/{info['table']['device']} "
-        f"(space spans {lat['space_fastest_ms']:.4f} to {lat['space_slowest_ms']:.4f} ms)",
+        f"by {lat['predictor']} (space spans {lat['space_fastest_ms']:.4f} to {lat['space_slowest_ms']:.4f} ms)",
         f"test accuracy: super-net {info['supernet_test_accuracy']:.3f}, derived network with inherited "
         f"weights {r.derived_test_acc:.3f} (retrain from scratch with 'pipeline train')",
     ])
@@ -92,7 +93,7 @@ def export_text(r: ExportReport) -> str:
         lines.append(f"checked with the converter's tools only; not run or timed here: {r.not_measured_because}")
     if r.predicted_ms is not None:
         err = f", {r.error_pct:+.1f}% vs measured" if r.error_pct is not None else ""
-        lines.append(f"table predicted: {r.predicted_ms:.4f} ms{err} (table {r.table_path})")
+        lines.append(f"predicted ({r.predictor}): {r.predicted_ms:.4f} ms{err} (table {r.table_path})")
     return "\n".join(lines)
 
 
@@ -107,4 +108,19 @@ def targets_text(targets: list[Target]) -> str:
                      + (f", options {', '.join(f'{k}={v}' for k, v in options.items())}" if options else ""))
         lines.append(f"{'':<19} export here: {'yes' if export_here is None else 'no, ' + export_here}; "
                      f"measure here: {'yes' if measure_here is None else 'no, ' + measure_here}")
+    return "\n".join(lines)
+
+
+def validate_text(r: "ValidateReport") -> str:
+    held = sum(not s.fitted for s in r.samples)
+    lines = [f"{len(r.samples)} networks timed end to end; {held} held out from any fit (table {r.table_path})"]
+    header = ["predictor", "median |err| %", "within 5%", "within 10%", "max |err| %", "spearman"]
+    rows = [[name, f"{m['median_abs_err_pct']:.1f}", f"{m['within_5_pct']:.0f}%", f"{m['within_10_pct']:.0f}%",
+             f"{m['max_abs_err_pct']:.1f}", f"{m['spearman']:.3f}"] for name, m in r.metrics.items()]
+    lines.append(_grid(header, rows))
+    if r.calibration is not None:
+        c = r.calibration
+        lines.append(f"calibration: {c.intercept_ms:+.4f} ms + {c.scale:.3f} x table sum + per-block terms "
+                     f"(fitted on {c.fitted_on} networks); search and predictions use it")
+    lines.append(f"wrote {', '.join(str(p) for p in r.files.values())}")
     return "\n".join(lines)

@@ -163,7 +163,7 @@ def search(space: SearchSpace, target: Target, ws: Workspace, cfg: SearchConfig,
     out = out or ws.architecture(space.name, target.name, device)
     info: dict[str, Any] = {
         "predicted_latency_ms": predicted,
-        "latency": {"predictor": "table sum", "fixed_ms": latency.fixed_ms,
+        "latency": {"predictor": latency.name, "fixed_ms": latency.fixed_ms,
                     "space_fastest_ms": fastest, "space_slowest_ms": slowest},
         "table": {"path": str(tpath), "sha256": _sha256(tpath), "target": table.target,
                   "device": table.device, "host": table.provenance.get("host")},
@@ -210,6 +210,7 @@ class ExportReport:
     predicted_ms: float | None
     table_path: Path | None
     not_measured_because: str | None = None
+    predictor: str = "table sum"
 
     @property
     def error_pct(self) -> float | None:
@@ -250,18 +251,19 @@ def export(arch_path: Path, target: Target, ws: Workspace, protocol: Protocol, d
         measured = runner.time(artifact, [x.numpy()], protocol).stats()
     else:
         exporter.inspect(artifact)
-    predicted, tpath = _prediction(arch, target, ws, device, table_path)
-    return ExportReport(artifact, source, acc, check, measured, predicted, tpath, not_here)
+    predicted, tpath, predictor = _prediction(arch, target, ws, device, table_path)
+    return ExportReport(artifact, source, acc, check, measured, predicted, tpath, not_here, predictor)
 
 
 def _prediction(arch: Architecture, target: Target, ws: Workspace, device: str,
-                table_path: Path | None) -> tuple[float | None, Path | None]:
+                table_path: Path | None) -> tuple[float | None, Path | None, str]:
     path = table_path or ws.table(arch.space.name, target.name, device)
     if not path.exists():
-        return None, None
+        return None, None, ""
     table = load_table(path)
     expect_table_for(table, target.name, device, path)
-    return LatencyModel.from_table(table, arch.space).predict(arch.space, arch.blocks), path
+    model = LatencyModel.from_table(table, arch.space)
+    return model.predict(arch.space, arch.blocks), path, model.name
 
 
 # ---------------------------------------------------------------------------- compare

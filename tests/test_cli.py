@@ -43,7 +43,7 @@ def test_end_to_end_benchmark_search_export(workspace):
 
     r = invoke("export", "--space", space, "--out", out, *FAST)
     assert r.exit_code == 0, r.output
-    assert "measured end to end" in r.output and "table predicted" in r.output
+    assert "measured end to end" in r.output and "predicted (table sum)" in r.output
     model = out / "export/micro/desktop/host/model.onnx"
     # an independent ONNX Runtime session must agree with PyTorch on the same input
     from blocks.architecture import load_architecture

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.runners.base import RUNNERS, Run, Runner
-from export.base import Artifact, package_version
+from export.base import Artifact, package_version, quiet_import
 from export.coreml import check_coreml_settings
 from pipeline.errors import PipelineError, first_line
 
@@ -40,7 +40,7 @@ class CoreMLRunner(Runner):
 
     def load(self, artifact: Artifact) -> Run:
         self.require_platform()
-        import coremltools as ct
+        ct = quiet_import("coremltools")
 
         try:
             model = ct.models.MLModel(str(artifact.path), compute_units=ct.ComputeUnit[self.options.compute_units])

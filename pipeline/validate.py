@@ -1,0 +1,197 @@
+"""Does the table predict real latency? Time whole random networks and compare.
+
+`validate` draws random architectures of the space (plus any derived ones given), exports
+and times each end to end with the table's protocol, and reports how far the table's
+prediction is from the measurement. With `fit`, half of the random networks fit a
+`Calibration` (stored in the table, used by search and every prediction from then on) and
+the other half, which it never saw, judge it.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import spearmanr
+from tqdm import tqdm
+
+from benchmarks.device import HOST_DEVICE
+from benchmarks.predict import Calibration, LatencyModel, arch_key, fit_calibration, table_calibration
+from benchmarks.protocol import Protocol
+from blocks.architecture import Architecture, load_architecture
+from blocks.space import SearchSpace
+from pipeline.errors import PipelineError, PlatformUnsupported
+from pipeline.fileio import write_json_atomic, write_with
+from pipeline.targets import Target
+from pipeline.workflow import find_table, measure_architecture
+from pipeline.workspace import Workspace
+
+METRIC_KEYS = ("median_abs_err_pct", "within_10_pct", "within_5_pct", "max_abs_err_pct", "spearman", "samples")
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    samples: int = 20
+    seed: int = 0
+    fit: bool = False  # fit a calibration on half of the samples, judge it on the other half
+
+
+@dataclass(frozen=True)
+class Sample:
+    blocks: tuple[str, ...]
+    origin: str  # "random" or the architecture file it came from
+    measured_ms: float
+    table_sum_ms: float
+    calibrated_ms: float | None = None
+    fitted: bool = False  # used to fit the calibration (so not evidence for it)
+
+
+@dataclass
+class ValidateReport:
+    samples: list[Sample]
+    table_path: Path
+    metrics: dict[str, dict[str, float]]  # predictor name -> metrics on held-out samples
+    calibration: Calibration | None
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def headline(self) -> dict[str, float]:
+        """The metrics of the predictor the search uses: calibrated when there is one."""
+        return self.metrics.get("calibrated", self.metrics["table sum"])
+
+
+def metrics(predicted: list[float], measured: list[float]) -> dict[str, float]:
+    p, m = np.asarray(predicted, float), np.asarray(measured, float)
+    err = np.abs(p - m) / m * 100.0
+    rho = float(spearmanr(p, m).statistic) if len(p) > 2 else float("nan")
+    return {
+        "median_abs_err_pct": float(np.median(err)), "within_10_pct": float(np.mean(err <= 10) * 100),
+        "within_5_pct": float(np.mean(err <= 5) * 100), "max_abs_err_pct": float(err.max()),
+        "spearman": rho, "samples": int(len(p)),
+    }
+
+
+def random_architectures(space: SearchSpace, n: int, seed: int, exclude: set[str]) -> list[tuple[str, ...]]:
+    """`n` distinct uniformly random architectures not in `exclude`."""
+    rng = random.Random(seed)
+    out: dict[str, tuple[str, ...]] = {}
+    for _ in range(n * 50):
+        if len(out) == n:
+            break
+        a = tuple(rng.choice(space.candidates(i)) for i in range(len(space.layers)))
+        if arch_key(a) not in exclude:
+            out.setdefault(arch_key(a), a)
+    if len(out) < n:
+        raise PipelineError(f"space '{space.name}' has only {len(out)} architectures left to draw; ask for fewer --samples")
+    return list(out.values())
+
+
+def validate(space: SearchSpace, target: Target, ws: Workspace, protocol: Protocol, cfg: ValidateConfig,
+             device: str = HOST_DEVICE, table_path: Path | None = None, derived: tuple[Path, ...] = (),
+             out_dir: Path | None = None, progress: bool = True) -> ValidateReport:
+    if device != HOST_DEVICE:
+        raise PipelineError(f"validate times networks on this machine, so it checks '{HOST_DEVICE}' tables only, not '{device}'")
+    reason = target.measurable_here()
+    if reason is not None:
+        raise PlatformUnsupported(f"cannot validate '{target.name}' here: {reason}")
+    if cfg.samples < (8 if cfg.fit else 1):
+        raise PipelineError(f"--samples {cfg.samples} is too few{' to fit and judge a calibration' if cfg.fit else ''}; use 20 or more")
+    table, tpath = _complete_table(space, target, ws, device, table_path)
+    plain = LatencyModel.from_table(table, space, calibrated=False)
+    old = None if cfg.fit else table_calibration(table, space)
+    drawn = random_architectures(space, cfg.samples, cfg.seed, set(old.fitted_keys) if old else set())
+    given = [(load_architecture(p, space).blocks, str(p)) for p in derived]
+    archs = [(a, "random") for a in drawn] + given
+    measured = _measure_all(archs, space, target, protocol, ws, progress)
+    fit_idx = set(range(0, len(drawn), 2)) if cfg.fit else set()  # every other random network fits
+    cal = fit_calibration(plain, space, [drawn[i] for i in sorted(fit_idx)], [measured[i] for i in sorted(fit_idx)]) \
+        if cfg.fit else old
+    samples = _samples(archs, measured, plain, cal, space, table, fit_idx)
+    report = ValidateReport(samples, tpath, _metrics_by_predictor(samples), cal)
+    if cfg.fit:
+        _store(table, tpath, space, cal, report.metrics)
+    report.files = _write_outputs(report, out_dir or ws.root / "validate" / space.name / target.name / device)
+    return report
+
+
+def _complete_table(space: SearchSpace, target: Target, ws: Workspace, device: str, table_path: Path | None) -> tuple:
+    try:
+        return find_table(space, target, ws, device, table_path)
+    except PipelineError as e:
+        raise PipelineError(f"validate needs a complete table: {e}") from None
+
+
+def _measure_all(archs: list[tuple[tuple[str, ...], str]], space: SearchSpace, target: Target, protocol: Protocol,
+                 ws: Workspace, progress: bool) -> list[float]:
+    out = []
+    for blocks, _ in tqdm(archs, desc=f"validate {target.name}", unit="net", disable=not progress):
+        ms = measure_architecture(Architecture(space, blocks, {}), target, protocol, ws.cache)
+        assert ms is not None  # measurable_here was checked
+        out.append(ms)
+    return out
+
+
+def _samples(archs: list, measured: list[float], plain: LatencyModel, cal: Calibration | None, space: SearchSpace,
+             table: Any, fit_idx: set[int]) -> list[Sample]:
+    calibrated = None
+    if cal is not None:
+        table.calibration[space.fingerprint] = cal.to_dict()
+        calibrated = LatencyModel.from_table(table, space)
+    return [
+        Sample(blocks, origin, ms, plain.predict(space, blocks),
+               calibrated.predict(space, blocks) if calibrated else None, i in fit_idx)
+        for i, ((blocks, origin), ms) in enumerate(zip(archs, measured))
+    ]
+
+
+def _metrics_by_predictor(samples: list[Sample]) -> dict[str, dict[str, float]]:
+    held = [s for s in samples if not s.fitted]
+    out = {"table sum": metrics([s.table_sum_ms for s in held], [s.measured_ms for s in held])}
+    if held and held[0].calibrated_ms is not None:
+        out["calibrated"] = metrics([s.calibrated_ms for s in held], [s.measured_ms for s in held])  # type: ignore[misc]
+    return out
+
+
+def _store(table: Any, path: Path, space: SearchSpace, cal: Calibration, m: dict[str, dict[str, float]]) -> None:
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    stored = Calibration(cal.space_fingerprint, cal.intercept_ms, cal.scale, cal.per_block_ms, cal.fitted_on,
+                         cal.fitted_keys, m.get("calibrated", {}), now)
+    table.calibration[space.fingerprint] = stored.to_dict()
+    table.save(path)
+
+
+def _write_outputs(r: ValidateReport, out_dir: Path) -> dict[str, Path]:
+    files = {"json": out_dir / "validate.json", "plot": out_dir / "validate.png"}
+    write_json_atomic(files["json"], {
+        "table": str(r.table_path), "metrics": r.metrics,
+        "samples": [{"blocks": list(s.blocks), "origin": s.origin, "measured_ms": s.measured_ms,
+                     "table_sum_ms": s.table_sum_ms, "calibrated_ms": s.calibrated_ms, "fitted": s.fitted}
+                    for s in r.samples],
+    })
+    write_with(files["plot"], lambda p: _plot(r, p))
+    return files
+
+
+def _plot(r: ValidateReport, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 5.5))
+    ax = fig.add_subplot()
+    held = [s for s in r.samples if not s.fitted]
+    m = [s.measured_ms for s in held]
+    ax.scatter(m, [s.table_sum_ms for s in held], s=18, label="table sum", color="tab:gray")
+    if held and held[0].calibrated_ms is not None:
+        ax.scatter(m, [s.calibrated_ms for s in held], s=18, label="calibrated", color="tab:blue")
+    lo, hi = min(m) * 0.9, max(max(m), max(s.table_sum_ms for s in held)) * 1.1
+    xs = np.linspace(lo, hi, 10)
+    ax.plot(xs, xs, "k-", lw=1)
+    ax.fill_between(xs, xs * 0.9, xs * 1.1, color="tab:green", alpha=0.15, label="±10%")
+    ax.set(xlabel="measured end to end (ms)", ylabel="predicted (ms)",
+           title=f"{len(held)} held-out networks: predicted vs measured")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=110)

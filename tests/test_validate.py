@@ -1,0 +1,113 @@
+"""Whole-network validation of a table and the calibration fitted from it."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from benchmarks.predict import LatencyModel, fit_calibration
+from benchmarks.table import load_table
+from pipeline.cli import main
+from pipeline.validate import metrics, random_architectures
+from tests.conftest import make_table
+
+FAST = ["--repeats", "3", "--min-repeat-ms", "0.5"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def _truth(model: LatencyModel, space, blocks) -> float:
+    """A made-up 'real' device: overhead paid once, blocks run faster together, skip is free."""
+    return 0.3 + 0.7 * model.predict(space, blocks) - 0.05 * blocks.count("skip")
+
+
+def test_calibration_recovers_a_linear_device_on_networks_it_did_not_see(micro_space) -> None:
+    plain = LatencyModel.from_table(make_table(micro_space), micro_space, calibrated=False)
+    archs = random_architectures(micro_space, 24, seed=1, exclude=set())
+    fit, held = archs[:12], archs[12:]
+    cal = fit_calibration(plain, micro_space, fit, [_truth(plain, micro_space, a) for a in fit])
+    table = make_table(micro_space)
+    table.calibration[micro_space.fingerprint] = cal.to_dict()
+    calibrated = LatencyModel.from_table(table, micro_space)
+    pred = [calibrated.predict(micro_space, a) for a in held]
+    truth = [_truth(plain, micro_space, a) for a in held]
+    m = metrics(pred, truth)
+    assert m["max_abs_err_pct"] < 1.0 and m["within_5_pct"] == 100.0
+    plain_m = metrics([plain.predict(micro_space, a) for a in held], truth)
+    assert plain_m["median_abs_err_pct"] > 20  # the plain sum really was off
+    assert calibrated.name.startswith("calibrated")
+
+
+def test_calibrated_expected_latency_is_the_prediction_for_one_hot_alphas(micro_space) -> None:
+    table = make_table(micro_space)
+    plain = LatencyModel.from_table(table, micro_space, calibrated=False)
+    archs = random_architectures(micro_space, 10, seed=2, exclude=set())
+    cal = fit_calibration(plain, micro_space, archs, [_truth(plain, micro_space, a) for a in archs])
+    table.calibration[micro_space.fingerprint] = cal.to_dict()
+    model = LatencyModel.from_table(table, micro_space)
+    blocks = archs[0]
+    alphas = [torch.nn.functional.one_hot(torch.tensor(micro_space.candidates(i).index(b)),
+                                          len(micro_space.candidates(i))).float() for i, b in enumerate(blocks)]
+    assert float(model.expected(alphas)) == pytest.approx(model.predict(micro_space, blocks), rel=1e-6)
+
+
+def test_calibration_round_trips_through_the_table_file(micro_space, tmp_path: Path) -> None:
+    table = make_table(micro_space)
+    plain = LatencyModel.from_table(table, micro_space, calibrated=False)
+    archs = random_architectures(micro_space, 8, seed=3, exclude=set())
+    cal = fit_calibration(plain, micro_space, archs, [_truth(plain, micro_space, a) for a in archs])
+    table.calibration[micro_space.fingerprint] = cal.to_dict()
+    table.save(tmp_path / "t.json")
+    again = LatencyModel.from_table(load_table(tmp_path / "t.json"), micro_space)
+    assert again.predict(micro_space, archs[0]) == pytest.approx(LatencyModel.from_table(table, micro_space).predict(micro_space, archs[0]))
+
+
+def test_random_architectures_are_distinct_and_exclude_fitted(micro_space) -> None:
+    first = random_architectures(micro_space, 10, seed=0, exclude=set())
+    assert len(set(first)) == 10
+    again = random_architectures(micro_space, 10, seed=0, exclude={",".join(a) for a in first})
+    assert not set(first) & set(again)
+    with pytest.raises(Exception, match="only .* architectures left"):
+        random_architectures(micro_space, 10**4, seed=0, exclude=set())
+
+
+def test_metrics_by_hand() -> None:
+    m = metrics([1.0, 2.16, 2.9, 4.8], [1.0, 2.0, 3.0, 4.0])  # errors 0, 8, 3.33, 20 %
+    assert m["median_abs_err_pct"] == pytest.approx((3.333333 + 8) / 2, rel=1e-4)
+    assert (m["within_5_pct"], m["within_10_pct"], m["max_abs_err_pct"]) == (50.0, 75.0, pytest.approx(20.0))
+    assert m["spearman"] == pytest.approx(1.0) and m["samples"] == 4
+
+
+@pytest.mark.slow
+def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ws"
+    assert invoke("benchmark", "--space", micro_space_file, "--out", out, "-q", *FAST).exit_code == 0
+    r = invoke("validate", "--space", micro_space_file, "--out", out, "--samples", 12, "--fit", "--json", *FAST)
+    assert r.exit_code == 0, r.output
+    head = json.loads(r.output)
+    assert set(head) >= {"median_abs_err_pct", "within_10_pct", "within_5_pct", "max_abs_err_pct", "spearman", "samples"}
+    assert head["samples"] == 6 and head["predictor"] == "calibrated"
+    assert Path(head["plot"]).read_bytes()[:4] == b"\x89PNG"
+    table = json.loads((out / "tables/micro/desktop/host.json").read_text())
+    (cal,) = table["calibration"].values()
+    assert cal["fitted_on"] == 6 and cal["heldout"]["samples"] == 6
+    r = invoke("search", "--space", micro_space_file, "--out", out, "--epochs", 2, "--warmup-epochs", 1, "-q")
+    assert "by calibrated table sum" in r.output
+    # validating again judges the stored fit on networks it was not fitted on
+    r = invoke("validate", "--space", micro_space_file, "--out", out, "--samples", 5, "--json", "--seed", 7, *FAST)
+    again = json.loads(r.output)
+    assert again["predictor"] == "calibrated" and again["samples"] == 5
+
+
+def test_validate_bad_inputs(micro_space_file: Path, tmp_path: Path) -> None:
+    r = invoke("validate", "--space", micro_space_file, "--out", tmp_path)
+    assert r.exit_code == 2 and "validate needs a complete table" in r.stderr
+    r = invoke("validate", "--space", micro_space_file, "--out", tmp_path, "--device", "pixel1")
+    assert r.exit_code == 2 and "'host' tables only" in r.stderr
