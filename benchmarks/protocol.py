@@ -7,9 +7,11 @@ lasts `min_repeat_ms`, so fast blocks are not lost in timer noise) and on LiteRT
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -21,6 +23,11 @@ class Protocol:
     repeats: int = 15
     min_repeat_ms: float = 5.0
     threads: int = 1
+    # A row whose coefficient of variation exceeds max_cv is measured again (up to `retries`
+    # times, keeping the steadiest run) and flagged `wide` if it stays above.
+    max_cv: float = 0.10
+    retries: int = 2
+    pin: bool = True  # pin the timing process to `threads` cores where the OS allows
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -35,7 +42,7 @@ class Samples:
     load_ms: float
     first_ms: float
 
-    def stats(self) -> dict[str, float]:
+    def stats(self) -> dict[str, Any]:
         a = np.asarray(self.per_call_ms, dtype=float)
         p10, p25, p50, p75, p90 = np.percentile(a, [10, 25, 50, 75, 90])
         mean = float(a.mean())
@@ -45,6 +52,7 @@ class Samples:
             "cv": float(a.std(ddof=1) / mean) if len(a) > 1 and mean > 0 else 0.0,
             "count": int(len(a)), "number": self.number,
             "load_ms": self.load_ms, "first_ms": self.first_ms,
+            "samples_ms": [round(v, 6) for v in self.per_call_ms],  # raw, for anyone who re-analyses
         }
 
 
@@ -71,3 +79,19 @@ def measure(call: Callable[[], Any], protocol: Protocol, load_ms: float = 0.0) -
         number *= 2 if elapsed <= 0 else max(2, min(8, int(protocol.min_repeat_ms / elapsed) + 1))
     samples = tuple(_timed(call, number) / number for _ in range(protocol.repeats))
     return Samples(samples, number, load_ms, first_ms)
+
+
+@contextlib.contextmanager
+def pinned(threads: int, enabled: bool = True) -> Iterator[list[int] | None]:
+    """Pin this process to `threads` of the cores it may use (Linux), so timings do not migrate
+    between cores; yields the cores used (None where the OS has no affinity call)."""
+    if not enabled or not hasattr(os, "sched_setaffinity"):
+        yield None
+        return
+    before = os.sched_getaffinity(0)
+    cores = sorted(before)[:max(threads, 1)]
+    os.sched_setaffinity(0, cores)
+    try:
+        yield cores
+    finally:
+        os.sched_setaffinity(0, before)

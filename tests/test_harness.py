@@ -1,6 +1,7 @@
 """Real exports and real ONNX Runtime timings on a micro space."""
 
 import json
+import os
 
 import numpy as np
 import onnxruntime as ort
@@ -78,3 +79,27 @@ def test_measure_grows_calls_per_repeat_until_a_repeat_lasts_min_repeat_ms():
     assert s.number > 1 and len(s.per_call_ms) == 4
     st = s.stats()
     assert st["count"] == 4 and st["p10_ms"] <= st["median_ms"] <= st["p90_ms"] and st["cv"] >= 0
+
+
+def test_wide_rows_are_measured_again_and_flagged():
+    from benchmarks.harness import steadiest
+
+    def runs(cvs):
+        it = iter(cvs)
+        return lambda: {"cv": next(it), "median_ms": 1.0}
+
+    p = Protocol(max_cv=0.1, retries=2)
+    wide = steadiest(runs([0.5, 0.3, 0.2, 0.01]), p)
+    assert (wide["cv"], wide["attempts"], wide.get("wide")) == (0.2, 3, True)
+    settled = steadiest(runs([0.5, 0.05]), p)
+    assert (settled["cv"], settled["attempts"], settled.get("wide")) == (0.05, 2, None)
+
+
+def test_rows_keep_raw_samples_and_record_affinity(micro_space, tmp_path):
+    ws = Workspace(tmp_path)
+    report = workflow.benchmark(micro_space, TARGETS.get("desktop"), ws, FAST, progress=False)
+    row = next(iter(report.table.rows.values()))
+    assert len(row.stats["samples_ms"]) == row.stats["count"] == FAST.repeats
+    assert row.median_ms == pytest.approx(float(np.median(row.stats["samples_ms"])), rel=1e-3)
+    if hasattr(os, "sched_setaffinity"):
+        assert report.table.provenance["affinity"] == sorted(os.sched_getaffinity(0))[:FAST.threads]
