@@ -94,7 +94,7 @@ def _search_options(f: Callable) -> Callable:
         click.option("--epochs", type=int, help="Search epochs [10]."),
         click.option("--warmup-epochs", type=int, help="Epochs in which only W moves [2]."),
         click.option("--batch-size", type=int, help="Batch size [64]."),
-        click.option("--loss", type=str, help="Latency term: 'mul' (FBNet: CE·a·log(Lat)^b) or 'add' (CE + λ·Lat) [mul]."),
+        click.option("--loss", type=str, help="Latency term: 'mul' (FBNet: CE·a·log(Lat)^b), 'add' (CE + λ·Lat_ms) or 'log' (CE + λ·ln Lat, the same trade-off on any device) [mul]."),
         click.option("--lam", type=float, help="λ per millisecond for --loss add [0.1]."),
         click.option("--a", type=float, help="a for --loss mul [0.2]."),
         click.option("--b", type=float, help="b for --loss mul [0.6]."),

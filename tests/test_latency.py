@@ -55,6 +55,16 @@ def test_additive_and_multiplicative_losses():
     assert float(lat.grad) == pytest.approx(2.0 * 0.2 * 0.6 * math.log(20000.0) ** -0.4 / 20.0, rel=1e-5)
 
 
+def test_log_loss_trades_the_same_relative_latency_on_any_device():
+    o = LossOptions(lam=1.0)
+    for scale in (0.05, 5.0, 75.0):  # a tiny net, a desktop, a phone
+        lat = torch.tensor(scale, requires_grad=True)
+        loss = LOSSES.get("log")(torch.tensor(1.0), lat, o)
+        loss.backward()
+        assert float(loss) == pytest.approx(1.0 + math.log(scale))
+        assert float(lat.grad) * scale == pytest.approx(1.0)  # d loss / d ln Lat = λ everywhere
+
+
 def test_multiplicative_loss_is_finite_for_sub_millisecond_latency():
     lat = torch.tensor(0.05, requires_grad=True)  # 50 µs: log(ms) would be negative
     loss = LOSSES.get("mul")(torch.tensor(1.0), lat, LossOptions())
