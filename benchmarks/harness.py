@@ -15,6 +15,7 @@ import multiprocessing
 import shutil
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from functools import partial
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
+from benchmarks.isolate import RowWorker
 from benchmarks.protocol import Protocol, pinned
 from benchmarks.runners.base import Run, Runner
 from benchmarks.table import LatencyTable, Row, load_table, required_rows, row_key
@@ -216,23 +218,30 @@ def benchmark_space(job: BenchmarkJob, progress: bool = True) -> tuple[LatencyTa
     # converters load the other cores would be noise.
     artifacts = export_rows(job, todo, progress)
     bar = tqdm(todo, desc=f"measure {job.provenance.get('target')}", unit="block", disable=not progress or not todo)
-    with pinned(job.protocol.threads, job.protocol.pin) as cores:
+    with pinned(job.protocol.threads, job.protocol.pin) as cores:  # a worker inherits the pinning
         table.provenance["affinity"] = cores
-        _measure_rows(job, table, bar, artifacts, layers_of)
+        if job.protocol.row_timeout_s > 0 and todo:
+            with RowWorker(job, job.protocol.row_timeout_s) as worker:
+                _measure_rows(job, table, bar, artifacts, layers_of, worker.measure)
+        else:
+            _measure_rows(job, table, bar, artifacts, layers_of, partial(measure_row, job))
     for key, row in table.rows.items():  # keep layer lists current for rows measured earlier
         row.layers = layers_of.get(key, row.layers)
     table.save(job.table_path)
     return table, len(todo)
 
 
-def _measure_rows(job: BenchmarkJob, table: LatencyTable, bar: Any, artifacts: dict, layers_of: dict) -> None:
+def _measure_rows(job: BenchmarkJob, table: LatencyTable, bar: Any, artifacts: dict, layers_of: dict,
+                  measure: Callable[[str, LayerShape, Artifact], Row]) -> None:
     for block, shape in bar:
         bar.set_postfix_str(row_key(block, shape))
         artifact = artifacts[row_key(block, shape)]
         if isinstance(artifact, str):
             row = Row(block, shape, status="unavailable", reason=artifact)
         else:
-            row = measure_row(job, block, shape, artifact)
+            row = measure(block, shape, artifact)
+            if row.status == "failed":
+                log.warning("%s failed: %s", row.key, row.reason)
         row.layers = layers_of.get(row.key, [])
         table.add(row)
         table.save(job.table_path)  # after every row: an interruption loses at most one

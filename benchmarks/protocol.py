@@ -28,6 +28,9 @@ class Protocol:
     max_cv: float = 0.10
     retries: int = 2
     pin: bool = True  # pin the timing process to `threads` cores where the OS allows
+    # Rows are checked and timed in a child process; one that takes longer (a hung runtime)
+    # is killed and recorded as failed. 0: time in this process, with no limit.
+    row_timeout_s: float = 300.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -80,11 +80,13 @@ def _protocol_options(f: Callable) -> Callable:
     f = click.option("--repeats", type=click.IntRange(3), default=d.repeats, show_default=True, help="Timed repeats per artifact.")(f)
     f = click.option("--min-repeat-ms", type=click.FloatRange(0.1), default=d.min_repeat_ms, show_default=True,
                      help="Each repeat runs enough calls to last at least this long.")(f)
+    f = click.option("--row-timeout", type=click.FloatRange(0), default=d.row_timeout_s, show_default=True,
+                     help="Seconds one block may take to check and time before it is recorded as failed (0: no limit).")(f)
     return f
 
 
-def _protocol(threads: int, repeats: int, min_repeat_ms: float) -> Protocol:
-    return Protocol(threads=threads, repeats=repeats, min_repeat_ms=min_repeat_ms)
+def _protocol(threads: int, repeats: int, min_repeat_ms: float, row_timeout: float = Protocol.row_timeout_s) -> Protocol:
+    return Protocol(threads=threads, repeats=repeats, min_repeat_ms=min_repeat_ms, row_timeout_s=row_timeout)
 
 
 def _search_options(f: Callable) -> Callable:
@@ -159,7 +161,7 @@ def list_blocks() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def benchmark(ctx: click.Context, target_name: str, target_options: tuple[str, ...], space_name: str, device: str,
-              root: Path, threads: int, repeats: int, min_repeat_ms: float, table_path: Path | None, force: bool,
+              root: Path, threads: int, repeats: int, min_repeat_ms: float, row_timeout: float, table_path: Path | None, force: bool,
               jobs: int, quiet: bool) -> None:
     """Export and time every (layer, block) of the space on the target: a latency table.
 
@@ -170,7 +172,7 @@ def benchmark(ctx: click.Context, target_name: str, target_options: tuple[str, .
     if ctx.invoked_subcommand is not None:
         return
     target, space, ws = _ctx(target_name, target_options, space_name, root)
-    report = workflow.benchmark(space, target, ws, _protocol(threads, repeats, min_repeat_ms), device,
+    report = workflow.benchmark(space, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout), device,
                                 table_path, force, progress=not quiet, jobs=jobs)
     click.echo(benchmark_text(report, space))
 
@@ -261,7 +263,7 @@ def _train(target_name: str, space_name: str, device: str, root: Path, arch: Pat
 @click.option("--data", default="digits", show_default=True, help="Data for --train.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def export(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, root: Path, threads: int, repeats: int,
-           min_repeat_ms: float, train_epochs: int, train_lr: float, arch: Path | None, table_path: Path | None,
+           min_repeat_ms: float, row_timeout: float, train_epochs: int, train_lr: float, arch: Path | None, table_path: Path | None,
            output: Path | None, do_train: bool, data: str, quiet: bool) -> None:
     """Export the derived network to the target's format, check it against PyTorch and time it."""
     target = _target(target_name, target_options)
@@ -270,7 +272,7 @@ def export(target_name: str, target_options: tuple[str, ...], space_name: str, d
     if do_train:
         t = _train(target_name, space_name, device, root, path, data, 0, train_epochs, train_lr, quiet)
         click.echo(f"trained from scratch: test accuracy {t.test_accuracy:.3f}")
-    report = workflow.export(path, target, ws, _protocol(threads, repeats, min_repeat_ms), device, space, table_path, output)
+    report = workflow.export(path, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout), device, space, table_path, output)
     click.echo(export_text(report))
 
 
@@ -283,11 +285,11 @@ def export(target_name: str, target_options: tuple[str, ...], space_name: str, d
               help="Train the derived network from scratch before export.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def run(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, root: Path, config_file: Path | None, data: str,
-        threads: int, repeats: int, min_repeat_ms: float, train_epochs: int, train_lr: float, do_train: bool,
+        threads: int, repeats: int, min_repeat_ms: float, row_timeout: float, train_epochs: int, train_lr: float, do_train: bool,
         quiet: bool, **flags: Any) -> None:
     """benchmark -> search -> (train) -> export in one command; defaults run on the embedded digits."""
     target, space, ws = _ctx(target_name, target_options, space_name, root)
-    protocol = _protocol(threads, repeats, min_repeat_ms)
+    protocol = _protocol(threads, repeats, min_repeat_ms, row_timeout)
     cfg = _search_config(config_file, **flags)
     click.echo(f"== benchmark: {space.name} on {target.name}/{device}")
     bench = workflow.benchmark(space, target, ws, protocol, device, progress=not quiet, jobs=os.cpu_count() or 1)
@@ -316,13 +318,13 @@ def run(target_name: str, target_options: tuple[str, ...], space_name: str, devi
 @click.option("--json", "as_json", is_flag=True, help="Print the headline metrics as one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def validate(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, root: Path,
-             threads: int, repeats: int, min_repeat_ms: float, samples: int, archs: tuple[Path, ...], fit: bool,
+             threads: int, repeats: int, min_repeat_ms: float, row_timeout: float, samples: int, archs: tuple[Path, ...], fit: bool,
              seed: int, table_path: Path | None, as_json: bool, quiet: bool) -> None:
     """Time whole random networks end to end and report how well the table predicts them."""
     from pipeline.validate import METRIC_KEYS, ValidateConfig, validate as run_validate
 
     target, space, ws = _ctx(target_name, target_options, space_name, root)
-    r = run_validate(space, target, ws, _protocol(threads, repeats, min_repeat_ms), ValidateConfig(samples, seed, fit),
+    r = run_validate(space, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout), ValidateConfig(samples, seed, fit),
                      device, table_path, archs, progress=not quiet and not as_json)
     if as_json:
         head = {k: r.headline[k] for k in METRIC_KEYS}
@@ -357,7 +359,7 @@ def _compare_spec(spec: str, ws: Workspace, default_space: str) -> tuple[Path, P
               help="Time every architecture end to end on each of this host's targets that run here.")
 @_protocol_options
 def compare(entries: tuple[str, ...], space_name: str, root: Path, report_dir: Path | None, measure: bool,
-            threads: int, repeats: int, min_repeat_ms: float) -> None:
+            threads: int, repeats: int, min_repeat_ms: float, row_timeout: float) -> None:
     """Compare architectures searched for different devices, side by side.
 
     \b
@@ -367,7 +369,7 @@ def compare(entries: tuple[str, ...], space_name: str, root: Path, report_dir: P
     """
     ws = Workspace(root)
     specs = [_compare_spec(e, ws, space_name) for e in entries]
-    comparison, files = workflow.compare(specs, ws, _protocol(threads, repeats, min_repeat_ms), measure, report_dir)
+    comparison, files = workflow.compare(specs, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout), measure, report_dir)
     click.echo(comparison.to_text())
     click.echo("\nwrote " + ", ".join(str(p) for p in files.values()))
 

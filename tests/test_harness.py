@@ -13,6 +13,7 @@ from benchmarks.table import load_table, required_rows
 from pipeline import workflow
 from pipeline.targets import TARGETS
 from pipeline.workspace import Workspace
+from benchmarks.runners.onnxruntime import OnnxRuntimeRunner
 
 FAST = Protocol(warmup_runs=2, warmup_ms=1.0, repeats=5, min_repeat_ms=0.5, threads=1)
 
@@ -103,3 +104,42 @@ def test_rows_keep_raw_samples_and_record_affinity(micro_space, tmp_path):
     assert row.median_ms == pytest.approx(float(np.median(row.stats["samples_ms"])), rel=1e-3)
     if hasattr(os, "sched_setaffinity"):
         assert report.table.provenance["affinity"] == sorted(os.sched_getaffinity(0))[:FAST.threads]
+
+
+class _HangingRunner(OnnxRuntimeRunner):
+    """Checks fine, then never finishes timing the 16-channel blocks (a runtime that hangs)."""
+
+    def time(self, artifact, inputs, protocol):
+        if inputs[0].shape[1] == 16:
+            import time as _t
+
+            _t.sleep(600)
+        return super().time(artifact, inputs, protocol)
+
+
+class _CrashingRunner(OnnxRuntimeRunner):
+    """Dies outright on the 16-channel blocks (a runtime that segfaults)."""
+
+    def time(self, artifact, inputs, protocol):
+        if inputs[0].shape[1] == 16:
+            os._exit(7)
+        return super().time(artifact, inputs, protocol)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runner_cls, reason", [(_HangingRunner, "hung on this block"),
+                                                (_CrashingRunner, "crashed on this block (exit code 7)")])
+def test_a_runtime_that_hangs_or_crashes_costs_only_its_rows(micro_space, tmp_path, runner_cls, reason):
+    from benchmarks.harness import BenchmarkJob, benchmark_space
+
+    target = TARGETS.get("desktop")
+    exporter = target.make_exporter()
+    protocol = Protocol(warmup_runs=2, warmup_ms=1.0, repeats=3, min_repeat_ms=0.5, row_timeout_s=4.0)
+    job = BenchmarkJob(micro_space, exporter, runner_cls(threads=1), target.tolerance_for(exporter), protocol,
+                       tmp_path / "t.json", tmp_path / "cache", {"target": "desktop", "device": "host"})
+    table, measured = benchmark_space(job, progress=False)
+    failed = [r for r in table.rows.values() if r.status == "failed"]
+    ok = [r for r in table.rows.values() if r.status == "ok"]
+    assert failed and all(r.shape.in_ch == 16 and reason in r.reason for r in failed)
+    assert ok and all(r.shape.in_ch != 16 for r in ok)  # the rest went on, in a fresh worker
+    assert len(load_table(tmp_path / "t.json").rows) == measured  # all on disk
