@@ -346,7 +346,15 @@ def _compare_spec(spec: str, ws: Workspace, default_space: str) -> tuple[Path, P
             f"compare entry '{spec}' must be TARGET/DEVICE[@SPACE] (e.g. android/pixel1@proxyless) or TABLE=ARCH files"
         )
     space = resolve_space(space_name or default_space)
-    return ws.table(space.name, target, device), ws.architecture(space.name, target, device), None
+    table, arch = ws.table(space.name, target, device), ws.architecture(space.name, target, device)
+    dev = f" --device {device}" if device != HOST_DEVICE else ""
+    if not table.exists():
+        raise PipelineError(f"compare entry '{spec}': no table at '{table}'; run 'pipeline benchmark --target {target}"
+                            f"{dev} --space {space.name}' (or 'pipeline benchmark import') first")
+    if not arch.exists():
+        raise PipelineError(f"compare entry '{spec}': no architecture at '{arch}'; run 'pipeline search --target {target}"
+                            f"{dev} --space {space.name}' first")
+    return table, arch, None
 
 
 @main.command()

@@ -130,5 +130,7 @@ def test_compare_three_tables(tmp_path: Path, micro_space: object, micro_space_f
     assert blocks["android/pixel1"] == ["k3_e6"] * 3
     assert "k5_e3" in blocks["android/host"]
     assert "TARGET/DEVICE" in _error(invoke("compare", "desktop", "android/host", "--out", out))
+    assert "run 'pipeline benchmark --target ios" in _error(invoke("compare", "desktop/host", "ios/host", "--space",
+                                                                   micro_space_file, "--out", out))
     assert "at least two" in _error(invoke("compare", "desktop/host", "--space", micro_space_file, "--out", out,
                                            "--no-measure"))
