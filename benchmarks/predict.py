@@ -149,8 +149,12 @@ def fit_calibration(plain: LatencyModel, space: SearchSpace, archs: list[tuple[s
     blocks = sorted({b for i in range(len(space.layers)) for b in space.candidates(i)})
     x = np.array([[1.0, plain.predict(space, a)] + [float(a.count(b)) for b in blocks] for a in archs])
     y = np.asarray(measured_ms, dtype=float)
-    best = min(RIDGES, key=lambda r: _loo_error(x, y, r))
-    coef = _solve(x, y, best)
+    errors = {r: _loo_error(x, y, r) for r in RIDGES}
+    best = min(errors, key=errors.get)  # type: ignore[arg-type]
+    plain_error = float(np.median(np.abs(x[:, 1] - y) / y))
+    # With few networks a fit can do worse than no fit at all: then keep the plain sum
+    # (intercept 0, scale 1), which leave-one-out cannot overfit.
+    coef = _solve(x, y, best) if errors[best] < plain_error else np.r_[0.0, 1.0, np.zeros(len(blocks))]
     return Calibration(space.fingerprint, float(coef[0]), float(coef[1]),
                        {blk: float(c) for blk, c in zip(blocks, coef[2:]) if c != 0.0}, len(archs),
                        tuple(arch_key(a) for a in archs))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
@@ -111,3 +110,13 @@ def test_validate_bad_inputs(micro_space_file: Path, tmp_path: Path) -> None:
     assert r.exit_code == 2 and "validate needs a complete table" in r.stderr
     r = invoke("validate", "--space", micro_space_file, "--out", tmp_path, "--device", "pixel1")
     assert r.exit_code == 2 and "'host' tables only" in r.stderr
+
+
+def test_a_fit_that_would_not_beat_the_plain_sum_keeps_it(micro_space) -> None:
+    """When the table sum already predicts the device, the calibration is the identity."""
+    plain = LatencyModel.from_table(make_table(micro_space), micro_space, calibrated=False)
+    archs = random_architectures(micro_space, 8, seed=4, exclude=set())
+    measured = [plain.predict(micro_space, a) for a in archs]
+    measured[3] *= 1.5  # one disturbed measurement: any fit bends toward it, the plain sum does not
+    cal = fit_calibration(plain, micro_space, archs, measured)
+    assert (cal.intercept_ms, cal.scale, cal.per_block_ms) == (0.0, 1.0, {})
