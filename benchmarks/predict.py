@@ -35,6 +35,11 @@ class Calibration:
     heldout: dict[str, float] = field(default_factory=dict)  # metrics on networks not fitted on
     created: str = ""
 
+    @property
+    def is_identity(self) -> bool:
+        """A fit that found nothing better than the plain sum."""
+        return self.intercept_ms == 0.0 and self.scale == 1.0 and not any(self.per_block_ms.values())
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["fitted_keys"] = list(self.fitted_keys)
@@ -84,7 +89,7 @@ class LatencyModel:
         )
         fixed = float(sum(table.latency(name, shape) for name, shape in space.fixed_parts()))
         cal = table_calibration(table, space) if calibrated else None
-        if cal is None:
+        if cal is None or cal.is_identity:
             return cls(per_layer, fixed)
         adjusted = tuple(
             t * cal.scale + torch.tensor([cal.per_block_ms.get(b, 0.0) for b in space.candidates(i)], dtype=torch.float64)

@@ -118,7 +118,10 @@ def validate_text(r: "ValidateReport") -> str:
     rows = [[name, f"{m['median_abs_err_pct']:.1f}", f"{m['within_5_pct']:.0f}%", f"{m['within_10_pct']:.0f}%",
              f"{m['max_abs_err_pct']:.1f}", f"{m['spearman']:.3f}"] for name, m in r.metrics.items()]
     lines.append(_grid(header, rows))
-    if r.calibration is not None:
+    if r.calibration is not None and r.calibration.is_identity:
+        lines.append(f"calibration: no fit beat the plain table sum out of sample ({r.calibration.fitted_on} networks); "
+                     "predictions keep the plain sum")
+    elif r.calibration is not None:
         c = r.calibration
         lines.append(f"calibration: {c.intercept_ms:+.4f} ms + {c.scale:.3f} x table sum + per-block terms "
                      f"(fitted on {c.fitted_on} networks); search and predictions use it")

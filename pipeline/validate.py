@@ -138,7 +138,7 @@ def _measure_all(archs: list[tuple[tuple[str, ...], str]], space: SearchSpace, t
 def _samples(archs: list, measured: list[float], plain: LatencyModel, cal: Calibration | None, space: SearchSpace,
              table: Any, fit_idx: set[int]) -> list[Sample]:
     calibrated = None
-    if cal is not None:
+    if cal is not None and not cal.is_identity:  # an identity fit predicts what the plain sum does
         table.calibration[space.fingerprint] = cal.to_dict()
         calibrated = LatencyModel.from_table(table, space)
     return [

@@ -120,3 +120,12 @@ def test_a_fit_that_would_not_beat_the_plain_sum_keeps_it(micro_space) -> None:
     measured[3] *= 1.5  # one disturbed measurement: any fit bends toward it, the plain sum does not
     cal = fit_calibration(plain, micro_space, archs, measured)
     assert (cal.intercept_ms, cal.scale, cal.per_block_ms) == (0.0, 1.0, {})
+
+
+def test_an_identity_calibration_predicts_as_the_plain_sum(micro_space) -> None:
+    from benchmarks.predict import Calibration
+
+    table = make_table(micro_space)
+    table.calibration[micro_space.fingerprint] = Calibration(micro_space.fingerprint, 0.0, 1.0, {}, 8).to_dict()
+    model = LatencyModel.from_table(table, micro_space)
+    assert model.calibration is None and model.name == "table sum"
