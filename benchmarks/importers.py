@@ -71,7 +71,7 @@ def import_table(path: str | Path, target: str, device: str, space: SearchSpace,
 
 # ---------------------------------------------------------------------------- format detection
 class DuplicateKey(yaml.YAMLError):
-    pass
+    """A mapping key given twice: YAML itself would keep the last silently."""
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -88,14 +88,20 @@ class LatencyModel:
             for i, shape in enumerate(space.layers)
         )
         fixed = float(sum(table.latency(name, shape) for name, shape in space.fixed_parts()))
+        plain = cls(per_layer, fixed)
         cal = table_calibration(table, space) if calibrated else None
-        if cal is None or cal.is_identity:
-            return cls(per_layer, fixed)
+        return plain if cal is None else plain.with_calibration(cal, space)
+
+    def with_calibration(self, cal: Calibration, space: SearchSpace) -> "LatencyModel":
+        """Fold a calibration into the per-layer vectors (an identity fit changes nothing)."""
+        assert self.calibration is None, "calibrate the plain table sum"
+        if cal.is_identity:
+            return self
         adjusted = tuple(
             t * cal.scale + torch.tensor([cal.per_block_ms.get(b, 0.0) for b in space.candidates(i)], dtype=torch.float64)
-            for i, t in enumerate(per_layer)
+            for i, t in enumerate(self.per_layer)
         )
-        return cls(adjusted, cal.intercept_ms + cal.scale * fixed, cal)
+        return LatencyModel(adjusted, cal.intercept_ms + cal.scale * self.fixed_ms, cal)
 
     def expected(self, alphas: list[torch.Tensor]) -> torch.Tensor:
         """Differentiable expected latency (ms) of the super-net under mixing weights α."""

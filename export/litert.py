@@ -14,7 +14,7 @@ from pipeline.fileio import atomic_path
 
 @dataclass(frozen=True)
 class LiteRTOptions:
-    pass  # fp32 flatbuffer; litert-torch keeps the NCHW interface and inserts the transposes
+    """No options: an fp32 flatbuffer; litert-torch keeps the NCHW interface and inserts the transposes."""
 
 
 @EXPORTERS.register("litert")

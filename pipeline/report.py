@@ -60,7 +60,9 @@ def provenance_line(table: LatencyTable) -> str:
     if isinstance(host, dict):
         return (f"{where} on {host.get('cpu')} ({host.get('cores')} cores, {host.get('os')}), "
                 f"{p.get('runtime')} {p.get('runtime_version')}, {p.get('threads')} thread(s)")
-    return f"{where}, imported from {p.get('imported_from', {}).get('file', '?') if isinstance(p.get('imported_from'), dict) else p.get('imported_from')} ({p.get('source', 'unknown source')})"
+    source = p.get("imported_from")
+    name = source.get("file", "?") if isinstance(source, dict) else source
+    return f"{where}, imported from {name} ({p.get('source', 'unknown source')})"
 
 
 def search_text(r: SearchReport) -> str:

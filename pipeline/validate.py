@@ -110,7 +110,7 @@ def validate(space: SearchSpace, target: Target, ws: Workspace, protocol: Protoc
     fit_idx = set(range(0, len(drawn), 2)) if cfg.fit else set()  # every other random network fits
     cal = fit_calibration(plain, space, [drawn[i] for i in sorted(fit_idx)], [measured[i] for i in sorted(fit_idx)]) \
         if cfg.fit else old
-    samples = _samples(archs, measured, plain, cal, space, table, fit_idx)
+    samples = _samples(archs, measured, plain, cal, space, fit_idx)
     report = ValidateReport(samples, tpath, _metrics_by_predictor(samples), cal)
     if cfg.fit:
         _store(table, tpath, space, cal, report.metrics)
@@ -136,11 +136,9 @@ def _measure_all(archs: list[tuple[tuple[str, ...], str]], space: SearchSpace, t
 
 
 def _samples(archs: list, measured: list[float], plain: LatencyModel, cal: Calibration | None, space: SearchSpace,
-             table: Any, fit_idx: set[int]) -> list[Sample]:
-    calibrated = None
-    if cal is not None and not cal.is_identity:  # an identity fit predicts what the plain sum does
-        table.calibration[space.fingerprint] = cal.to_dict()
-        calibrated = LatencyModel.from_table(table, space)
+             fit_idx: set[int]) -> list[Sample]:
+    # An identity fit predicts what the plain sum does: no second column for it.
+    calibrated = plain.with_calibration(cal, space) if cal is not None and not cal.is_identity else None
     return [
         Sample(blocks, origin, ms, plain.predict(space, blocks),
                calibrated.predict(space, blocks) if calibrated else None, i in fit_idx)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +59,6 @@ def benchmark(space: SearchSpace, target: Target, ws: Workspace, protocol: Proto
     exported and checked, then PlatformUnsupported says how to obtain the table instead.
     """
     require_exporter(target)
-    if device != HOST_DEVICE and table_path is None and not ws.table(space.name, target.name, device).exists():
-        log.info("device '%s' is a name for this host's table; tables of other devices are imported", device)
     exporter = target.make_exporter()
     unavailable = target.measurable_here()
     runner = None if unavailable else target.make_runner(protocol.threads)

@@ -4,7 +4,6 @@ compare, and the bad inputs of each."""
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 

@@ -6,7 +6,6 @@ import os
 import numpy as np
 import onnxruntime as ort
 import pytest
-import torch
 
 from benchmarks.protocol import Protocol, measure
 from benchmarks.table import load_table, required_rows

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from benchmarks.table import LatencyTable, load_table, required_rows
+from benchmarks.table import load_table, required_rows
 from pipeline.errors import PipelineError
 from tests.conftest import make_table
 

@@ -17,7 +17,7 @@ from pipeline.errors import PipelineError, first_line
 
 @dataclass(frozen=True)
 class ExecuTorchRunnerOptions:
-    pass
+    """No options: the thread count comes from the protocol, the delegate from the program."""
 
 
 @RUNNERS.register("executorch")
