@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import torch
 from torch import nn
 
-from blocks.mixing import MIXERS
+from blocks.mixing import MixingOptions, make_mixer
 from blocks.registry import create_block
 from blocks.space import SearchSpace, build_part
 
 
 class MixedLayer(nn.Module):
-    """z = Σ_j α_j f_j(x): all candidates of one layer, each with its own weights, and θ."""
+    """z = Σ_j α_j f_j(x): all candidates of one layer, each with its own weights, and θ.
+
+    Which candidates run in a step, and with which weights, is the mixer's choice.
+    """
 
     def __init__(self, names: tuple[str, ...], in_ch: int, out_ch: int, stride: int) -> None:
         super().__init__()
@@ -19,11 +24,16 @@ class MixedLayer(nn.Module):
         self.candidates = nn.ModuleList(create_block(n, in_ch, out_ch, stride) for n in names)
         # θ starts at zero: every candidate equally likely, as in DARTS and FBNet.
         self.theta = nn.Parameter(torch.zeros(len(names)))
+        # What the mixer drew in the current step (a Gumbel sample, the sampled paths).
+        self.sample: torch.Tensor | None = None
+        self.sampled_idx: list[int] | None = None
+        self.sampled_logsumexp = 0.0
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def run(self, x: torch.Tensor, idx: Iterable[int], weights: torch.Tensor) -> torch.Tensor:
+        """Σ_k weights[k] · candidates[idx[k]](x)."""
         out = None
-        for w, op in zip(weights, self.candidates):
-            y = w * op(x)
+        for w, j in zip(weights, idx):
+            y = w * self.candidates[j](x)
             out = y if out is None else out + y
         return out
 
@@ -45,24 +55,29 @@ class _Body(nn.Module):
 
 
 class SuperNet(_Body):
-    def __init__(self, space: SearchSpace, num_classes: int, mixing: str = "softmax") -> None:
+    def __init__(self, space: SearchSpace, num_classes: int, mixing: str = "softmax",
+                 options: MixingOptions = MixingOptions(), seed: int = 0) -> None:
         layers = nn.ModuleList(
             MixedLayer(space.candidates(i), s.in_ch, s.out_ch, s.stride)
             for i, s in enumerate(space.layers)
         )
         super().__init__(space, num_classes, layers)
         self.mixing = mixing
-        self._mix = MIXERS.get(mixing)
+        self.mixer = make_mixer(mixing, options, seed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         for layer in self.layers:
-            x = layer(x, self._mix(layer.theta))
+            x = self.mixer.forward(layer, x, self.training)
         return self.classifier(self.feature_mix(self.head_conv(x)))
 
     def alphas(self) -> list[torch.Tensor]:
-        """α^(l) = softmax(θ^(l)) for every layer: what Lat(Θ) and the derivation use."""
+        """α^(l) = softmax(θ^(l)) for every layer: what reports and the derivation use."""
         return [torch.softmax(layer.theta, dim=-1) for layer in self.layers]
+
+    def latency_weights(self) -> list[torch.Tensor]:
+        """The weights Lat(Θ) uses in the current step (α, or FBNet's Gumbel sample)."""
+        return [self.mixer.latency_weights(layer) for layer in self.layers]
 
     def arch_parameters(self) -> list[nn.Parameter]:
         return [layer.theta for layer in self.layers]

@@ -17,6 +17,7 @@ from blocks import BLOCK_SETS, BLOCKS, SPACES, SearchSpace, resolve_space
 from pipeline import __version__, workflow
 from pipeline.config import build_config, merge
 from pipeline.data import load_data
+from pipeline.distributed import check_device
 from pipeline.errors import PipelineError
 from pipeline.fileio import read_config
 from pipeline.plugins import load_plugin
@@ -60,11 +61,32 @@ def main(plugin: tuple[str, ...], verbose: bool) -> None:
 
 
 # ---------------------------------------------------------------- shared options
+_COMPUTE = ("cpu", "cuda")
+
+
+def _is_compute(name: str) -> bool:
+    return name in _COMPUTE or name.startswith("cuda:")
+
+
 def _common(f: Callable) -> Callable:
+    return _common_options(f, trains=False)
+
+
+def _common_training(f: Callable) -> Callable:
+    """_common for commands that train: --device also names the torch device (cpu, cuda, cuda:N)."""
+    return _common_options(f, trains=True)
+
+
+def _common_options(f: Callable, trains: bool) -> Callable:
     f = click.option("--out", "root", type=click.Path(path_type=Path), default=Path("pipeline-out"),
                      show_default=True, help="Workspace folder for tables, architectures and models.")(f)
-    f = click.option("--device", default=HOST_DEVICE, show_default=True,
-                     help="Device the latency table belongs to ('host' = this machine).")(f)
+    if trains:
+        f = click.option("--device", "devices", multiple=True, metavar="NAME",
+                         help="Device the latency table belongs to [host = this machine], or where to train: "
+                              "cpu [default] or cuda[:N]. Give it twice for both: --device pixel1 --device cuda.")(f)
+    else:
+        f = click.option("--device", default=HOST_DEVICE, show_default=True,
+                         help="Device the latency table belongs to ('host' = this machine).")(f)
     f = click.option("--space", "space_name", default="tiny", show_default=True,
                      help="Search space: a registered name (see 'pipeline spaces') or a YAML/TOML file.")(f)
     f = click.option("--target-option", "-o", "target_options", multiple=True, metavar="KEY=VALUE",
@@ -94,16 +116,23 @@ def _search_options(f: Callable) -> Callable:
         click.option("--config", "config_file", type=click.Path(path_type=Path), help="YAML/TOML search config; flags override it."),
         click.option("--data", default="digits", show_default=True, help="'digits' (embedded) or a folder with one sub-folder per class."),
         click.option("--epochs", type=int, help="Search epochs [10]."),
-        click.option("--warmup-epochs", type=int, help="Epochs in which only W moves [2]."),
+        click.option("--warmup-epochs", type=int, help="Epochs in which only W moves [20% of --epochs; gumbel: 10%]."),
         click.option("--batch-size", type=int, help="Batch size [64]."),
-        click.option("--loss", type=str, help="Latency term: 'mul' (FBNet: CE·a·log(Lat)^b), 'add' (CE + λ·Lat_ms) or 'log' (CE + λ·ln Lat, the same trade-off on any device) [mul]."),
-        click.option("--lam", type=float, help="λ per millisecond for --loss add [0.1]."),
+        click.option("--loss", type=str, help="Latency term: 'mul' (FBNet: CE·a·log(Lat)^b), 'add' (CE + λ·Lat_ms) or 'log' (CE + λ·ln Lat, the same trade-off on any device) [mul; with --latency-target: target]."),
+        click.option("--lam", type=float, help="λ: per millisecond for add, per unit of ln Lat for log, of |Lat/target − 1| for target [0.1; target: 1.0]."),
         click.option("--a", type=float, help="a for --loss mul [0.2]."),
         click.option("--b", type=float, help="b for --loss mul [0.6]."),
         click.option("--w-lr", type=float, help="SGD learning rate of W [0.05]."),
-        click.option("--theta-lr", type=float, help="Adam learning rate of Θ [0.05]."),
+        click.option("--theta-lr", type=float, help="Adam learning rate of Θ [0.05; gumbel: 0.01]."),
         click.option("--seed", type=int, help="Random seed [0]."),
-        click.option("--compute", type=str, help="Torch device for training: cpu or cuda [cpu]."),
+        click.option("--mixing", type=str, help="How a layer mixes its candidates: 'softmax' (all, weighted by α), "
+                     "'gumbel' (FBNet: Gumbel-softmax samples, annealed) or 'sampled' (ProxylessNAS: 1-2 paths a step) [softmax]."),
+        click.option("--temperature", type=float, help="gumbel: initial temperature [5.0]."),
+        click.option("--temperature-decay", type=float, help="gumbel: τ is multiplied by exp(-decay) each epoch [0.045]."),
+        click.option("--paths", type=int, help="sampled: candidates a Θ step runs [2]."),
+        click.option("--latency-target", type=float, metavar="MS",
+                     help="Most accurate architecture predicted at most MS milliseconds (instead of trading with λ)."),
+        click.option("--amp/--no-amp", default=None, help="bfloat16 mixed precision on a CUDA GPU [on]."),
         click.option("--resolution", type=int,
                      help="Train the super-net at this input size (a proxy; latency stays the table's) [the space's]."),
     ]
@@ -112,9 +141,20 @@ def _search_options(f: Callable) -> Callable:
     return f
 
 
-def _search_config(config_file: Path | None, **flags: Any) -> SearchConfig:
+def _devices(values: tuple[str, ...]) -> tuple[str, str | None]:
+    """Split --device values into (the table's device, the torch device to train on or None)."""
+    table = [v for v in values if not _is_compute(v)]
+    compute = [v for v in values if _is_compute(v)]
+    if len(table) > 1 or len(compute) > 1:
+        raise PipelineError(f"--device given as {', '.join(values)}: give at most one table device (host, pixel1, ...) "
+                            "and one compute device (cpu, cuda, cuda:N)")
+    return (table[0] if table else HOST_DEVICE), (compute[0] if compute else None)
+
+
+def _search_config(config_file: Path | None, compute: str | None, **flags: Any) -> SearchConfig:
     base = read_config(config_file, "search config") if config_file else {}
-    flags["device"] = flags.pop("compute")
+    if compute is not None:
+        flags["device"] = compute
     return build_config(SearchConfig, merge(base, flags), "search config")
 
 
@@ -196,19 +236,28 @@ def import_cmd(file: Path, target_name: str, device: str, space_name: str, root:
 
 
 @main.command()
-@_common
+@_common_training
 @_search_options
 @click.option("--table", "table_path", type=click.Path(path_type=Path), help="Latency table to search against.")
 @click.option("--output", type=click.Path(path_type=Path), help="Architecture file to write.")
+@click.option("--resume", is_flag=True, help="Continue the search from its checkpoint (written after every epoch and on Ctrl-C).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def search(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, root: Path, config_file: Path | None, data: str,
-           table_path: Path | None, output: Path | None, quiet: bool, **flags: Any) -> None:
-    """Train the super-net against the latency table and write the derived architecture."""
+def search(target_name: str, target_options: tuple[str, ...], space_name: str, devices: tuple[str, ...], root: Path,
+           config_file: Path | None, data: str, table_path: Path | None, output: Path | None, resume: bool, quiet: bool,
+           **flags: Any) -> None:
+    """Train the super-net against the latency table and write the derived architecture.
+
+    \b
+    Several processes: torchrun --nproc-per-node 2 $(which pipeline) search ...
+    """
+    device, compute = _devices(devices)
     target, space, ws = _ctx(target_name, target_options, space_name, root)
-    cfg = _search_config(config_file, **flags)
+    cfg = _search_config(config_file, compute, **flags)
     splits = load_data(data, cfg.resolution or space.resolution, space.in_channels, cfg.seed)
-    report = workflow.search(space, target, ws, cfg, splits, device, table_path, output, progress=not quiet)
-    click.echo(search_text(report))
+    report = workflow.search(space, target, ws, cfg, splits, device, table_path, output, progress=not quiet,
+                             resume=resume)
+    if report is not None:  # None on the other processes of a torchrun job
+        click.echo(search_text(report))
 
 
 def _train_options(f: Callable) -> Callable:
@@ -229,27 +278,30 @@ def _arch_and_space(arch: Path | None, ws: Workspace, space_name: str, target: s
 
 
 @main.command()
-@_common
+@_common_training
 @_train_options
 @click.option("--arch", type=click.Path(path_type=Path), help="Architecture file [the workspace's for this space/target/device].")
 @click.option("--data", default="digits", show_default=True, help="'digits' or an image folder.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def train(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, root: Path, arch: Path | None, data: str, seed: int,
-          train_epochs: int, train_lr: float, quiet: bool) -> None:
+def train(target_name: str, target_options: tuple[str, ...], space_name: str, devices: tuple[str, ...], root: Path,
+          arch: Path | None, data: str, seed: int, train_epochs: int, train_lr: float, quiet: bool) -> None:
     """Train a derived network from scratch and save its weights beside the architecture."""
-    report = _train(target_name, space_name, device, root, arch, data, seed, train_epochs, train_lr, quiet)
+    device, compute = _devices(devices)
+    check_device(compute or "cpu")
+    report = _train(target_name, space_name, device, root, arch, data, seed, train_epochs, train_lr, quiet, compute or "cpu")
     click.echo(f"trained weights: {report.path}\nheld-out test accuracy: {report.test_accuracy:.3f}")
 
 
 def _train(target_name: str, space_name: str, device: str, root: Path, arch: Path | None, data: str, seed: int,
-           epochs: int, lr: float, quiet: bool) -> workflow.TrainReport:
+           epochs: int, lr: float, quiet: bool, compute: str = "cpu") -> workflow.TrainReport:
     path, space = _arch_and_space(arch, Workspace(root), space_name, target_name, device)
     a = workflow.load_architecture(path, space)
     # Train at the size the search trained at (a proxy resolution, if it used one).
     resolution = (a.info.get("search") or {}).get("resolution") or a.space.resolution
     splits = load_data(data, resolution, a.space.in_channels, seed)
-    return workflow.train(path, splits, TrainConfig(epochs=epochs, lr=lr, seed=seed), a.space, progress=not quiet)
+    return workflow.train(path, splits, TrainConfig(epochs=epochs, lr=lr, seed=seed, device=compute), a.space,
+                          progress=not quiet)
 
 
 @main.command()
@@ -277,30 +329,33 @@ def export(target_name: str, target_options: tuple[str, ...], space_name: str, d
 
 
 @main.command()
-@_common
+@_common_training
 @_search_options
 @_protocol_options
 @_train_options
 @click.option("--train/--no-train", "do_train", default=True, show_default=True,
               help="Train the derived network from scratch before export.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def run(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, root: Path, config_file: Path | None, data: str,
-        threads: int, repeats: int, min_repeat_ms: float, row_timeout: float, train_epochs: int, train_lr: float, do_train: bool,
-        quiet: bool, **flags: Any) -> None:
+def run(target_name: str, target_options: tuple[str, ...], space_name: str, devices: tuple[str, ...], root: Path,
+        config_file: Path | None, data: str, threads: int, repeats: int, min_repeat_ms: float, row_timeout: float,
+        train_epochs: int, train_lr: float, do_train: bool, quiet: bool, **flags: Any) -> None:
     """benchmark -> search -> (train) -> export in one command; defaults run on the embedded digits."""
+    device, compute = _devices(devices)
     target, space, ws = _ctx(target_name, target_options, space_name, root)
     protocol = _protocol(threads, repeats, min_repeat_ms, row_timeout)
-    cfg = _search_config(config_file, **flags)
+    cfg = _search_config(config_file, compute, **flags)
     click.echo(f"== benchmark: {space.name} on {target.name}/{device}")
     bench = workflow.benchmark(space, target, ws, protocol, device, progress=not quiet, jobs=os.cpu_count() or 1)
     click.echo(benchmark_text(bench, space))
     click.echo(f"\n== search: {cfg.epochs} epochs, loss '{cfg.loss}', data '{data}'")
     splits = load_data(data, cfg.resolution or space.resolution, space.in_channels, cfg.seed)
     s = workflow.search(space, target, ws, cfg, splits, device, progress=not quiet)
+    if s is None:  # another process of a torchrun job: rank 0 carries on alone
+        return
     click.echo(search_text(s))
     if do_train:
         click.echo(f"\n== train from scratch: {train_epochs} epochs")
-        t = workflow.train(s.path, splits, TrainConfig(epochs=train_epochs, lr=train_lr, seed=cfg.seed), space,
+        t = workflow.train(s.path, splits, TrainConfig(epochs=train_epochs, lr=train_lr, seed=cfg.seed, device=cfg.device), space,
                            progress=not quiet)
         click.echo(f"held-out test accuracy {t.test_accuracy:.3f}")
     click.echo(f"\n== export: {target.name}")

@@ -15,9 +15,10 @@ LatencyLoss = Callable[[torch.Tensor, torch.Tensor, "LossOptions"], torch.Tensor
 
 @dataclass(frozen=True)
 class LossOptions:
-    lam: float = 0.1  # additive: weight per millisecond
+    lam: float = 0.1  # additive: weight per millisecond; log and target: weight of their term
     a: float = 0.2  # multiplicative: FBNet's defaults
     b: float = 0.6
+    target_ms: float | None = None  # target: the latency the search aims at
 
 
 LOSSES: Registry[LatencyLoss] = Registry("latency loss")
@@ -49,3 +50,15 @@ def logarithmic(ce: torch.Tensor, lat_ms: torch.Tensor, o: LossOptions) -> torch
     the cross-entropy goes to zero on easy data.
     """
     return ce + o.lam * torch.log(torch.clamp(lat_ms, min=1e-9))
+
+
+@LOSSES.register("target")
+def absolute_target(ce: torch.Tensor, lat_ms: torch.Tensor, o: LossOptions) -> torch.Tensor:
+    """CE + λ·|Lat/T − 1| (TuNAS' absolute-value reward): pulls the expected latency to the target T.
+
+    Unlike a one-sided penalty it also pushes up towards T when the architecture is faster
+    than needed, where accuracy is left on the table. The derivation then keeps the most
+    likely architecture within T (see `derive_within`).
+    """
+    assert o.target_ms is not None, "the target loss needs target_ms"
+    return ce + o.lam * torch.abs(lat_ms / o.target_ms - 1.0)

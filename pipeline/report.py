@@ -77,9 +77,23 @@ def search_text(r: SearchReport) -> str:
         _grid(["layer", "shape", "block", "alpha", "runner-up"], rows),
         f"predicted latency {r.predicted_ms:.4f} ms on {info['table']['target']}/{info['table']['device']} "
         f"by {lat['predictor']} (space spans {lat['space_fastest_ms']:.4f} to {lat['space_slowest_ms']:.4f} ms)",
+        *_target_lines(info),
         f"test accuracy: super-net {info['supernet_test_accuracy']:.3f}, derived network with inherited "
         f"weights {r.derived_test_acc:.3f} (retrain from scratch with 'pipeline train')",
     ])
+
+
+def _target_lines(info: dict) -> list[str]:
+    t = info.get("latency_target")
+    if t is None:
+        return []
+    pred, goal = info["predicted_latency_ms"], t["target_ms"]
+    verdict = (f"meets the latency target {goal:g} ms ({pred / goal - 1:+.1%})" if t["met"]
+               else f"MISSES the latency target {goal:g} ms by {pred - goal:.4f} ms ({pred / goal - 1:+.1%})")
+    changed = t["layers_changed_to_meet_it"]
+    how = (f"; the most likely architecture ({t['argmax_latency_ms']:.4f} ms) was over it, so layers "
+           f"{', '.join(map(str, changed))} took their next most likely blocks that fit") if changed else ""
+    return [verdict + how]
 
 
 def export_text(r: ExportReport) -> str:

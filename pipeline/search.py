@@ -1,82 +1,125 @@
-"""The super-net search: W on the W split, Θ on the Θ split, after W-only warm-up epochs."""
+"""The super-net search: W on the W split, Θ on the Θ split, after W-only warm-up epochs.
+
+A run is resumable at any step: a checkpoint is written after every epoch and on Ctrl-C, and
+every random draw (batch order, Gumbel noise, sampled paths) is a function of the seed and
+the saved generator states, so `--resume` reaches the same result as an uninterrupted run.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 import contextlib
+import hashlib
 import math
+import signal
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from benchmarks.predict import LatencyModel
-from blocks.mixing import MIXERS
+from blocks.mixing import MIXERS, MixingOptions
 from blocks.network import SuperNet
 from blocks.space import SearchSpace
+from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.data import Splits
+from pipeline.distributed import Context
 from pipeline.errors import PipelineError
 from pipeline.losses import LOSSES, LossOptions
-from pipeline.train import evaluate, loader
+from pipeline.train import evaluate
+
+# λ where the config leaves it unset, per latency term ('mul' uses a and b instead).
+DEFAULT_LAM = {"add": 0.1, "log": 0.1, "target": 1.0}
 
 
 @dataclass(frozen=True)
 class SearchConfig:
     epochs: int = 10
-    warmup_epochs: int = 2  # W-only epochs before Θ starts moving
-    batch_size: int = 64
+    # None: the mixing strategy's recipe (softmax and sampled: 20% of the epochs; gumbel: 10%).
+    warmup_epochs: int | None = None  # W-only epochs before Θ starts moving
+    batch_size: int = 64  # per process
     w_lr: float = 0.05
     w_momentum: float = 0.9
     w_weight_decay: float = 1e-4
-    # FBNet used Adam at lr 0.01 over ~10^4 Θ steps; a laptop-sized search takes ~10^2,
-    # so the default is higher for Θ to move as far. Weight decay 5e-4 as in FBNet.
-    theta_lr: float = 0.05
-    theta_weight_decay: float = 5e-4
-    loss: str = "mul"
-    lam: float = 0.1
+    # None: the strategy's recipe. FBNet used Adam at 0.01 over ~10^4 Θ steps (gumbel's default);
+    # a laptop-sized softmax search takes ~10^2, so its default is 0.05 for Θ to move as far.
+    theta_lr: float | None = None
+    theta_weight_decay: float = 5e-4  # FBNet
+    loss: str | None = None  # None: 'target' with a latency target, else 'mul'
+    lam: float | None = None  # None: DEFAULT_LAM for the loss
     a: float = 0.2
     b: float = 0.6
+    latency_target: float | None = None  # ms; the derived architecture must meet it
     mixing: str = "softmax"
+    temperature: float = 5.0  # gumbel
+    temperature_decay: float = 0.045  # gumbel: τ ← τ·exp(−decay) each epoch
+    paths: int = 2  # sampled: candidates a Θ step runs
     seed: int = 0
-    device: str = "cpu"
+    device: str = "cpu"  # torch device the super-net trains on
+    amp: bool = True  # bfloat16 autocast on a CUDA GPU that supports it; ignored on CPU
     # Training input size; None = the space's. A smaller size is a proxy that makes a 224x224
     # space searchable on a CPU: the latency term still comes from the table, measured at the
     # space's own resolution, and the networks are fully convolutional.
     resolution: int | None = None
 
     def __post_init__(self) -> None:
-        LOSSES.get(self.loss)
-        MIXERS.get(self.mixing)
+        recipe = MIXERS.get(self.mixing).recipe
+        loss = self.loss or ("target" if self.latency_target is not None else "mul")
+        LOSSES.get(loss)
+        if self.latency_target is not None and loss != "target":
+            raise PipelineError(f"search: --latency-target brings its own latency term; drop --loss {loss}")
+        if loss == "target" and self.latency_target is None:
+            raise PipelineError("search: --loss target needs --latency-target MS")
+        if self.epochs < 1:
+            raise PipelineError(f"search: need epochs >= 1 (got {self.epochs})")
+        warmup = self.warmup_epochs
+        if warmup is None:
+            warmup = min(self.epochs - 1, round(recipe.warmup_fraction * self.epochs))
+        if not 0 <= warmup < self.epochs:
+            raise PipelineError(f"search: need 0 <= warmup_epochs < epochs (got {warmup}, {self.epochs}); "
+                                "Θ would never move otherwise")
+        for name, value in (("loss", loss), ("warmup_epochs", warmup),
+                            ("theta_lr", self.theta_lr or recipe.theta_lr),
+                            ("lam", self.lam if self.lam is not None else DEFAULT_LAM.get(loss, 0.1))):
+            object.__setattr__(self, name, value)
         if self.resolution is not None and self.resolution < 8:
             raise PipelineError(f"search: resolution {self.resolution} is too small; use 8 or more (or leave it unset)")
-        if self.epochs < 1 or not 0 <= self.warmup_epochs < self.epochs:
-            raise PipelineError(
-                f"search: need epochs >= 1 and 0 <= warmup_epochs < epochs (got {self.epochs}, "
-                f"{self.warmup_epochs}); Θ would never move otherwise"
-            )
         if self.batch_size < 1 or self.w_lr <= 0 or self.theta_lr <= 0:
             raise PipelineError("search: batch_size must be >= 1 and learning rates > 0")
         if self.lam < 0 or self.a <= 0 or self.b <= 0:
             raise PipelineError("search: lam must be >= 0 and a, b > 0")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise PipelineError("search: --device cuda was asked for but no CUDA GPU is available; use --device cpu")
+        if self.latency_target is not None and self.latency_target <= 0:
+            raise PipelineError(f"search: --latency-target must be > 0 ms (got {self.latency_target})")
+        if self.temperature <= 0 or self.temperature_decay < 0 or self.paths < 1:
+            raise PipelineError("search: temperature must be > 0, temperature_decay >= 0 and paths >= 1")
 
     @property
     def loss_options(self) -> LossOptions:
-        return LossOptions(lam=self.lam, a=self.a, b=self.b)
+        return LossOptions(lam=self.lam, a=self.a, b=self.b, target_ms=self.latency_target)
+
+    @property
+    def mixing_options(self) -> MixingOptions:
+        return MixingOptions(self.temperature, self.temperature_decay, self.paths)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """What a checkpoint must share with this config to be resumed (where it runs may differ)."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("device", "amp")}
 
 
 @dataclass
 class SearchResult:
     supernet: SuperNet
     blocks: tuple[str, ...]
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
     supernet_test_acc: float = 0.0
+    argmax_blocks: tuple[str, ...] = ()  # before the latency target's projection (== blocks without one)
 
     def alpha_table(self) -> list[dict[str, float]]:
         return [
@@ -85,67 +128,225 @@ class SearchResult:
         ]
 
 
-class _Searcher:
-    """One search run's state: the super-net, its two optimisers and the latency model."""
+class SearchStopped(PipelineError):
+    """Ctrl-C: progress is saved in the checkpoint."""
 
-    def __init__(self, space: SearchSpace, latency: LatencyModel, splits: Splits, cfg: SearchConfig) -> None:
+    exit_code = 130
+
+
+@dataclass
+class Position:
+    """Where a run is: the next step to take, and the running sums of the pass it is in."""
+
+    epoch: int = 0
+    phase: str = "W"  # "W" or "theta"
+    batch: int = 0
+    sums: tuple[float, float, float] = (0.0, 0.0, 0.0)  # loss·n, correct, n
+    w: tuple[float, float] | None = None  # W's (loss, accuracy) once its pass of the epoch is done
+
+
+def latency_fingerprint(latency: LatencyModel) -> str:
+    h = hashlib.sha256()
+    for t in latency.per_layer:
+        h.update(t.to(torch.float64).numpy().tobytes())
+    h.update(repr(latency.fixed_ms).encode())
+    return h.hexdigest()[:16]
+
+
+def derive_within(space: SearchSpace, alphas: list[torch.Tensor], latency: LatencyModel,
+                  target_ms: float) -> tuple[str, ...]:
+    """The most likely architecture (max Σ log α) whose predicted latency is at most the target.
+
+    A multiple-choice knapsack: the Lagrangian relaxation argmax_j (log α_j − μ·t_j) per layer,
+    with the smallest μ that meets the target found by bisection, then a greedy pass that
+    spends the remaining slack on the most likely upgrades.
+    """
+    logp = [torch.log(a.detach().double().cpu().clamp_min(1e-30)) for a in alphas]
+    per = [t.double().cpu() for t in latency.per_layer]
+
+    def pick(mu: float) -> list[int]:
+        return [int(torch.argmax(lp - mu * t)) for lp, t in zip(logp, per)]
+
+    def cost(choice: list[int]) -> float:
+        return latency.fixed_ms + sum(float(t[j]) for t, j in zip(per, choice))
+
+    choice = pick(0.0)
+    if cost(choice) > target_ms:
+        hi = 1.0
+        while cost(pick(hi)) > target_ms:
+            hi *= 2.0
+            if hi > 1e12:
+                raise PipelineError(f"latency target {target_ms:.4g} ms cannot be met in space '{space.name}'")
+        lo = 0.0
+        for _ in range(100):
+            mid = (lo + hi) / 2
+            lo, hi = (lo, mid) if cost(pick(mid)) <= target_ms else (mid, hi)
+        choice = pick(hi)
+        while True:  # spend the slack: the best gain in log α that still fits
+            best = None
+            for l, (lp, t) in enumerate(zip(logp, per)):
+                for j in range(len(t)):
+                    extra = float(t[j] - t[choice[l]])
+                    gain = float(lp[j] - lp[choice[l]])
+                    if gain > 0 and cost(choice) + extra <= target_ms and (best is None or gain > best[0]):
+                        best = (gain, l, j)
+            if best is None:
+                break
+            choice[best[1]] = best[2]
+    return tuple(space.candidates(l)[j] for l, j in enumerate(choice))
+
+
+def _loader(ds: Dataset, batch_size: int, seed: int, ctx: Context) -> tuple[DataLoader, DistributedSampler]:
+    # The order of epoch e is a function of (seed, e) alone, on one process or several: a
+    # resumed run replays it and skips the batches already done.
+    sampler = DistributedSampler(ds, num_replicas=ctx.world, rank=ctx.rank, shuffle=True, seed=seed)
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, generator=torch.Generator().manual_seed(seed)), sampler
+
+
+class _Searcher:
+    """One search run's state: the super-net, its two optimisers, the latency model, the position."""
+
+    def __init__(self, space: SearchSpace, latency: LatencyModel, splits: Splits, cfg: SearchConfig,
+                 ctx: Context) -> None:
         torch.manual_seed(cfg.seed)
-        self.cfg, self.latency, self.splits = cfg, latency, splits
-        self.net = SuperNet(space, splits.num_classes, cfg.mixing).to(cfg.device)
+        self.cfg, self.latency, self.splits, self.ctx = cfg, latency, splits, ctx
+        self.net = SuperNet(space, splits.num_classes, cfg.mixing, cfg.mixing_options, cfg.seed).to(ctx.device)
         self.w_opt = torch.optim.SGD(self.net.weight_parameters(), lr=cfg.w_lr, momentum=cfg.w_momentum,
                                      weight_decay=cfg.w_weight_decay)
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, T_max=cfg.epochs)
         self.t_opt = torch.optim.Adam(self.net.arch_parameters(), lr=cfg.theta_lr, weight_decay=cfg.theta_weight_decay)
-        self.w_data = loader(splits.w, cfg.batch_size, shuffle=True, seed=cfg.seed)
-        self.t_data = loader(splits.theta, cfg.batch_size, shuffle=True, seed=cfg.seed + 1)
+        self.data = {"W": _loader(splits.w, cfg.batch_size, cfg.seed, ctx),
+                     "theta": _loader(splits.theta, cfg.batch_size, cfg.seed + 1, ctx)}
         self.loss_fn = LOSSES.get(cfg.loss)
+        # DDP averages gradients over processes. Sampled paths leave most candidates unused in a
+        # step, which DDP must be told; W is not frozen in Θ's pass there (DDP's gradient hooks
+        # are fixed when it wraps the model), so that pass costs more than on one process.
+        self.model: torch.nn.Module = self.net
+        if ctx.distributed:
+            self.model = DistributedDataParallel(
+                self.net, find_unused_parameters=not self.net.mixer.runs_every_candidate)
+        self.amp = cfg.amp and ctx.device.startswith("cuda") and torch.cuda.is_bf16_supported()
+        self.position = Position()
+        self.history: list[dict[str, Any]] = []
+        self.stop_requested = False
 
-    def w_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict[str, Any]:
+        p = self.position
+        return {
+            "position": {"epoch": p.epoch, "phase": p.phase, "batch": p.batch, "sums": list(p.sums),
+                         "w": list(p.w) if p.w else None},
+            "history": self.history, "net": self.net.state_dict(), "w_opt": self.w_opt.state_dict(),
+            "t_opt": self.t_opt.state_dict(), "sched": self.sched.state_dict(), "mixer": self.net.mixer.state_dict(),
+        }
+
+    def restore(self, d: dict[str, Any]) -> None:
+        self.net.load_state_dict(d["net"])
+        self.w_opt.load_state_dict(d["w_opt"])
+        self.t_opt.load_state_dict(d["t_opt"])
+        self.sched.load_state_dict(d["sched"])
+        self.net.mixer.load_state_dict(d["mixer"])
+        p = d["position"]
+        self.position = Position(int(p["epoch"]), str(p["phase"]), int(p["batch"]),
+                                 tuple(float(v) for v in p["sums"]), tuple(p["w"]) if p["w"] else None)
+        self.history = list(d["history"])
+
+    # ------------------------------------------------------------------ steps
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            return self.model(x).float()
+
+    def _checked(self, loss: torch.Tensor, where: str) -> None:
+        """Stop before a non-finite loss reaches the weights, and honour Ctrl-C, on every process alike."""
+        stop, bad = self.ctx.any(self.stop_requested, not bool(torch.isfinite(loss.detach())))
+        if bad:
+            raise _Diverged(f"loss is {float(loss.detach())} at {where}")
+        if stop:
+            raise _Stop()
+
+    def w_step(self, x: torch.Tensor, y: torch.Tensor, where: str) -> tuple[float, int]:
         # W sees cross-entropy only: the latency term does not depend on W, and in the
         # multiplicative form it would merely rescale W's learning rate as Θ moves.
-        out = self.net(x)
+        self.net.mixer.arch_step = False
+        out = self._forward(x)
         loss = F.cross_entropy(out, y)
+        self._checked(loss, where)
         self.w_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.w_opt.step()
         return loss.item(), int((out.argmax(1) == y).sum())
 
-    def theta_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
-        out = self.net(x)
-        loss = self.loss_fn(F.cross_entropy(out, y), self.latency.expected(self.net.alphas()), self.cfg.loss_options)
+    def theta_step(self, x: torch.Tensor, y: torch.Tensor, where: str) -> tuple[float, int]:
+        self.net.mixer.arch_step = True
+        out = self._forward(x)
+        lat = self.latency.expected(self.net.latency_weights())
+        loss = self.loss_fn(F.cross_entropy(out, y), lat, self.cfg.loss_options)
+        self._checked(loss, where)
         self.t_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.t_opt.step()
+        self.net.mixer.after_theta_step(list(self.net.layers))
         return loss.item(), int((out.argmax(1) == y).sum())
 
-    def _pass(self, data: DataLoader, step: Callable, name: str, epoch: int, progress: bool) -> tuple[float, float]:
-        loss_sum = correct = n = 0.0
-        for i, (x, y) in enumerate(tqdm(data, desc=f"epoch {epoch + 1} {name}", leave=False, disable=not progress)):
-            x, y = x.to(self.cfg.device), y.to(self.cfg.device)
-            loss, c = step(x, y)
-            if not math.isfinite(loss):
-                raise PipelineError(f"search diverged at epoch {epoch + 1}, {name} step {i + 1} (loss {loss}); "
-                                    f"lower --{name.lower()}-lr")
-            loss_sum += loss * len(y); correct += c; n += len(y)
-        return loss_sum / n, correct / n
+    # ------------------------------------------------------------------ passes
+    def _pass(self, phase: str, progress: bool) -> tuple[float, float]:
+        """One pass over a split from the current position; the position follows every step."""
+        p = self.position
+        loader, sampler = self.data[phase]
+        sampler.set_epoch(p.epoch)
+        step: Callable = self.w_step if phase == "W" else self.theta_step
+        label = "W" if phase == "W" else "Θ"
+        bar = tqdm(total=len(loader), initial=p.batch, desc=f"epoch {p.epoch + 1} {label}", leave=False,
+                   disable=not progress)
+        with bar:
+            for i, (x, y) in enumerate(loader):
+                if i < p.batch:  # done before the checkpoint
+                    continue
+                x, y = x.to(self.ctx.device), y.to(self.ctx.device)
+                loss, c = step(x, y, f"epoch {p.epoch + 1}, {label} step {i + 1}")
+                loss_sum, correct, n = p.sums
+                p.sums = (loss_sum + loss * len(y), correct + c, n + len(y))
+                p.batch = i + 1
+                bar.update(1)
+        loss_sum, correct, n = p.sums
+        return loss_sum / max(n, 1), correct / max(n, 1)
 
-    def epoch(self, epoch: int, progress: bool) -> dict[str, Any]:
+    def epoch(self, progress: bool) -> dict[str, Any]:
         """FBNet's alternation: one pass of W over the W split, then one of Θ over the Θ split."""
+        p = self.position
         self.net.train()
-        w_loss, w_acc = self._pass(self.w_data, self.w_step, "W", epoch, progress)
+        self.net.mixer.set_epoch(p.epoch)
+        if p.phase == "W":
+            self.position = p = Position(p.epoch, "theta", 0, w=self._pass("W", progress))
+        assert p.w is not None
+        w_loss, w_acc = p.w
         t_loss = t_acc = None
-        if epoch >= self.cfg.warmup_epochs:
-            # W needs no gradients in Θ's pass: skipping them saves about a third of the backward.
-            with _frozen(self.net.weight_parameters()):
-                t_loss, t_acc = self._pass(self.t_data, self.theta_step, "theta", epoch, progress)
+        if p.epoch >= self.cfg.warmup_epochs:
+            # On one process W needs no gradients in Θ's pass: skipping them saves about a third of the backward.
+            frozen = _frozen(self.net.weight_parameters()) if not self.ctx.distributed else contextlib.nullcontext()
+            with frozen:
+                t_loss, t_acc = self._pass("theta", progress)
         self.sched.step()
         with torch.no_grad():
             lat = float(self.latency.expected(self.net.alphas()))
-        return {
-            "epoch": epoch + 1, "theta_moved": t_loss is not None, "w_loss": w_loss, "w_acc": w_acc,
+        h = {
+            "epoch": p.epoch + 1, "theta_moved": t_loss is not None, "w_loss": w_loss, "w_acc": w_acc,
             "theta_loss": t_loss, "theta_acc": t_acc, "expected_latency_ms": lat,
             "derived_latency_ms": self.latency.predict(self.net.space, self.net.derive()),
         }
+        if self.cfg.mixing == "gumbel":
+            h["temperature"] = self.net.mixer.temperature
+        self.history.append(h)
+        self.position = Position(p.epoch + 1, "W", 0)
+        return h
+
+
+class _Diverged(Exception):
+    pass
+
+
+class _Stop(Exception):
+    pass
 
 
 @contextlib.contextmanager
@@ -159,22 +360,96 @@ def _frozen(params: list[torch.nn.Parameter]) -> Iterator[None]:
             p.requires_grad_(True)
 
 
+@contextlib.contextmanager
+def _ctrl_c_requests_stop(searcher: _Searcher) -> Iterator[None]:
+    """The first Ctrl-C asks the loop to stop after the current step (so the checkpoint is
+    consistent); a second one interrupts at once."""
+    try:
+        previous = signal.getsignal(signal.SIGINT)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if searcher.stop_requested:
+            raise KeyboardInterrupt
+        searcher.stop_requested = True
+
+    try:
+        signal.signal(signal.SIGINT, handler)
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _epoch_line(h: dict[str, Any]) -> str:
+    return (f"epoch {h['epoch']:>3}  W loss {h['w_loss']:.3f}  W acc {h['w_acc']:.3f}  "
+            + (f"Θ loss {h['theta_loss']:.3f}  Θ acc {h['theta_acc']:.3f}  " if h["theta_moved"] else "(W only)  ")
+            + (f"τ {h['temperature']:.3f}  " if "temperature" in h else "")
+            + f"E[lat] {h['expected_latency_ms']:.4f} ms  argmax lat {h['derived_latency_ms']:.4f} ms")
+
+
+def check_latency_target(space: SearchSpace, latency: LatencyModel, target_ms: float | None) -> None:
+    if target_ms is None:
+        return
+    fastest, _ = latency.bounds()
+    if target_ms < fastest:
+        raise PipelineError(f"latency target {target_ms:g} ms is below the fastest architecture of space "
+                            f"'{space.name}' under this table ({fastest:.4g} ms); ask for at least {fastest:.4g} ms")
+
+
 def run_search(space: SearchSpace, latency: LatencyModel, splits: Splits, cfg: SearchConfig,
-               progress: bool = True) -> SearchResult:
-    """Train the super-net against `latency` and derive argmax_j α_j^(l) in every layer."""
-    s = _Searcher(space, latency, splits, cfg)
-    history = []
-    bar = tqdm(range(cfg.epochs), desc="search", unit="epoch", disable=not progress)
-    for epoch in bar:
-        h = s.epoch(epoch, progress)
-        history.append(h)
-        shown = {"loss": h["theta_loss"] if h["theta_loss"] is not None else h["w_loss"], "acc": h["w_acc"]}
-        bar.set_postfix(loss=f"{shown['loss']:.3f}", acc=f"{shown['acc']:.3f}", lat=f"{h['expected_latency_ms']:.3f}ms")
+               progress: bool = True, checkpoint: Path | None = None, resume: bool = False,
+               ctx: Context | None = None, identity: dict[str, Any] | None = None) -> SearchResult:
+    """Train the super-net against `latency` and derive argmax_j α_j^(l) in every layer (within
+    the latency target, when there is one). With `checkpoint`, progress is saved there after
+    every epoch and on Ctrl-C; `resume` continues from it."""
+    ctx = ctx or Context(device=cfg.device)
+    check_latency_target(space, latency, cfg.latency_target)
+    s = _Searcher(space, latency, splits, cfg, ctx)
+    ident = {"space": space.fingerprint, "latency": latency_fingerprint(latency), "config": cfg.identity(),
+             "processes": ctx.world, **(identity or {})}
+    if resume:
+        assert checkpoint is not None
+        s.restore(load_checkpoint(checkpoint, ident))
+    progress = progress and ctx.is_main
+
+    def save() -> None:
+        if checkpoint is not None and ctx.is_main:
+            save_checkpoint(checkpoint, ident, s.state())
+
+    for h in s.history:
         if progress:
-            tqdm.write(
-                f"epoch {h['epoch']:>3}  W loss {h['w_loss']:.3f}  W acc {h['w_acc']:.3f}  "
-                + (f"Θ loss {h['theta_loss']:.3f}  Θ acc {h['theta_acc']:.3f}  " if h["theta_moved"] else "(W only)  ")
-                + f"E[lat] {h['expected_latency_ms']:.4f} ms  argmax lat {h['derived_latency_ms']:.4f} ms"
-            )
-    acc = evaluate(s.net, splits.test, cfg.device)
-    return SearchResult(s.net, s.net.derive(), history, acc)
+            tqdm.write(_epoch_line(h) + "  (from checkpoint)")
+    bar = tqdm(total=cfg.epochs, initial=s.position.epoch, desc="search", unit="epoch", disable=not progress)
+    with bar, _ctrl_c_requests_stop(s):
+        while s.position.epoch < cfg.epochs:
+            try:
+                h = s.epoch(progress)
+            except _Stop:
+                save()
+                p = s.position
+                where = f"epoch {p.epoch + 1}, {'W' if p.phase == 'W' else 'Θ'} step {p.batch + 1}"
+                raise SearchStopped(f"search stopped at {where}: progress saved to '{checkpoint}'; "
+                                    "run the same command with --resume to continue" if checkpoint else
+                                    f"search stopped at {where} (no checkpoint was asked for)") from None
+            except _Diverged as e:
+                last = f"; the last good checkpoint (after epoch {s.position.epoch}) is kept at '{checkpoint}'" \
+                    if checkpoint is not None and checkpoint.exists() else ""
+                raise PipelineError(f"search stopped: {e}{last}; lower --w-lr / --theta-lr and search again") from None
+            save()
+            bar.update(1)
+            bar.set_postfix(acc=f"{h['w_acc']:.3f}", lat=f"{h['expected_latency_ms']:.3f}ms")
+            if progress:
+                tqdm.write(_epoch_line(h))
+    argmax = s.net.derive()
+    blocks = argmax
+    if cfg.latency_target is not None:
+        blocks = derive_within(space, [a.detach() for a in s.net.alphas()], latency, cfg.latency_target)
+    acc = evaluate(s.net, splits.test, ctx.device) if ctx.is_main else 0.0
+    return SearchResult(s.net, blocks, s.history, acc, argmax)
+

@@ -27,6 +27,7 @@ from export.base import Artifact
 from export.verify import CheckResult, check_against_torch
 from pipeline.data import Splits
 from pipeline.errors import PipelineError, PlatformUnsupported
+from pipeline import distributed
 from pipeline.search import SearchConfig, SearchResult, run_search
 from pipeline.compare import Comparison, Entry, load_entry, write_outputs
 from pipeline.compare import compare as run_compare
@@ -146,19 +147,40 @@ def recalibrate_bn(net: torch.nn.Module, splits: Splits, device: str, batch_size
 
 def search(space: SearchSpace, target: Target, ws: Workspace, cfg: SearchConfig, splits: Splits,
            device: str = HOST_DEVICE, table_path: Path | None = None, out: Path | None = None,
-           progress: bool = True) -> SearchReport:
+           progress: bool = True, resume: bool = False) -> SearchReport | None:
+    """Search against the (target, device) table; under torchrun every process trains and rank 0
+    alone writes the checkpoint, the architecture and its weights (other ranks return None)."""
     table, tpath = find_table(space, target, ws, device, table_path)
     latency = LatencyModel.from_table(table, space)
     if splits.num_classes != space.num_classes:
         log.info("data has %d classes, space '%s' %d: the classifier row of the table is for %d",
                  splits.num_classes, space.name, space.num_classes, space.num_classes)
-    result = run_search(space, latency, splits, cfg, progress)
-    derived = result.supernet.get_active_subnet(result.blocks).to(cfg.device)
-    recalibrate_bn(derived, splits, cfg.device)
-    derived_acc = evaluate(derived, splits.test, cfg.device)
+    out = out or ws.architecture(space.name, target.name, device)
+    checkpoint = checkpoint_path(out)
+    data_identity = {"source": splits.source, "classes": splits.num_classes,
+                     "w": len(splits.w), "theta": len(splits.theta), "test": len(splits.test)}
+    with distributed.launched(cfg.device) as ctx:
+        if not resume and checkpoint.exists() and ctx.is_main:
+            log.warning("starting over: '%s' holds an earlier search's checkpoint (use --resume to continue it)",
+                        checkpoint)
+        result = run_search(space, latency, splits, cfg, progress, checkpoint, resume, ctx, {"data": data_identity})
+        if not ctx.is_main:
+            return None
+        return _derive_and_save(space, latency, table, tpath, cfg, splits, result, out, data_identity, ctx.device)
+
+
+def checkpoint_path(arch_path: Path) -> Path:
+    return arch_path.with_name(arch_path.stem + ".checkpoint.pt")
+
+
+def _derive_and_save(space: SearchSpace, latency: LatencyModel, table: LatencyTable, tpath: Path, cfg: SearchConfig,
+                     splits: Splits, result: SearchResult, out: Path, data_identity: dict[str, Any],
+                     compute: str) -> SearchReport:
+    derived = result.supernet.get_active_subnet(result.blocks).to(compute)
+    recalibrate_bn(derived, splits, compute)
+    derived_acc = evaluate(derived, splits.test, compute)
     predicted = latency.predict(space, result.blocks)
     fastest, slowest = latency.bounds()
-    out = out or ws.architecture(space.name, target.name, device)
     info: dict[str, Any] = {
         "predicted_latency_ms": predicted,
         "latency": {"predictor": latency.name, "fixed_ms": latency.fixed_ms,
@@ -167,12 +189,16 @@ def search(space: SearchSpace, target: Target, ws: Workspace, cfg: SearchConfig,
                   "device": table.device, "host": table.provenance.get("host")},
         "alpha": result.alpha_table(),
         "search": cfg.to_dict(),
-        "data": {"source": splits.source, "classes": splits.num_classes,
-                 "w": len(splits.w), "theta": len(splits.theta), "test": len(splits.test)},
+        "data": data_identity,
         "supernet_test_accuracy": result.supernet_test_acc,
         "inherited_test_accuracy": derived_acc,
         "history": result.history,
     }
+    if cfg.latency_target is not None:
+        changed = [i for i, (a, b) in enumerate(zip(result.argmax_blocks, result.blocks)) if a != b]
+        info["latency_target"] = {"target_ms": cfg.latency_target, "met": predicted <= cfg.latency_target,
+                                  "argmax_latency_ms": latency.predict(space, result.argmax_blocks),
+                                  "layers_changed_to_meet_it": changed}
     arch = Architecture(space, result.blocks, info)
     save_weights(weights_path(out, "supernet"), derived.cpu(), "supernet", derived_acc)
     arch.save(out)

@@ -22,7 +22,7 @@ def test_expected_latency_equals_the_formula_and_its_gradient(micro_space, micro
     t = [[{"skip": 0.1, "k3_e1": 1.0, "k5_e3": 2.0, "k3_e6": 3.0}[b] for b in micro_space.candidates(i)]
          for i in range(len(micro_space.layers))]
     by_hand = 1.5 + sum(sum(tj * float(a) for tj, a in zip(tl, al.detach())) for tl, al in zip(t, alphas))
-    assert float(lat) == pytest.approx(by_hand, rel=1e-6)
+    assert float(lat.detach()) == pytest.approx(by_hand, rel=1e-6)
     lat.backward()
     for theta, alpha, tl in zip(thetas, alphas, t):
         a = alpha.detach()

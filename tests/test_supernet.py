@@ -12,7 +12,8 @@ def test_supernet_mixes_every_candidate_by_softmax_theta(micro_space):
         layer.theta.copy_(torch.tensor([0.3, -1.0, 2.0, 0.5]))
         alpha = torch.softmax(layer.theta, -1)
         expected = sum(a * op(x) for a, op in zip(alpha, layer.candidates))
-        assert torch.allclose(layer(x, alpha), expected, atol=1e-6)
+        assert torch.allclose(layer.run(x, range(4), alpha), expected, atol=1e-6)
+        assert torch.allclose(net.mixer.forward(layer, x, training=True), expected, atol=1e-6)
 
 
 def test_parameters_split_into_weights_and_thetas(micro_space):
