@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -256,17 +255,20 @@ class _Searcher:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
             return self.model(x).float()
 
-    def _checked(self, loss: torch.Tensor, where: str) -> None:
-        """Stop before a non-finite loss reaches the weights, and honour Ctrl-C, on every process alike."""
-        stop, bad = self.ctx.any(self.stop_requested, not bool(torch.isfinite(loss.detach())))
-        if bad:
-            raise _Diverged(f"loss is {float(loss.detach())} at {where}")
-        if stop:
+    def _check_stop(self) -> None:
+        """Honour Ctrl-C before a step touches anything (even BN statistics), on every process alike."""
+        if self.ctx.any(self.stop_requested)[0]:
             raise _Stop()
+
+    def _checked(self, loss: torch.Tensor, where: str) -> None:
+        """Stop before a non-finite loss reaches the weights, on every process alike."""
+        if self.ctx.any(not bool(torch.isfinite(loss.detach())))[0]:
+            raise _Diverged(f"loss is {float(loss.detach())} at {where}")
 
     def w_step(self, x: torch.Tensor, y: torch.Tensor, where: str) -> tuple[float, int]:
         # W sees cross-entropy only: the latency term does not depend on W, and in the
         # multiplicative form it would merely rescale W's learning rate as Θ moves.
+        self._check_stop()
         self.net.mixer.arch_step = False
         out = self._forward(x)
         loss = F.cross_entropy(out, y)
@@ -277,6 +279,7 @@ class _Searcher:
         return loss.item(), int((out.argmax(1) == y).sum())
 
     def theta_step(self, x: torch.Tensor, y: torch.Tensor, where: str) -> tuple[float, int]:
+        self._check_stop()
         self.net.mixer.arch_step = True
         out = self._forward(x)
         lat = self.latency.expected(self.net.latency_weights())

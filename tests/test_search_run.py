@@ -1,0 +1,233 @@
+"""The search loop: recipes, latency targets, checkpoints, resume, Ctrl-C, NaN, processes."""
+
+import itertools
+import math
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from benchmarks.predict import LatencyModel
+from pipeline.data import load_data
+from pipeline.errors import PipelineError
+from pipeline.search import SearchConfig, SearchStopped, derive_within, run_search
+from tests.conftest import make_table
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return load_data("digits", 16, 1)
+
+
+@pytest.fixture
+def latency(micro_space, micro_table):
+    return LatencyModel.from_table(micro_table, micro_space)
+
+
+def test_recipes_fill_what_the_config_leaves_unset():
+    gumbel = SearchConfig(mixing="gumbel", epochs=90)
+    assert (gumbel.warmup_epochs, gumbel.theta_lr, gumbel.loss) == (9, 0.01, "mul")  # FBNet: 10%, Adam 0.01
+    soft = SearchConfig()
+    assert (soft.warmup_epochs, soft.theta_lr) == (2, 0.05)
+    assert SearchConfig(mixing="gumbel", epochs=1).warmup_epochs == 0
+    assert SearchConfig(mixing="gumbel", theta_lr=0.2, warmup_epochs=3).theta_lr == 0.2
+    t = SearchConfig(latency_target=5.0)
+    assert (t.loss, t.lam) == ("target", 1.0)
+    with pytest.raises(PipelineError, match="drop --loss add"):
+        SearchConfig(latency_target=5.0, loss="add")
+    with pytest.raises(PipelineError, match="unknown mixing strategy 'dropout'; valid names: softmax, gumbel, sampled"):
+        SearchConfig(mixing="dropout")
+
+
+def _brute_force(space, alphas, latency, target):
+    best = None
+    for choice in itertools.product(*(range(len(space.candidates(i))) for i in range(len(space.layers)))):
+        blocks = tuple(space.candidates(i)[j] for i, j in enumerate(choice))
+        if latency.predict(space, blocks) > target:
+            continue
+        score = sum(math.log(float(a[j])) for a, j in zip(alphas, choice))
+        if best is None or score > best[0] + 1e-12:
+            best = (score, blocks)
+    return best[1]
+
+
+@pytest.mark.parametrize("target", [1.8, 2.5, 4.0, 6.1, 9.0])
+def test_derive_within_finds_the_most_likely_architecture_that_meets_the_target(micro_space, latency, target):
+    g = torch.Generator().manual_seed(int(target * 10))
+    alphas = [torch.softmax(torch.randn(4, generator=g) * 2, -1) for _ in micro_space.layers]
+    blocks = derive_within(micro_space, alphas, latency, target)
+    assert latency.predict(micro_space, blocks) <= target + 1e-9
+    assert blocks == _brute_force(micro_space, alphas, latency, target)
+
+
+def test_latency_target_search_meets_its_target(micro_space, latency, splits):
+    fastest, slowest = latency.bounds()  # 1.8 and 10.5 ms on the hand-made table
+    target = 4.0
+    cfg = SearchConfig(epochs=3, warmup_epochs=1, latency_target=target, theta_lr=0.1)
+    r = run_search(micro_space, latency, splits, cfg, progress=False)
+    assert latency.predict(micro_space, r.blocks) <= target
+    assert r.history[-1]["expected_latency_ms"] < (fastest + slowest) / 2  # Θ was pulled towards the target
+
+
+def test_latency_target_below_the_fastest_architecture_is_refused(micro_space, latency, splits):
+    with pytest.raises(PipelineError, match=r"below the fastest architecture .* \(1\.8 ms\); ask for at least 1\.8 ms"):
+        run_search(micro_space, latency, splits, SearchConfig(epochs=2, latency_target=1.0), progress=False)
+
+
+def _final(r):
+    return [l.theta.detach().clone() for l in r.supernet.layers], r.supernet.state_dict()
+
+
+def _same(a, b):
+    (ta, sa), (tb, sb) = a, b
+    assert all(torch.equal(x, y) for x, y in zip(ta, tb))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("mixing", ["softmax", "gumbel", "sampled"])
+def test_resume_after_ctrl_c_equals_an_uninterrupted_run(micro_space, latency, splits, tmp_path, monkeypatch, mixing):
+    cfg = SearchConfig(epochs=3, warmup_epochs=1, mixing=mixing, loss="add", lam=0.5)
+    whole = run_search(micro_space, latency, splits, cfg, progress=False, checkpoint=tmp_path / "a.pt")
+
+    # Ctrl-C (a real SIGINT) in the middle of epoch 2's Θ pass
+    from pipeline import search as search_mod
+    original = search_mod._Searcher.theta_step
+    calls = []
+
+    def step(self, x, y, where):
+        calls.append(where)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, x, y, where)
+
+    monkeypatch.setattr(search_mod._Searcher, "theta_step", step)
+    ck = tmp_path / "b.pt"
+    with pytest.raises(SearchStopped, match=r"stopped at epoch 2, Θ step 3: progress saved to .*b\.pt.*--resume"):
+        run_search(micro_space, latency, splits, cfg, progress=False, checkpoint=ck)
+    pos = torch.load(ck, weights_only=True)["position"]
+    assert (pos["epoch"], pos["phase"], pos["batch"]) == (1, "theta", 2)  # steps 1 and 2 done; step 3 saw the stop before its update
+    monkeypatch.setattr(search_mod._Searcher, "theta_step", original)
+    resumed = run_search(micro_space, latency, splits, cfg, progress=False, checkpoint=ck, resume=True)
+    _same(_final(whole), _final(resumed))
+    assert resumed.blocks == whole.blocks and resumed.history == whole.history
+
+
+def test_same_seed_same_result_and_another_seed_differs(micro_space, latency, splits):
+    cfg = SearchConfig(epochs=2, warmup_epochs=1, mixing="gumbel", loss="add", lam=0.5)
+    a = run_search(micro_space, latency, splits, cfg, progress=False)
+    b = run_search(micro_space, latency, splits, cfg, progress=False)
+    _same(_final(a), _final(b))
+    c = run_search(micro_space, latency, splits, SearchConfig(epochs=2, warmup_epochs=1, mixing="gumbel", seed=1),
+                   progress=False)
+    assert not torch.equal(_final(a)[0][0], _final(c)[0][0])
+
+
+def test_checkpoint_of_another_search_is_refused_naming_the_difference(micro_space, latency, splits, tmp_path):
+    ck = tmp_path / "c.pt"
+    cfg = SearchConfig(epochs=1, warmup_epochs=0, loss="add", lam=0.5)
+    run_search(micro_space, latency, splits, cfg, progress=False, checkpoint=ck)
+    with pytest.raises(PipelineError, match=r"belongs to another search \(config\.lam 0\.5 there, 0\.7 now\)"):
+        run_search(micro_space, latency, splits, SearchConfig(epochs=1, warmup_epochs=0, loss="add", lam=0.7),
+                   progress=False, checkpoint=ck, resume=True)
+    other_table = LatencyModel.from_table(make_table(micro_space, lambda b, s: 1.0), micro_space)
+    with pytest.raises(PipelineError, match=r"belongs to another search \(latency "):
+        run_search(micro_space, other_table, splits, cfg, progress=False, checkpoint=ck, resume=True)
+    data = torch.load(ck, weights_only=True)
+    data["tool_version"] = "0.0.1"
+    torch.save(data, tmp_path / "old.pt")
+    with pytest.raises(PipelineError, match=r"written by pipeline 0\.0\.1 .* search again without --resume"):
+        run_search(micro_space, latency, splits, cfg, progress=False, checkpoint=tmp_path / "old.pt", resume=True)
+    (tmp_path / "bad.pt").write_bytes(ck.read_bytes()[:200])
+    with pytest.raises(PipelineError, match="is corrupt or not a checkpoint"):
+        run_search(micro_space, latency, splits, cfg, progress=False, checkpoint=tmp_path / "bad.pt", resume=True)
+    with pytest.raises(PipelineError, match="no checkpoint at"):
+        run_search(micro_space, latency, splits, cfg, progress=False, checkpoint=tmp_path / "none.pt", resume=True)
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(micro_space, latency, splits, tmp_path,
+                                                                           monkeypatch):
+    from pipeline import search as search_mod
+    real = search_mod.F.cross_entropy
+    calls = []
+
+    def ce(out, y):
+        calls.append(1)
+        loss = real(out, y)
+        return loss * float("nan") if len(calls) == 30 else loss  # epoch 2's 12th W step (W has 18 steps an epoch)
+
+    monkeypatch.setattr(search_mod.F, "cross_entropy", ce)
+    ck = tmp_path / "n.pt"
+    with pytest.raises(PipelineError, match=r"loss is nan at epoch 2, W step 12; the last good checkpoint \(after "
+                                            r"epoch 1\) is kept at .*n\.pt"):
+        run_search(micro_space, latency, splits, SearchConfig(epochs=3, warmup_epochs=1), progress=False, checkpoint=ck)
+    saved = torch.load(ck, weights_only=True)
+    assert saved["position"]["epoch"] == 1 and saved["position"]["phase"] == "W"
+    assert all(torch.isfinite(v).all() for v in saved["net"].values() if v.is_floating_point())
+
+
+# ------------------------------------------------------------------ as users run it
+@pytest.fixture
+def cli_ws(tmp_path, micro_space, micro_space_file, micro_table):
+    table = tmp_path / "table.json"
+    micro_table.save(table)
+    return ["--space", str(micro_space_file), "--table", str(table), "--out", str(tmp_path / "ws")]
+
+
+def _invoke(*args):
+    from click.testing import CliRunner
+    from pipeline.cli import main
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def _one_line_error(r):
+    assert r.exit_code != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    return lines[0]
+
+
+def test_cli_latency_target_reports_whether_it_is_met(cli_ws):
+    r = _invoke("search", *cli_ws, "-q", "--epochs", 2, "--latency-target", 3.0)
+    assert r.exit_code == 0, r.output
+    assert "meets the latency target 3 ms" in r.output
+    low = _invoke("search", *cli_ws, "-q", "--epochs", 2, "--latency-target", 0.5)
+    assert "latency target 0.5 ms is below the fastest architecture of space 'micro' under this table (1.8 ms)" \
+        in _one_line_error(low)
+
+
+def test_cli_devices_bad_input(cli_ws):
+    if not torch.cuda.is_available():
+        assert "--device cuda: no CUDA GPU is available here" in _one_line_error(
+            _invoke("search", *cli_ws, "--device", "cuda"))
+    assert "give at most one table device" in _one_line_error(_invoke("search", *cli_ws, "--device", "a", "--device", "b"))
+    assert "unknown mixing strategy 'fast'" in _one_line_error(_invoke("search", *cli_ws, "--mixing", "fast"))
+
+
+def test_cli_resume_refuses_changed_options_and_continues_with_same(cli_ws, tmp_path):
+    assert _invoke("search", *cli_ws, "-q", "--epochs", 2, "--mixing", "gumbel").exit_code == 0
+    ck = tmp_path / "ws/search/micro/desktop/host/architecture.checkpoint.pt"
+    assert ck.is_file()
+    err = _one_line_error(_invoke("search", *cli_ws, "-q", "--epochs", 3, "--mixing", "gumbel", "--resume"))
+    assert "belongs to another search (config.epochs 2 there, 3 now" in err
+    again = _invoke("search", *cli_ws, "-q", "--epochs", 2, "--mixing", "gumbel", "--resume")
+    assert again.exit_code == 0, again.output  # already finished: derives again from the checkpoint
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_search_with_ddp_and_only_rank_0_writes(cli_ws, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "pipeline.cli",
+           "search", *cli_ws, "-q", "--epochs", 2, "--mixing", "sampled"]
+    p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.count("derived architecture:") == 1  # rank 1 prints nothing
+    out = tmp_path / "ws/search/micro/desktop/host"
+    arch = __import__("json").loads((out / "architecture.json").read_text())
+    assert len(arch["blocks"]) == 3 and arch["search"]["mixing"] == "sampled"
+    ck = torch.load(out / "architecture.checkpoint.pt", weights_only=True)
+    assert ck["identity"]["processes"] == 2 and ck["position"]["epoch"] == 2
+    assert sorted(f.name for f in out.iterdir()) == ["architecture.checkpoint.pt", "architecture.json",
+                                                     "architecture.supernet.pt"]
