@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,3 +75,18 @@ def load_architecture(path: str | os.PathLike, space: SearchSpace | None = None)
     skip = {"format", "version", "space", "space_name", "space_fingerprint", "blocks"}
     info = {k: v for k, v in data.items() if k not in skip}
     return Architecture(space or own_space, blocks, info)
+
+
+def random_architectures(space: SearchSpace, n: int, seed: int, exclude: set[str]) -> list[tuple[str, ...]]:
+    """`n` distinct uniformly random architectures whose keys (names joined by commas) are not in `exclude`."""
+    rng = random.Random(seed)
+    out: dict[str, tuple[str, ...]] = {}
+    for _ in range(n * 50):
+        if len(out) == n:
+            break
+        a = tuple(rng.choice(space.candidates(i)) for i in range(len(space.layers)))
+        if ",".join(a) not in exclude:
+            out.setdefault(",".join(a), a)
+    if len(out) < n:
+        raise PipelineError(f"space '{space.name}' has only {len(out)} architectures left to draw; ask for fewer --samples")
+    return list(out.values())

@@ -21,8 +21,9 @@ from pipeline.distributed import check_device
 from pipeline.errors import PipelineError
 from pipeline.fileio import read_config
 from pipeline.plugins import load_plugin
-from pipeline.report import benchmark_text, export_text, search_text, targets_text, validate_text
+from pipeline.report import benchmark_text, export_text, search_text, sweep_text, targets_text, validate_text
 from pipeline.search import SearchConfig
+from pipeline.sweep import parse_sweep
 from pipeline.targets import TARGETS, Target, parse_options, resolve_target
 from pipeline.train import TrainConfig
 from pipeline.workspace import Workspace
@@ -151,11 +152,16 @@ def _devices(values: tuple[str, ...]) -> tuple[str, str | None]:
     return (table[0] if table else HOST_DEVICE), (compute[0] if compute else None)
 
 
-def _search_config(config_file: Path | None, compute: str | None, **flags: Any) -> SearchConfig:
+def _search_settings(config_file: Path | None, compute: str | None, **flags: Any) -> dict[str, Any]:
+    """The search config as given: the file's keys, then the flags given on the command line."""
     base = read_config(config_file, "search config") if config_file else {}
     if compute is not None:
         flags["device"] = compute
-    return build_config(SearchConfig, merge(base, flags), "search config")
+    return merge(base, flags)
+
+
+def _search_config(config_file: Path | None, compute: str | None, **flags: Any) -> SearchConfig:
+    return build_config(SearchConfig, _search_settings(config_file, compute, **flags), "search config")
 
 
 def _target(target_name: str, target_options: tuple[str, ...]) -> Target:
@@ -241,19 +247,36 @@ def import_cmd(file: Path, target_name: str, device: str, space_name: str, root:
 @click.option("--table", "table_path", type=click.Path(path_type=Path), help="Latency table to search against.")
 @click.option("--output", type=click.Path(path_type=Path), help="Architecture file to write.")
 @click.option("--resume", is_flag=True, help="Continue the search from its checkpoint (written after every epoch and on Ctrl-C).")
+@click.option("--sweep", "sweep_spec", metavar="PARAM=V1,V2,...",
+              help="Pareto sweep: one search per value of lam or latency-target, e.g. lam=0.01,0.1,1; each "
+                   "derived network and --sweep-random random ones are trained briefly and plotted.")
+@click.option("--sweep-random", type=click.IntRange(0), default=10, show_default=True,
+              help="Random architectures trained beside the sweep's, for reference.")
+@click.option("--sweep-train-epochs", type=click.IntRange(1), default=5, show_default=True,
+              help="Epochs each network of the sweep is trained from scratch.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def search(target_name: str, target_options: tuple[str, ...], space_name: str, devices: tuple[str, ...], root: Path,
-           config_file: Path | None, data: str, table_path: Path | None, output: Path | None, resume: bool, quiet: bool,
-           **flags: Any) -> None:
+           config_file: Path | None, data: str, table_path: Path | None, output: Path | None, resume: bool,
+           sweep_spec: str | None, sweep_random: int, sweep_train_epochs: int, quiet: bool, **flags: Any) -> None:
     """Train the super-net against the latency table and write the derived architecture.
 
     \b
     Several processes: torchrun --nproc-per-node 2 $(which pipeline) search ...
+    Pareto sweep:      pipeline search --sweep lam=0.01,0.1,1
     """
     device, compute = _devices(devices)
     target, space, ws = _ctx(target_name, target_options, space_name, root)
-    cfg = _search_config(config_file, compute, **flags)
+    settings = _search_settings(config_file, compute, **flags)
+    cfg = build_config(SearchConfig, settings, "search config")
     splits = load_data(data, cfg.resolution or space.resolution, space.in_channels, cfg.seed)
+    if sweep_spec is not None:
+        spec = parse_sweep(sweep_spec)
+        if resume or output is not None:
+            raise PipelineError("--sweep resumes by itself and writes into the workspace; drop --resume / --output")
+        train_cfg = TrainConfig(epochs=sweep_train_epochs, seed=cfg.seed, device=cfg.device)
+        click.echo(sweep_text(workflow.sweep_search(space, target, ws, settings, spec, splits, train_cfg, sweep_random,
+                                                    device, table_path, progress=not quiet)))
+        return
     report = workflow.search(space, target, ws, cfg, splits, device, table_path, output, progress=not quiet,
                              resume=resume)
     if report is not None:  # None on the other processes of a torchrun job

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from benchmarks.table import LatencyTable
 from blocks.space import SearchSpace
+from pipeline.sweep import SweepReport
 from pipeline.targets import Target
 from pipeline.validate import ValidateReport
 from pipeline.workflow import BenchmarkReport, ExportReport, SearchReport
@@ -143,3 +144,13 @@ def validate_text(r: "ValidateReport") -> str:
                      f"(fitted on {c.fitted_on} networks); search and predictions use it")
     lines.append(f"wrote {', '.join(str(p) for p in r.files.values())}")
     return "\n".join(lines)
+
+
+def sweep_text(r: SweepReport) -> str:
+    rows = [[p.label, f"{p.predicted_ms:.4f}", f"{p.accuracy:.3f}", "*" if p.pareto else "", " ".join(p.blocks)]
+            for p in sorted(r.points, key=lambda p: (p.kind != "search", p.predicted_ms))]
+    return "\n".join([
+        _grid(["point", "pred ms", "accuracy", "front", "blocks"], rows),
+        "Pareto front (* above): " + ", ".join(f"{p.label} ({p.predicted_ms:.3f} ms, {p.accuracy:.3f})" for p in r.front),
+        "written: " + ", ".join(str(f) for f in r.files.values()),
+    ])

@@ -9,7 +9,6 @@ the other half, which it never saw, judge it.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,7 +21,7 @@ from tqdm import tqdm
 from benchmarks.device import HOST_DEVICE
 from benchmarks.predict import Calibration, LatencyModel, arch_key, fit_calibration, table_calibration
 from benchmarks.protocol import Protocol
-from blocks.architecture import Architecture, load_architecture
+from blocks.architecture import Architecture, load_architecture, random_architectures
 from blocks.space import SearchSpace
 from pipeline.errors import PipelineError, PlatformUnsupported
 from pipeline.fileio import write_json_atomic, write_with
@@ -73,21 +72,6 @@ def metrics(predicted: list[float], measured: list[float]) -> dict[str, float]:
         "within_5_pct": float(np.mean(err <= 5) * 100), "max_abs_err_pct": float(err.max()),
         "spearman": rho, "samples": int(len(p)),
     }
-
-
-def random_architectures(space: SearchSpace, n: int, seed: int, exclude: set[str]) -> list[tuple[str, ...]]:
-    """`n` distinct uniformly random architectures not in `exclude`."""
-    rng = random.Random(seed)
-    out: dict[str, tuple[str, ...]] = {}
-    for _ in range(n * 50):
-        if len(out) == n:
-            break
-        a = tuple(rng.choice(space.candidates(i)) for i in range(len(space.layers)))
-        if arch_key(a) not in exclude:
-            out.setdefault(arch_key(a), a)
-    if len(out) < n:
-        raise PipelineError(f"space '{space.name}' has only {len(out)} architectures left to draw; ask for fewer --samples")
-    return list(out.values())
 
 
 def validate(space: SearchSpace, target: Target, ws: Workspace, protocol: Protocol, cfg: ValidateConfig,

@@ -28,7 +28,9 @@ from export.verify import CheckResult, check_against_torch
 from pipeline.data import Splits
 from pipeline.errors import PipelineError, PlatformUnsupported
 from pipeline import distributed
-from pipeline.search import SearchConfig, SearchResult, run_search
+from pipeline.search import SearchConfig, SearchResult, check_latency_target, run_search
+from pipeline.sweep import SweepReport, SweepSpec
+from pipeline.sweep import sweep as run_sweep
 from pipeline.compare import Comparison, Entry, load_entry, write_outputs
 from pipeline.compare import compare as run_compare
 from pipeline.targets import Target, require_exporter, resolve_target
@@ -203,6 +205,19 @@ def _derive_and_save(space: SearchSpace, latency: LatencyModel, table: LatencyTa
     save_weights(weights_path(out, "supernet"), derived.cpu(), "supernet", derived_acc)
     arch.save(out)
     return SearchReport(arch, out, result, predicted, derived_acc)
+
+
+def sweep_search(space: SearchSpace, target: Target, ws: Workspace, base: dict[str, Any], spec: SweepSpec,
+                 splits: Splits, train_cfg: TrainConfig, random_n: int, device: str = HOST_DEVICE,
+                 table_path: Path | None = None, progress: bool = True) -> SweepReport:
+    """`pipeline search --sweep`: one search per value, each trained briefly, beside random ones."""
+    table, _ = find_table(space, target, ws, device, table_path)
+    latency = LatencyModel.from_table(table, space)
+    if spec.field == "latency_target":
+        for value in spec.values:
+            check_latency_target(space, latency, value)
+    out = ws.search_dir(space.name, target.name, device) / "sweep"
+    return run_sweep(space, latency, splits, base, spec, train_cfg, random_n, out, progress)
 
 
 # ---------------------------------------------------------------------------- train

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from benchmarks.predict import LatencyModel, fit_calibration
 from benchmarks.table import load_table
 from pipeline.cli import main
-from pipeline.validate import metrics, random_architectures
+from blocks.architecture import random_architectures
+from pipeline.validate import metrics
 from tests.conftest import make_table
 
 FAST = ["--repeats", "3", "--min-repeat-ms", "0.5"]
