@@ -5,6 +5,7 @@ class PipelineError(Exception):
     """Bad input or an environment problem the user can fix. The message names the fix."""
 
     exit_code = 2
+    label = "error"  # how the CLI's one line starts
 
 
 class PlatformUnsupported(PipelineError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +31,8 @@ from pipeline.distributed import Context
 from pipeline.errors import PipelineError
 from pipeline.losses import LOSSES, LossOptions
 from pipeline.train import evaluate
+
+log = logging.getLogger(__name__)
 
 # λ where the config leaves it unset, per latency term ('mul' uses a and b instead).
 DEFAULT_LAM = {"add": 0.1, "log": 0.1, "target": 1.0}
@@ -131,6 +134,7 @@ class SearchStopped(PipelineError):
     """Ctrl-C: progress is saved in the checkpoint."""
 
     exit_code = 130
+    label = "interrupted"
 
 
 @dataclass
@@ -419,6 +423,8 @@ def run_search(space: SearchSpace, latency: LatencyModel, splits: Splits, cfg: S
     if resume:
         assert checkpoint is not None
         s.restore(load_checkpoint(checkpoint, ident))
+    elif checkpoint is not None and checkpoint.exists() and ctx.is_main:
+        log.warning("starting over: '%s' holds an earlier search's checkpoint (use --resume to continue it)", checkpoint)
     progress = progress and ctx.is_main
 
     def save() -> None:

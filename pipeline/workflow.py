@@ -162,9 +162,6 @@ def search(space: SearchSpace, target: Target, ws: Workspace, cfg: SearchConfig,
     data_identity = {"source": splits.source, "classes": splits.num_classes,
                      "w": len(splits.w), "theta": len(splits.theta), "test": len(splits.test)}
     with distributed.launched(cfg.device) as ctx:
-        if not resume and checkpoint.exists() and ctx.is_main:
-            log.warning("starting over: '%s' holds an earlier search's checkpoint (use --resume to continue it)",
-                        checkpoint)
         result = run_search(space, latency, splits, cfg, progress, checkpoint, resume, ctx, {"data": data_identity})
         if not ctx.is_main:
             return None
