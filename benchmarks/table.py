@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,7 +173,43 @@ def load_table(path: str | os.PathLike) -> LatencyTable:
         if row.key in table.rows:
             raise PipelineError(f"{where}: row '{row.key}' appears twice; keep one")
         table.add(row)
+    _check_agrees_with_provenance(table, where)
     return table
+
+
+def _disagreement(row: Row, prov: dict[str, Any]) -> str | None:
+    """Why an 'ok' row cannot have been measured as the provenance says, or None."""
+    s = row.stats
+    protocol = prov.get("protocol")
+    count = s.get("count")
+    if isinstance(protocol, dict) and isinstance(count, int) and "repeats" in protocol and count != protocol["repeats"]:
+        return f"{count} repeats, but the table's protocol times {protocol['repeats']}"
+    samples = s.get("samples_ms")
+    if isinstance(samples, list) and samples and row.median_ms is not None:
+        if isinstance(count, int) and len(samples) != count:
+            return f"{len(samples)} raw samples for a count of {count}"
+        try:
+            med = statistics.median(float(v) for v in samples)
+        except (TypeError, ValueError):
+            return "raw samples that are not numbers"
+        # Samples are stored rounded to 1 ns; anything further off was edited.
+        if abs(med - row.median_ms) > 2e-6 + 1e-3 * abs(row.median_ms):
+            return f"median {row.median_ms:.6g} ms, but its own raw samples' median is {med:.6g} ms"
+    return None
+
+
+def _check_agrees_with_provenance(table: LatencyTable, where: str) -> None:
+    """A table whose rows contradict its own provenance was edited or mixed up: refuse it."""
+    prov = table.provenance
+    protocol = prov.get("protocol")
+    if isinstance(protocol, dict) and "threads" in prov and protocol.get("threads", prov["threads"]) != prov["threads"]:
+        raise PipelineError(f"{where}: provenance says {prov['threads']} threads but its protocol {protocol['threads']}; "
+                            "the file was edited: remeasure it with 'pipeline benchmark --force'")
+    for row in table.rows.values():
+        why = _disagreement(row, prov) if row.status == "ok" else None
+        if why:
+            raise PipelineError(f"{where}: row '{row.key}' disagrees with the table's own provenance ({why}); "
+                                "the file was edited or mixed up: remeasure it with 'pipeline benchmark --force'")
 
 
 def expect_table_for(table: LatencyTable, target: str, device: str, path: Path | str) -> None:

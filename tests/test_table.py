@@ -70,3 +70,29 @@ def test_saved_table_is_valid_json_with_one_row_per_line(tmp_path, micro_table):
     assert sum(1 for l in lines if l.strip().startswith('{"key"')) == len(micro_table.rows)
     assert math.isfinite(json.loads(path.read_text())["rows"][0]["median_ms"])
     assert not list(tmp_path.glob(".*.tmp"))  # the temporary file was renamed away
+
+
+def _measured_like(micro_table):
+    """The micro table with the provenance and raw samples a real benchmark writes."""
+    data = json.loads(micro_table.to_json())
+    data["provenance"].update(threads=1, protocol={"repeats": 3, "threads": 1})
+    for row in data["rows"]:
+        m = row["median_ms"]
+        row.update(count=3, samples_ms=[round(m * 0.99, 6), round(m, 6), round(m * 1.02, 6)])
+    return data
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda d: d["rows"][0].update(median_ms=d["rows"][0]["median_ms"] * 0.5), "its own raw samples' median is"),
+    (lambda d: d["rows"][1].update(count=5), "5 repeats, but the table's protocol times 3"),
+    (lambda d: d["rows"][2]["samples_ms"].pop(), "2 raw samples for a count of 3"),
+    (lambda d: d["provenance"].update(threads=4), "provenance says 4 threads but its protocol 1"),
+])
+def test_rows_that_disagree_with_their_own_provenance_are_refused(tmp_path, micro_table, edit, match):
+    good = _measured_like(micro_table)
+    (tmp_path / "good.json").write_text(json.dumps(good))
+    assert len(load_table(tmp_path / "good.json").rows) == len(micro_table.rows)
+    edit(good)
+    (tmp_path / "bad.json").write_text(json.dumps(good))
+    with pytest.raises(PipelineError, match=match):
+        load_table(tmp_path / "bad.json")
