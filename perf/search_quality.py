@@ -29,23 +29,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
 
 from benchmarks.predict import LatencyModel  # noqa: E402
 from benchmarks.protocol import Protocol  # noqa: E402
 from benchmarks.table import load_table  # noqa: E402
 from blocks import SearchSpace, resolve_space  # noqa: E402
-from blocks.network import DerivedNet  # noqa: E402
 from pipeline import workflow  # noqa: E402
 from pipeline.data import Splits, load_data  # noqa: E402
 from pipeline.search import SearchConfig, run_search  # noqa: E402
 from pipeline.targets import resolve_target  # noqa: E402
-from pipeline.train import TrainConfig, train_network  # noqa: E402
+from pipeline.train import TrainConfig, fresh_network, train_network  # noqa: E402
 from pipeline.workspace import Workspace  # noqa: E402
 
 SPACE = "tiny"
 TARGET = "desktop"
-MAX_DRAWS = 200_000  # rejection sampling gives up after this many draws
+MAX_DRAWS = 1_000_000  # rejection sampling gives up after this many draws (a few seconds)
 
 Arch = tuple[str, ...]
 
@@ -65,7 +63,7 @@ def latency_model(space: SearchSpace, table_path: Path | None, work: Path) -> La
 
 def search(space: SearchSpace, latency: LatencyModel, splits: Splits, opts: argparse.Namespace) -> Arch:
     cfg = SearchConfig(epochs=opts.search_epochs, loss=opts.loss, lam=opts.lam, mixing=opts.mixing, seed=opts.seed)
-    print(f"searching: {cfg.epochs} epochs, {cfg.mixing} mixing, loss {cfg.loss}, λ {cfg.lam} ...", flush=True)
+    print(f"searching: {cfg.epochs} epoch(s), {cfg.mixing} mixing, loss {cfg.loss}, λ {cfg.lam} ...", flush=True)
     return run_search(space, latency, splits, cfg, progress=True).blocks
 
 
@@ -91,8 +89,7 @@ def random_within(space: SearchSpace, latency: LatencyModel, budget_ms: float, n
 
 def train_from_scratch(space: SearchSpace, blocks: Arch, splits: Splits, cfg: TrainConfig) -> float:
     """Held-out accuracy after training `blocks` from scratch; every network starts from the same seed."""
-    torch.manual_seed(cfg.seed)  # initialisation, not only batch order, comes from the seed
-    net = DerivedNet(space, blocks, splits.num_classes)
+    net = fresh_network(space, blocks, splits.num_classes, cfg.seed)  # the same start for every network
     return train_network(net, splits, cfg, progress=False)
 
 
@@ -124,10 +121,11 @@ def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--table", type=Path, help="a measured latency table of the space [measure a desktop one here]")
     ap.add_argument("--work", type=Path, help="workspace for the measured table [a temporary folder]")
-    # 'log' with λ 1: the same trade-off on any machine's table, and a derived network that is
-    # neither the fastest nor the slowest (README's comparison uses it).
+    # 'log' means the same trade-off on any machine's table. On tiny/desktop λ 0.2 derives a
+    # network in the fastest ~6% of the space (0.088 ms of 0.063-0.157), λ 1 nearly the fastest
+    # one, where too few random networks are as fast to compare with.
     ap.add_argument("--loss", default="log", help="latency term: add, log or mul [log]")
-    ap.add_argument("--lam", type=float, default=1.0, help="λ of the latency term [1.0]")
+    ap.add_argument("--lam", type=float, default=0.2, help="λ of the latency term [0.2]")
     ap.add_argument("--mixing", default="softmax", help="softmax, gumbel or sampled [softmax]")
     ap.add_argument("--random", type=int, default=20, help="random architectures to compare with [20]")
     ap.add_argument("--search-epochs", type=int, default=10, help="search epochs [10]")
@@ -154,7 +152,7 @@ def main() -> None:
           f"({draws} draws, {100 * len(drawn) / draws:.1f}% accepted)", flush=True)
     archs = [("derived", derived)] + [(f"random {k}", a) for k, a in enumerate(drawn, 1)]
     cfg = TrainConfig(epochs=opts.train_epochs, seed=opts.seed)
-    print(f"training {len(archs)} networks from scratch: {cfg.epochs} epochs, lr {cfg.lr}, "
+    print(f"training {len(archs)} networks from scratch: {cfg.epochs} epoch(s), lr {cfg.lr}, "
           f"batch {cfg.batch_size}, seed {cfg.seed} ...", flush=True)
     print_results(space, latency, archs, train_all(space, archs, splits, cfg))
 

@@ -85,7 +85,7 @@ class SearchConfig:
             raise PipelineError(f"search: need 0 <= warmup_epochs < epochs (got {warmup}, {self.epochs}); "
                                 "Θ would never move otherwise")
         for name, value in (("loss", loss), ("warmup_epochs", warmup),
-                            ("theta_lr", self.theta_lr or recipe.theta_lr),
+                            ("theta_lr", self.theta_lr if self.theta_lr is not None else recipe.theta_lr),
                             ("lam", self.lam if self.lam is not None else DEFAULT_LAM.get(loss, 0.1))):
             object.__setattr__(self, name, value)
         if self.resolution is not None and self.resolution < 8:

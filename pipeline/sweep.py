@@ -18,14 +18,13 @@ from tqdm import tqdm
 
 from benchmarks.predict import LatencyModel, arch_key
 from blocks.architecture import Architecture, random_architectures
-from blocks.network import DerivedNet
 from blocks.space import SearchSpace
 from pipeline.config import build_config
 from pipeline.data import Splits
 from pipeline.errors import PipelineError
 from pipeline.fileio import read_json, write_json_atomic, write_text_atomic, write_with
 from pipeline.search import SearchConfig, latency_fingerprint, run_search
-from pipeline.train import TrainConfig, train_network
+from pipeline.train import TrainConfig, fresh_network, train_network
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +87,7 @@ def mark_pareto(points: list[SweepPoint]) -> list[SweepPoint]:
 
 
 def _train(space: SearchSpace, blocks: tuple[str, ...], splits: Splits, cfg: TrainConfig) -> float:
-    return train_network(DerivedNet(space, blocks, splits.num_classes), splits, cfg, progress=False)
+    return train_network(fresh_network(space, blocks, splits.num_classes, cfg.seed), splits, cfg, progress=False)
 
 
 def sweep(space: SearchSpace, latency: LatencyModel, splits: Splits, base: dict[str, Any], spec: SweepSpec,

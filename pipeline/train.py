@@ -10,6 +10,8 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from tqdm import tqdm
 
+from blocks.network import DerivedNet
+from blocks.space import SearchSpace
 from pipeline.data import Splits
 from pipeline.errors import PipelineError
 
@@ -27,6 +29,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise PipelineError("train: epochs and batch_size must be >= 1 and lr > 0")
+
+
+def fresh_network(space: SearchSpace, blocks: tuple[str, ...], num_classes: int, seed: int) -> DerivedNet:
+    """The derived network with its initial weights drawn from `seed`: the same seed, the same start."""
+    torch.manual_seed(seed)
+    return DerivedNet(space, blocks, num_classes)
 
 
 def loader(ds: Dataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:

@@ -19,7 +19,7 @@ from scipy.stats import spearmanr
 from tqdm import tqdm
 
 from benchmarks.device import HOST_DEVICE
-from benchmarks.predict import Calibration, LatencyModel, arch_key, fit_calibration, table_calibration
+from benchmarks.predict import Calibration, LatencyModel, fit_calibration, table_calibration
 from benchmarks.protocol import Protocol
 from blocks.architecture import Architecture, load_architecture, random_architectures
 from blocks.space import SearchSpace

@@ -34,7 +34,7 @@ from pipeline.sweep import sweep as run_sweep
 from pipeline.compare import Comparison, Entry, load_entry, write_outputs
 from pipeline.compare import compare as run_compare
 from pipeline.targets import Target, require_exporter, resolve_target
-from pipeline.train import TrainConfig, evaluate, loader, train_network
+from pipeline.train import TrainConfig, evaluate, fresh_network, loader, train_network
 from pipeline.weights import load_weights, save_weights
 from pipeline.workspace import Workspace, weights_path
 
@@ -228,7 +228,7 @@ def train(arch_path: Path, splits: Splits, cfg: TrainConfig, space: SearchSpace 
           progress: bool = True) -> TrainReport:
     """Train the derived network from scratch (FBNet's practice) and save it beside the architecture."""
     arch = load_architecture(arch_path, space)
-    net = DerivedNet(arch.space, arch.blocks, splits.num_classes)
+    net = fresh_network(arch.space, arch.blocks, splits.num_classes, cfg.seed)
     acc = train_network(net, splits, cfg, progress)
     out = weights_path(arch_path, "trained")
     save_weights(out, net.cpu(), "trained", acc)

@@ -34,6 +34,8 @@ def test_recipes_fill_what_the_config_leaves_unset():
     assert (soft.warmup_epochs, soft.theta_lr) == (2, 0.05)
     assert SearchConfig(mixing="gumbel", epochs=1).warmup_epochs == 0
     assert SearchConfig(mixing="gumbel", theta_lr=0.2, warmup_epochs=3).theta_lr == 0.2
+    with pytest.raises(PipelineError, match="learning rates > 0"):
+        SearchConfig(theta_lr=0.0)
     t = SearchConfig(latency_target=5.0)
     assert (t.loss, t.lam) == ("target", 1.0)
     with pytest.raises(PipelineError, match="drop --loss add"):

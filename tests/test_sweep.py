@@ -54,3 +54,15 @@ def test_sweep_writes_points_front_and_plot_and_resumes_without_retraining(micro
     assert [(p.label, p.accuracy) for p in again.points] == [(p.label, p.accuracy) for p in r.points]
     sweep(micro_space, latency, splits, base, spec, TrainConfig(epochs=2), 3, tmp_path, progress=False)
     assert len(trained) == 10  # another training recipe: nothing reused
+
+
+def test_fresh_networks_start_from_the_seed_whatever_ran_before(micro_space):
+    import torch
+    from pipeline.train import fresh_network
+    blocks = ("k3_e1", "skip", "k5_e3")
+    a = fresh_network(micro_space, blocks, 10, seed=3).state_dict()
+    torch.randn(1000)  # whatever else used the global generator in between
+    b = fresh_network(micro_space, blocks, 10, seed=3).state_dict()
+    c = fresh_network(micro_space, blocks, 10, seed=4).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
