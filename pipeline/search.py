@@ -349,11 +349,11 @@ class _Searcher:
 
 
 class _Diverged(Exception):
-    pass
+    """A non-finite loss, caught before it reached the weights; the message says where."""
 
 
 class _Stop(Exception):
-    pass
+    """Ctrl-C was asked for; raised before a step touches anything."""
 
 
 @contextlib.contextmanager
