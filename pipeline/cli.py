@@ -118,7 +118,7 @@ def _search_options(f: Callable) -> Callable:
         click.option("--data", default="digits", show_default=True, help="'digits' (embedded) or a folder with one sub-folder per class."),
         click.option("--epochs", type=int, help="Search epochs [10]."),
         click.option("--warmup-epochs", type=int, help="Epochs in which only W moves [20% of --epochs; gumbel: 10%]."),
-        click.option("--batch-size", type=int, help="Batch size [64]."),
+        click.option("--batch-size", type=int, help="Batch size per process [64]."),
         click.option("--loss", type=str, help="Latency term: 'mul' (FBNet: CE·a·log(Lat)^b), 'add' (CE + λ·Lat_ms) or 'log' (CE + λ·ln Lat, the same trade-off on any device) [mul; with --latency-target: target]."),
         click.option("--lam", type=float, help="λ: per millisecond for add, per unit of ln Lat for log, of |Lat/target − 1| for target [0.1; target: 1.0]."),
         click.option("--a", type=float, help="a for --loss mul [0.2]."),
