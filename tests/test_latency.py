@@ -47,12 +47,22 @@ def test_one_hot_alphas_give_the_architectures_prediction(micro_space, micro_tab
 def test_additive_and_multiplicative_losses():
     ce, lat = torch.tensor(2.0), torch.tensor(20.0, requires_grad=True)
     o = LossOptions(lam=0.5, a=0.2, b=0.6)
-    assert float(LOSSES.get("add")(ce, lat, o)) == pytest.approx(2.0 + 0.5 * 20.0)
+    assert float(LOSSES.get("add")(ce, lat, o).detach()) == pytest.approx(2.0 + 0.5 * 20.0)
     mul = LOSSES.get("mul")(ce, lat, o)
-    assert float(mul) == pytest.approx(2.0 * 0.2 * math.log(20000.0) ** 0.6)
+    assert float(mul.detach()) == pytest.approx(2.0 * 0.2 * math.log(20000.0) ** 0.6)
     mul.backward()
     # d/dLat [CE a (log 1000 Lat)^b] = CE a b (log 1000 Lat)^(b-1) / Lat
     assert float(lat.grad) == pytest.approx(2.0 * 0.2 * 0.6 * math.log(20000.0) ** -0.4 / 20.0, rel=1e-5)
+
+
+def test_target_loss_pulls_latency_to_the_target_from_both_sides():
+    o = LossOptions(lam=2.0, target_ms=10.0)
+    for lat_ms, sign in ((15.0, 1.0), (5.0, -1.0)):
+        lat = torch.tensor(lat_ms, requires_grad=True)
+        loss = LOSSES.get("target")(torch.tensor(1.0), lat, o)
+        assert float(loss.detach()) == pytest.approx(1.0 + 2.0 * abs(lat_ms / 10.0 - 1.0))
+        loss.backward()
+        assert float(lat.grad) == pytest.approx(sign * 2.0 / 10.0)  # descent moves Lat towards 10 ms
 
 
 def test_log_loss_trades_the_same_relative_latency_on_any_device():
