@@ -233,3 +233,27 @@ def test_torchrun_two_cpu_processes_search_with_ddp_and_only_rank_0_writes(cli_w
     assert ck["identity"]["processes"] == 2 and ck["position"]["epoch"] == 2
     assert sorted(f.name for f in out.iterdir()) == ["architecture.checkpoint.pt", "architecture.json",
                                                      "architecture.supernet.pt"]
+
+
+def test_a_killed_search_resumes_from_its_last_epoch_to_the_same_result(micro_space, latency, splits, tmp_path,
+                                                                         monkeypatch):
+    cfg = SearchConfig(epochs=3, warmup_epochs=1, mixing="gumbel", loss="add", lam=0.5)
+    whole = run_search(micro_space, latency, splits, cfg, progress=False)
+    from pipeline import search as search_mod
+    original = search_mod._Searcher.w_step
+    steps = []
+
+    def dies(self, x, y, where):  # the process is killed: nothing is saved on the way out
+        steps.append(where)
+        if len(steps) == 25:
+            raise SystemExit(137)
+        return original(self, x, y, where)
+
+    monkeypatch.setattr(search_mod._Searcher, "w_step", dies)
+    ck = tmp_path / "k.pt"
+    with pytest.raises(SystemExit):
+        run_search(micro_space, latency, splits, cfg, progress=False, checkpoint=ck)
+    assert torch.load(ck, weights_only=True)["position"]["epoch"] == 1  # written after epoch 1
+    monkeypatch.setattr(search_mod._Searcher, "w_step", original)
+    resumed = run_search(micro_space, latency, splits, cfg, progress=False, checkpoint=ck, resume=True)
+    _same(_final(whole), _final(resumed))
