@@ -9,6 +9,7 @@ row. A numerical mismatch is still an error for the whole run, as in-process.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 from typing import Any
 
@@ -21,9 +22,18 @@ from pipeline.plugins import LOADED, load_plugins
 STARTUP_TIMEOUT_S = 300.0  # importing torch and a runtime on a busy machine
 
 
-def _serve(conn: Any, job: Any, plugins: list[str]) -> None:
+def _parent_logging() -> tuple[int, str | None]:
+    """The parent's log level and format, so the child's warnings read like the parent's."""
+    root = logging.getLogger()
+    fmt = next((h.formatter._fmt for h in root.handlers if h.formatter is not None), None)
+    return root.getEffectiveLevel(), fmt
+
+
+def _serve(conn: Any, job: Any, plugins: list[str], log_setup: tuple[int, str | None]) -> None:
     from benchmarks.harness import measure_row  # the child imports what the parent had
 
+    level, fmt = log_setup
+    logging.basicConfig(level=level, **({"format": fmt} if fmt else {}))
     load_plugins(plugins)
     conn.send(("ready", None))
     while True:
@@ -54,7 +64,7 @@ class RowWorker:
     def _start(self) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_serve, args=(child, self.job, list(LOADED)), daemon=True)
+        self.process = ctx.Process(target=_serve, args=(child, self.job, list(LOADED), _parent_logging()), daemon=True)
         self.process.start()
         if not self.conn.poll(STARTUP_TIMEOUT_S):
             self._kill()
