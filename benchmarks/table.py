@@ -179,11 +179,10 @@ def load_table(path: str | os.PathLike) -> LatencyTable:
 
 def _disagreement(row: Row, prov: dict[str, Any]) -> str | None:
     """Why an 'ok' row cannot have been measured as the provenance says, or None."""
+    # A row's count is not compared with the protocol's repeats: rows measured by an
+    # earlier run with other --repeats are kept when the benchmark is run again.
     s = row.stats
-    protocol = prov.get("protocol")
     count = s.get("count")
-    if isinstance(protocol, dict) and isinstance(count, int) and "repeats" in protocol and count != protocol["repeats"]:
-        return f"{count} repeats, but the table's protocol times {protocol['repeats']}"
     samples = s.get("samples_ms")
     if isinstance(samples, list) and samples and row.median_ms is not None:
         if isinstance(count, int) and len(samples) != count:
