@@ -36,7 +36,8 @@ class Cli(click.Group):
         try:
             return super().invoke(ctx)
         except PipelineError as e:
-            click.echo(f"{e.label}: {e}", err=True)
+            if not e.quiet:
+                click.echo(f"{e.label}: {e}", err=True)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted: everything finished so far is saved; run the same command to go on", err=True)

@@ -6,6 +6,9 @@ class PipelineError(Exception):
 
     exit_code = 2
     label = "error"  # how the CLI's one line starts
+    # Set on processes other than rank 0 when every process stops alike (Ctrl-C, a NaN):
+    # torchrun's output then holds the message once.
+    quiet = False
 
 
 class PlatformUnsupported(PipelineError):

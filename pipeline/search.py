@@ -222,7 +222,9 @@ class _Searcher:
         if ctx.distributed:
             self.model = DistributedDataParallel(
                 self.net, find_unused_parameters=not self.net.mixer.runs_every_candidate)
-        self.amp = cfg.amp and ctx.device.startswith("cuda") and torch.cuda.is_bf16_supported()
+        # bfloat16 autocast pays where tensor cores take it natively (Ampere, compute capability 8.0, on).
+        self.amp = (cfg.amp and ctx.device.startswith("cuda")
+                    and torch.cuda.get_device_capability(torch.device(ctx.device)) >= (8, 0))
         self.position = Position()
         self.history: list[dict[str, Any]] = []
         self.stop_requested = False
@@ -420,10 +422,18 @@ def run_search(space: SearchSpace, latency: LatencyModel, splits: Splits, cfg: S
     elif checkpoint is not None and checkpoint.exists() and ctx.is_main:
         log.warning("starting over: '%s' holds an earlier search's checkpoint (use --resume to continue it)", checkpoint)
     progress = progress and ctx.is_main
+    saved = resume  # a checkpoint of this search is on disk (an earlier search's does not count)
 
     def save() -> None:
+        nonlocal saved
         if checkpoint is not None and ctx.is_main:
             save_checkpoint(checkpoint, ident, s.state())
+        saved = checkpoint is not None
+
+    def stopped(message: str, kind: type[PipelineError] = PipelineError) -> PipelineError:
+        e = kind(message)
+        e.quiet = not ctx.is_main
+        return e
 
     for h in s.history:
         if progress:
@@ -435,15 +445,20 @@ def run_search(space: SearchSpace, latency: LatencyModel, splits: Splits, cfg: S
                 h = s.epoch(progress)
             except _Stop:
                 save()
+                ctx.barrier()  # no process exits (and has torchrun stop the rest) before rank 0 has saved
                 p = s.position
                 where = f"epoch {p.epoch + 1}, {'W' if p.phase == 'W' else 'Θ'} step {p.batch + 1}"
-                raise SearchStopped(f"search stopped at {where}: progress saved to '{checkpoint}'; "
-                                    "run the same command with --resume to continue" if checkpoint else
-                                    f"search stopped at {where} (no checkpoint was asked for)") from None
+                raise stopped(f"search stopped at {where}: progress saved to '{checkpoint}'; "
+                              "run the same command with --resume to continue" if checkpoint else
+                              f"search stopped at {where} (no checkpoint was asked for)", SearchStopped) from None
+            except KeyboardInterrupt:  # a second Ctrl-C: no time to save, the last epoch's checkpoint stands
+                kept = (f"the checkpoint after epoch {len(s.history)} is kept at '{checkpoint}'; run the same "
+                        "command with --resume to continue from it") if saved else "nothing was saved"
+                raise stopped(f"search interrupted at once by a second Ctrl-C: {kept}", SearchStopped) from None
             except _Diverged as e:
-                last = f"; the last good checkpoint (after epoch {s.position.epoch}) is kept at '{checkpoint}'" \
-                    if checkpoint is not None and checkpoint.exists() else ""
-                raise PipelineError(f"search stopped: {e}{last}; lower --w-lr / --theta-lr and search again") from None
+                last = (f"; the last good checkpoint (after epoch {s.position.epoch}) is kept at '{checkpoint}'"
+                        if saved else "")
+                raise stopped(f"search stopped: {e}{last}; lower --w-lr / --theta-lr and search again") from None
             save()
             bar.update(1)
             bar.set_postfix(acc=f"{h['w_acc']:.3f}", lat=f"{h['expected_latency_ms']:.3f}ms")

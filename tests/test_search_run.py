@@ -137,6 +137,27 @@ def test_resume_after_ctrl_c_equals_an_uninterrupted_run(micro_space, latency, s
     assert resumed.blocks == whole.blocks and resumed.history == whole.history
 
 
+def test_a_second_ctrl_c_interrupts_at_once_and_keeps_the_last_epoch_checkpoint(micro_space, latency, splits,
+                                                                              tmp_path, monkeypatch):
+    from pipeline import search as search_mod
+    original = search_mod._Searcher.w_step
+    calls = []
+
+    def step(self, x, y, where):
+        calls.append(where)
+        if len(calls) == 22:  # epoch 2, W step 4: two SIGINTs inside one step
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, x, y, where)
+
+    monkeypatch.setattr(search_mod._Searcher, "w_step", step)
+    ck = tmp_path / "k.pt"
+    with pytest.raises(SearchStopped, match=r"second Ctrl-C: the checkpoint after epoch 1 is kept at .*k\.pt.*--resume"):
+        run_search(micro_space, latency, splits, SearchConfig(epochs=3, warmup_epochs=1), progress=False, checkpoint=ck)
+    assert torch.load(ck, weights_only=True)["position"]["epoch"] == 1
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
+
+
 def test_same_seed_same_result_and_another_seed_differs(micro_space, latency, splits):
     cfg = SearchConfig(epochs=2, warmup_epochs=1, mixing="gumbel", loss="add", lam=0.5)
     a = run_search(micro_space, latency, splits, cfg, progress=False)
@@ -188,6 +209,10 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(micro
     saved = torch.load(ck, weights_only=True)
     assert saved["position"]["epoch"] == 1 and saved["position"]["phase"] == "W"
     assert all(torch.isfinite(v).all() for v in saved["net"].values() if v.is_floating_point())
+    # Again, now failing in epoch 1: the file on disk is the earlier search's, so none is claimed as kept.
+    calls[:] = [1] * 18
+    with pytest.raises(PipelineError, match=r"loss is nan at epoch 1, W step 12; lower"):
+        run_search(micro_space, latency, splits, SearchConfig(epochs=3, warmup_epochs=1), progress=False, checkpoint=ck)
 
 
 # ------------------------------------------------------------------ as users run it
