@@ -77,7 +77,8 @@ def load_architecture(path: str | os.PathLike, space: SearchSpace | None = None)
     return Architecture(space or own_space, blocks, info)
 
 
-def random_architectures(space: SearchSpace, n: int, seed: int, exclude: set[str]) -> list[tuple[str, ...]]:
+def random_architectures(space: SearchSpace, n: int, seed: int, exclude: set[str],
+                         option: str = "--samples") -> list[tuple[str, ...]]:
     """`n` distinct uniformly random architectures whose keys (names joined by commas) are not in `exclude`."""
     rng = random.Random(seed)
     out: dict[str, tuple[str, ...]] = {}
@@ -88,5 +89,5 @@ def random_architectures(space: SearchSpace, n: int, seed: int, exclude: set[str
         if ",".join(a) not in exclude:
             out.setdefault(",".join(a), a)
     if len(out) < n:
-        raise PipelineError(f"space '{space.name}' has only {len(out)} architectures left to draw; ask for fewer --samples")
+        raise PipelineError(f"space '{space.name}' has only {len(out)} architectures left to draw; ask for fewer with {option}")
     return list(out.values())

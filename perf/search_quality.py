@@ -62,7 +62,7 @@ def latency_model(space: SearchSpace, table_path: Path | None, work: Path) -> La
 
 
 def search(space: SearchSpace, latency: LatencyModel, splits: Splits, opts: argparse.Namespace) -> Arch:
-    cfg = SearchConfig(epochs=opts.search_epochs, loss=opts.loss, lam=opts.lam, mixing=opts.mixing, seed=opts.seed)
+    cfg = SearchConfig(epochs=opts.search_epochs, loss=opts.loss, lam=None if opts.loss == "mul" else opts.lam, mixing=opts.mixing, seed=opts.seed)
     print(f"searching: {cfg.epochs} epoch(s), {cfg.mixing} mixing, loss {cfg.loss}, λ {cfg.lam} ...", flush=True)
     return run_search(space, latency, splits, cfg, progress=True).blocks
 

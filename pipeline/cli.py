@@ -17,7 +17,7 @@ from blocks import BLOCK_SETS, BLOCKS, SPACES, SearchSpace, resolve_space
 from pipeline import __version__, workflow
 from pipeline.config import build_config, merge
 from pipeline.data import load_data
-from pipeline.distributed import check_device
+from pipeline.distributed import check_device, single_process
 from pipeline.errors import PipelineError
 from pipeline.fileio import read_config
 from pipeline.plugins import load_plugin
@@ -70,6 +70,14 @@ def _is_compute(name: str) -> bool:
     return name in _COMPUTE or name.startswith("cuda:")
 
 
+def _table_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    # A table named 'cuda' would look like a GPU measurement; the runners time on this host's CPU.
+    if _is_compute(value):
+        raise PipelineError(f"--device {value}: '{ctx.info_name}' names the device a latency table belongs to "
+                            "(host, pixel1, ...), not a compute device; the runners here time on the CPU")
+    return value
+
+
 def _common(f: Callable) -> Callable:
     return _common_options(f, trains=False)
 
@@ -87,7 +95,7 @@ def _common_options(f: Callable, trains: bool) -> Callable:
                          help="Device the latency table belongs to [host = this machine], or where to train: "
                               "cpu [default] or cuda[:N]. Give it twice for both: --device pixel1 --device cuda.")(f)
     else:
-        f = click.option("--device", default=HOST_DEVICE, show_default=True,
+        f = click.option("--device", default=HOST_DEVICE, show_default=True, callback=_table_device,
                          help="Device the latency table belongs to ('host' = this machine).")(f)
     f = click.option("--space", "space_name", default="tiny", show_default=True,
                      help="Search space: a registered name (see 'pipeline spaces') or a YAML/TOML file.")(f)
@@ -121,7 +129,7 @@ def _search_options(f: Callable) -> Callable:
         click.option("--warmup-epochs", type=int, help="Epochs in which only W moves [20% of --epochs; gumbel: 10%]."),
         click.option("--batch-size", type=int, help="Batch size per process [64]."),
         click.option("--loss", type=str, help="Latency term: 'mul' (FBNet: CE·a·log(Lat)^b), 'add' (CE + λ·Lat_ms) or 'log' (CE + λ·ln Lat, the same trade-off on any device) [mul; with --latency-target: target]."),
-        click.option("--lam", type=float, help="λ: per millisecond for add, per unit of ln Lat for log, of |Lat/target − 1| for target [0.1; target: 1.0]."),
+        click.option("--lam", type=float, help="λ: per millisecond for add, per unit of ln Lat for log, of |Lat/target − 1| for target (mul uses --a, --b) [0.1; target: 1.0]."),
         click.option("--a", type=float, help="a for --loss mul [0.2]."),
         click.option("--b", type=float, help="b for --loss mul [0.6]."),
         click.option("--w-lr", type=float, help="SGD learning rate of W [0.05]."),
@@ -131,7 +139,7 @@ def _search_options(f: Callable) -> Callable:
                      "'gumbel' (FBNet: Gumbel-softmax samples, annealed) or 'sampled' (ProxylessNAS: 1-2 paths a step) [softmax]."),
         click.option("--temperature", type=float, help="gumbel: initial temperature [5.0]."),
         click.option("--temperature-decay", type=float, help="gumbel: τ is multiplied by exp(-decay) each epoch [0.045]."),
-        click.option("--paths", type=int, help="sampled: candidates a Θ step runs [2]."),
+        click.option("--paths", type=int, help="sampled: candidates a Θ step runs, at least 2 [2]."),
         click.option("--latency-target", type=float, metavar="MS",
                      help="Most accurate architecture predicted at most MS milliseconds (instead of trading with λ)."),
         click.option("--amp/--no-amp", default=None, help="bfloat16 mixed precision on a CUDA GPU [on]."),
@@ -269,6 +277,9 @@ def search(target_name: str, target_options: tuple[str, ...], space_name: str, d
     target, space, ws = _ctx(target_name, target_options, space_name, root)
     settings = _search_settings(config_file, compute, **flags)
     cfg = build_config(SearchConfig, settings, "search config")
+    check_device(cfg.device)
+    if sweep_spec is not None:
+        single_process("pipeline search --sweep")
     splits = load_data(data, cfg.resolution or space.resolution, space.in_channels, cfg.seed)
     if sweep_spec is not None:
         spec = parse_sweep(sweep_spec)
@@ -364,18 +375,19 @@ def run(target_name: str, target_options: tuple[str, ...], space_name: str, devi
         config_file: Path | None, data: str, threads: int, repeats: int, min_repeat_ms: float, row_timeout: float,
         train_epochs: int, train_lr: float, do_train: bool, quiet: bool, **flags: Any) -> None:
     """benchmark -> search -> (train) -> export in one command; defaults run on the embedded digits."""
+    single_process("pipeline run")  # every process would benchmark and export
     device, compute = _devices(devices)
     target, space, ws = _ctx(target_name, target_options, space_name, root)
     protocol = _protocol(threads, repeats, min_repeat_ms, row_timeout)
     cfg = _search_config(config_file, compute, **flags)
+    check_device(cfg.device)  # before minutes of benchmarking
     click.echo(f"== benchmark: {space.name} on {target.name}/{device}")
     bench = workflow.benchmark(space, target, ws, protocol, device, progress=not quiet, jobs=os.cpu_count() or 1)
     click.echo(benchmark_text(bench, space))
     click.echo(f"\n== search: {cfg.epochs} epochs, loss '{cfg.loss}', data '{data}'")
     splits = load_data(data, cfg.resolution or space.resolution, space.in_channels, cfg.seed)
     s = workflow.search(space, target, ws, cfg, splits, device, progress=not quiet)
-    if s is None:  # another process of a torchrun job: rank 0 carries on alone
-        return
+    assert s is not None  # one process: it is rank 0
     click.echo(search_text(s))
     if do_train:
         click.echo(f"\n== train from scratch: {train_epochs} epochs")

@@ -49,16 +49,22 @@ def check_device(device: str) -> None:
     """Refuse a compute device this machine does not have, before any work starts."""
     if device == "cpu":
         return
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise PipelineError(f"--device {device}: no CUDA GPU is available here (torch {torch.__version__}, "
-                                f"built with CUDA {torch.version.cuda or 'none'}); use --device cpu")
-        index = device.partition(":")[2]
-        if index and int(index) >= torch.cuda.device_count():
-            raise PipelineError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s); "
-                                f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-        return
-    raise PipelineError(f"--device {device}: not a compute device; use cpu, cuda or cuda:N")
+    kind, colon, index = device.partition(":")
+    if kind != "cuda" or (colon and not index.isdigit()):
+        raise PipelineError(f"--device {device}: not a compute device; use cpu, cuda or cuda:N (N = 0, 1, ...)")
+    if not torch.cuda.is_available():
+        raise PipelineError(f"--device {device}: no CUDA GPU is available here (torch {torch.__version__}, "
+                            f"built with CUDA {torch.version.cuda or 'none'}); use --device cpu")
+    if index and int(index) >= torch.cuda.device_count():
+        raise PipelineError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s); "
+                            f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+
+
+def single_process(what: str) -> None:
+    """Refuse, under torchrun, a command that every process would run whole (timing, files)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise PipelineError(f"{what} runs on one process; use torchrun only for 'pipeline search' (without "
+                            "--sweep) and run the other steps without it")
 
 
 @contextlib.contextmanager

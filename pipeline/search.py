@@ -73,6 +73,9 @@ class SearchConfig:
         recipe = MIXERS.get(self.mixing).recipe
         loss = self.loss or ("target" if self.latency_target is not None else "mul")
         LOSSES.get(loss)
+        if self.lam is not None and loss == "mul":
+            raise PipelineError("search: --lam does not apply to --loss mul (FBNet's a·(log Lat)^b); "
+                                "set --a/--b, or use --loss add or --loss log with --lam")
         if self.latency_target is not None and loss != "target":
             raise PipelineError(f"search: --latency-target brings its own latency term; drop --loss {loss}")
         if loss == "target" and self.latency_target is None:
@@ -97,8 +100,10 @@ class SearchConfig:
             raise PipelineError("search: lam must be >= 0 and a, b > 0")
         if self.latency_target is not None and self.latency_target <= 0:
             raise PipelineError(f"search: --latency-target must be > 0 ms (got {self.latency_target})")
-        if self.temperature <= 0 or self.temperature_decay < 0 or self.paths < 1:
-            raise PipelineError("search: temperature must be > 0, temperature_decay >= 0 and paths >= 1")
+        if self.temperature <= 0 or self.temperature_decay < 0:
+            raise PipelineError("search: temperature must be > 0 and temperature_decay >= 0")
+        if self.paths < 2:  # Θ's straight-through gradient compares sampled candidates: one has no rival
+            raise PipelineError(f"search: --paths must be at least 2 (got {self.paths})")
 
     @property
     def loss_options(self) -> LossOptions:

@@ -90,12 +90,18 @@ def _train(space: SearchSpace, blocks: tuple[str, ...], splits: Splits, cfg: Tra
     return train_network(fresh_network(space, blocks, splits.num_classes, cfg.seed), splits, cfg, progress=False)
 
 
+def sweep_identity(space: SearchSpace, latency: LatencyModel, splits: Splits, train_cfg: TrainConfig) -> dict[str, Any]:
+    """What the points saved in sweep.json depend on besides their own search config."""
+    return {"space": space.fingerprint, "latency": latency_fingerprint(latency), "train": asdict(train_cfg),
+            # the input shape too: the same data at another --resolution trains other networks
+            "data": [splits.source, len(splits.w), len(splits.theta), len(splits.test), list(splits.w[0][0].shape)]}
+
+
 def sweep(space: SearchSpace, latency: LatencyModel, splits: Splits, base: dict[str, Any], spec: SweepSpec,
           train_cfg: TrainConfig, random_n: int, out_dir: Path, progress: bool = True) -> SweepReport:
     """Run the sweep into `out_dir` (sweep.json, sweep.csv, sweep.png, one architecture per point)."""
     configs = [build_config(SearchConfig, {**base, spec.field: v}, "search config") for v in spec.values]
-    identity = {"space": space.fingerprint, "latency": latency_fingerprint(latency), "train": asdict(train_cfg),
-                "data": [splits.source, len(splits.w), len(splits.theta), len(splits.test)]}
+    identity = sweep_identity(space, latency, splits, train_cfg)
     state_path = out_dir / "sweep.json"
     done = _previous(state_path, identity)
     points: list[SweepPoint] = []
@@ -125,7 +131,7 @@ def sweep(space: SearchSpace, latency: LatencyModel, splits: Splits, base: dict[
                 record(key, point, cfg.to_dict())
             bar.update(1)
         exclude = {arch_key(p.blocks) for p in points}
-        for i, blocks in enumerate(random_architectures(space, random_n, train_cfg.seed, exclude)):
+        for i, blocks in enumerate(random_architectures(space, random_n, train_cfg.seed, exclude, "--sweep-random")):
             key = f"random {arch_key(blocks)}"
             if key in done:
                 points.append(_point(done[key]))

@@ -109,10 +109,10 @@ def find_table(space: SearchSpace, target: Target, ws: Workspace, device: str,
                table_path: Path | None) -> tuple[LatencyTable, Path]:
     path = table_path or ws.table(space.name, target.name, device)
     if table_path is None and not path.exists():
-        raise PipelineError(
-            f"no latency table for space '{space.name}' on {target.name}/{device} at '{path}'; "
-            f"run 'pipeline benchmark --target {target.name} --space {space.name}' first"
-        )
+        how = (f"run 'pipeline benchmark --target {target.name} --space {space.name}' first" if device == HOST_DEVICE
+               else f"measure it on that device ('pipeline benchmark --target {target.name} --space {space.name} "
+                    f"--device {device}') or bring it in with 'pipeline benchmark import FILE ... --device {device}'")
+        raise PipelineError(f"no latency table for space '{space.name}' on {target.name}/{device} at '{path}'; {how}")
     table = load_table(path)
     expect_table_for(table, target.name, device, path)
     table.check_fits(space)

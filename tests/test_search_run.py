@@ -42,6 +42,11 @@ def test_recipes_fill_what_the_config_leaves_unset():
         SearchConfig(latency_target=5.0, loss="add")
     with pytest.raises(PipelineError, match="unknown mixing strategy 'dropout'; valid names: softmax, gumbel, sampled"):
         SearchConfig(mixing="dropout")
+    for loss in ("mul", None):  # None resolves to mul: λ would be silently ignored
+        with pytest.raises(PipelineError, match=r"--lam does not apply to --loss mul .* --loss add or --loss log"):
+            SearchConfig(loss=loss, lam=0.5)
+    with pytest.raises(PipelineError, match="--paths must be at least 2"):
+        SearchConfig(mixing="sampled", paths=1)
 
 
 def _brute_force(space, alphas, latency, target):
@@ -251,6 +256,22 @@ def test_cli_devices_bad_input(cli_ws):
             _invoke("search", *cli_ws, "--device", "cuda"))
     assert "give at most one table device" in _one_line_error(_invoke("search", *cli_ws, "--device", "a", "--device", "b"))
     assert "unknown mixing strategy 'fast'" in _one_line_error(_invoke("search", *cli_ws, "--mixing", "fast"))
+    assert "--device cuda:x: not a compute device" in _one_line_error(_invoke("search", *cli_ws, "--device", "cuda:x"))
+    assert "--device cuda:-1: not a compute device" in _one_line_error(
+        _invoke("search", *cli_ws, "--device", "cuda:-1", "--sweep", "lam=1,2", "--loss", "add"))
+    ws = cli_ws[cli_ws.index("--out") + 1]
+    assert "'benchmark' names the device a latency table belongs to" in _one_line_error(
+        _invoke("benchmark", "--out", ws, "--device", "cuda"))
+    assert "--device pixel9') or bring it in with 'pipeline benchmark import" in _one_line_error(
+        _invoke("search", "--out", ws, "--device", "pixel9"))
+
+
+def test_cli_steps_that_must_run_once_refuse_torchrun(cli_ws, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert "pipeline run runs on one process; use torchrun only for 'pipeline search'" in _one_line_error(
+        _invoke("run", "--out", cli_ws[-1]))  # refused before anything is benchmarked
+    assert "pipeline search --sweep runs on one process" in _one_line_error(
+        _invoke("search", *cli_ws, "--sweep", "lam=1,2", "--loss", "add"))
 
 
 def test_cli_resume_refuses_changed_options_and_continues_with_same(cli_ws, tmp_path):

@@ -56,6 +56,12 @@ def test_sweep_writes_points_front_and_plot_and_resumes_without_retraining(micro
     assert len(trained) == 10  # another training recipe: nothing reused
 
 
+def test_sweep_points_are_not_reused_across_input_resolutions(micro_space, micro_table):
+    latency = LatencyModel.from_table(micro_table, micro_space)
+    ids = [sweep_mod.sweep_identity(micro_space, latency, load_data("digits", r, 1), TrainConfig()) for r in (16, 16, 24)]
+    assert ids[0] == ids[1] != ids[2]
+
+
 def test_fresh_networks_start_from_the_seed_whatever_ran_before(micro_space):
     import torch
     from pipeline.train import fresh_network
