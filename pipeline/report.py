@@ -135,6 +135,10 @@ def validate_text(r: "ValidateReport") -> str:
     rows = [[name, f"{m['median_abs_err_pct']:.1f}", f"{m['within_5_pct']:.0f}%", f"{m['within_10_pct']:.0f}%",
              f"{m['max_abs_err_pct']:.1f}", f"{m['spearman']:.3f}"] for name, m in r.metrics.items()]
     lines.append(_grid(header, rows))
+    if r.noise is not None:
+        lines.append(f"noise: the same network's {r.noise['rounds']} rounds differ by a median of "
+                     f"{r.noise['median_pct']:.1f}% (worst {r.noise['max_pct']:.1f}%); errors of that size are this "
+                     "machine's, not the table's")
     if r.calibration is not None and r.calibration.is_identity:
         lines.append(f"calibration: no fit beat the plain table sum out of sample ({r.calibration.fitted_on} networks); "
                      "predictions keep the plain sum")

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import spearmanr
 from tqdm import tqdm
 
 from benchmarks.device import HOST_DEVICE
@@ -37,16 +36,29 @@ class ValidateConfig:
     samples: int = 20
     seed: int = 0
     fit: bool = False  # fit a calibration on half of the samples, judge it on the other half
+    # Every network is timed this many times, in rounds over all of them (alternating order),
+    # so a slow spell of the machine is spread over many networks and its size is reported.
+    rounds: int = 2
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise PipelineError(f"--rounds must be at least 1 (got {self.rounds})")
 
 
 @dataclass(frozen=True)
 class Sample:
     blocks: tuple[str, ...]
     origin: str  # "random" or the architecture file it came from
-    measured_ms: float
+    measured_ms: float  # the median of its rounds
     table_sum_ms: float
     calibrated_ms: float | None = None
     fitted: bool = False  # used to fit the calibration (so not evidence for it)
+    rounds_ms: tuple[float, ...] = ()  # each round's measurement
+
+    @property
+    def spread_pct(self) -> float:
+        """How far apart its rounds are: (max − min) / median, in percent."""
+        return (max(self.rounds_ms) - min(self.rounds_ms)) / self.measured_ms * 100.0 if self.rounds_ms else 0.0
 
 
 @dataclass
@@ -58,12 +70,23 @@ class ValidateReport:
     files: dict[str, Path] = field(default_factory=dict)
 
     @property
+    def noise(self) -> dict[str, float] | None:
+        """The machine's own run-to-run noise: how far the same network's rounds are apart."""
+        if not self.samples or len(self.samples[0].rounds_ms) < 2:
+            return None
+        spread = np.array([s.spread_pct for s in self.samples])
+        return {"median_pct": float(np.median(spread)), "max_pct": float(spread.max()),
+                "rounds": len(self.samples[0].rounds_ms)}
+
+    @property
     def headline(self) -> dict[str, float]:
         """The metrics of the predictor the search uses: calibrated when there is one."""
         return self.metrics.get("calibrated", self.metrics["table sum"])
 
 
 def metrics(predicted: list[float], measured: list[float]) -> dict[str, float]:
+    from scipy.stats import spearmanr  # scipy.stats takes a second to import: only when validating
+
     p, m = np.asarray(predicted, float), np.asarray(measured, float)
     err = np.abs(p - m) / m * 100.0
     rho = float(spearmanr(p, m).statistic) if len(p) > 2 else float("nan")
@@ -90,11 +113,12 @@ def validate(space: SearchSpace, target: Target, ws: Workspace, protocol: Protoc
     drawn = random_architectures(space, cfg.samples, cfg.seed, set(old.fitted_keys) if old else set())
     given = [(load_architecture(p, space).blocks, str(p)) for p in derived]
     archs = [(a, "random") for a in drawn] + given
-    measured = _measure_all(archs, space, target, protocol, ws, progress)
+    rounds = _measure_all(archs, space, target, protocol, ws, cfg.rounds, progress)
+    measured = [float(np.median(r)) for r in rounds]
     fit_idx = set(range(0, len(drawn), 2)) if cfg.fit else set()  # every other random network fits
     cal = fit_calibration(plain, space, [drawn[i] for i in sorted(fit_idx)], [measured[i] for i in sorted(fit_idx)]) \
         if cfg.fit else old
-    samples = _samples(archs, measured, plain, cal, space, fit_idx)
+    samples = _samples(archs, rounds, plain, cal, space, fit_idx)
     report = ValidateReport(samples, tpath, _metrics_by_predictor(samples), cal)
     if cfg.fit:
         _store(table, tpath, space, cal, report.metrics)
@@ -110,23 +134,30 @@ def _complete_table(space: SearchSpace, target: Target, ws: Workspace, device: s
 
 
 def _measure_all(archs: list[tuple[tuple[str, ...], str]], space: SearchSpace, target: Target, protocol: Protocol,
-                 ws: Workspace, progress: bool) -> list[float]:
-    out = []
-    for blocks, _ in tqdm(archs, desc=f"validate {target.name}", unit="net", disable=not progress):
-        ms = measure_architecture(Architecture(space, blocks, {}), target, protocol, ws.cache)
-        assert ms is not None  # measurable_here was checked
-        out.append(ms)
+                 ws: Workspace, rounds: int, progress: bool) -> list[list[float]]:
+    """Each network's measurement in every round; odd rounds go backwards, so no network is
+    always timed first or last."""
+    out: list[list[float]] = [[] for _ in archs]
+    bar = tqdm(total=rounds * len(archs), desc=f"validate {target.name}", unit="net", disable=not progress)
+    with bar:
+        for r in range(rounds):
+            order = range(len(archs)) if r % 2 == 0 else reversed(range(len(archs)))
+            for i in order:
+                ms = measure_architecture(Architecture(space, archs[i][0], {}), target, protocol, ws.cache)
+                assert ms is not None  # measurable_here was checked
+                out[i].append(ms)
+                bar.update(1)
     return out
 
 
-def _samples(archs: list, measured: list[float], plain: LatencyModel, cal: Calibration | None, space: SearchSpace,
+def _samples(archs: list, rounds: list[list[float]], plain: LatencyModel, cal: Calibration | None, space: SearchSpace,
              fit_idx: set[int]) -> list[Sample]:
     # An identity fit predicts what the plain sum does: no second column for it.
     calibrated = plain.with_calibration(cal, space) if cal is not None and not cal.is_identity else None
     return [
-        Sample(blocks, origin, ms, plain.predict(space, blocks),
-               calibrated.predict(space, blocks) if calibrated else None, i in fit_idx)
-        for i, ((blocks, origin), ms) in enumerate(zip(archs, measured))
+        Sample(blocks, origin, float(np.median(ms)), plain.predict(space, blocks),
+               calibrated.predict(space, blocks) if calibrated else None, i in fit_idx, tuple(ms))
+        for i, ((blocks, origin), ms) in enumerate(zip(archs, rounds))
     ]
 
 
@@ -149,10 +180,10 @@ def _store(table: Any, path: Path, space: SearchSpace, cal: Calibration, m: dict
 def _write_outputs(r: ValidateReport, out_dir: Path) -> dict[str, Path]:
     files = {"json": out_dir / "validate.json", "plot": out_dir / "validate.png"}
     write_json_atomic(files["json"], {
-        "table": str(r.table_path), "metrics": r.metrics,
+        "table": str(r.table_path), "metrics": r.metrics, "noise": r.noise,
         "samples": [{"blocks": list(s.blocks), "origin": s.origin, "measured_ms": s.measured_ms,
-                     "table_sum_ms": s.table_sum_ms, "calibrated_ms": s.calibrated_ms, "fitted": s.fitted}
-                    for s in r.samples],
+                     "rounds_ms": list(s.rounds_ms), "table_sum_ms": s.table_sum_ms,
+                     "calibrated_ms": s.calibrated_ms, "fitted": s.fitted} for s in r.samples],
     })
     write_with(files["plot"], lambda p: _plot(r, p))
     return files

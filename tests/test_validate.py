@@ -100,10 +100,18 @@ def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, t
     assert cal["fitted_on"] == 6 and cal["heldout"]["samples"] == 6
     r = invoke("search", "--space", micro_space_file, "--out", out, "--epochs", 2, "--warmup-epochs", 1, "-q")
     assert "by calibrated table sum" in r.output
+    # every network was timed in 2 rounds; the measurement is their median, their spread the noise
+    saved = json.loads((out / "validate/micro/desktop/host/validate.json").read_text())
+    for s in saved["samples"]:
+        a, b = s["rounds_ms"]
+        assert s["measured_ms"] == pytest.approx((a + b) / 2)
+    spreads = sorted(abs(s["rounds_ms"][0] - s["rounds_ms"][1]) / s["measured_ms"] * 100 for s in saved["samples"])
+    assert head["noise"]["rounds"] == 2 and head["noise"]["max_pct"] == pytest.approx(spreads[-1])
     # validating again judges the stored fit on networks it was not fitted on
-    r = invoke("validate", "--space", micro_space_file, "--out", out, "--samples", 5, "--json", "--seed", 7, *FAST)
-    again = json.loads(r.output)
-    assert again["predictor"] == "calibrated" and again["samples"] == 5
+    r = invoke("validate", "--space", micro_space_file, "--out", out, "--samples", 5, "--rounds", 3, "--seed", 7, *FAST)
+    assert "held out from any fit" in r.output and "noise: the same network's 3 rounds differ by a median of" in r.output
+    saved = json.loads((out / "validate/micro/desktop/host/validate.json").read_text())
+    assert [len(s["rounds_ms"]) for s in saved["samples"]] == [3] * 5 and saved["metrics"]["calibrated"]["samples"] == 5
 
 
 def test_validate_bad_inputs(micro_space_file: Path, tmp_path: Path) -> None:
