@@ -427,13 +427,15 @@ def run_search(space: SearchSpace, latency: LatencyModel, splits: Splits, cfg: S
     elif checkpoint is not None and checkpoint.exists() and ctx.is_main:
         log.warning("starting over: '%s' holds an earlier search's checkpoint (use --resume to continue it)", checkpoint)
     progress = progress and ctx.is_main
-    saved = resume  # a checkpoint of this search is on disk (an earlier search's does not count)
+    # Which checkpoint of this search is on disk, in words (an earlier search's does not count).
+    saved = "the checkpoint this run resumed from" if resume else None
 
     def save() -> None:
         nonlocal saved
-        if checkpoint is not None and ctx.is_main:
-            save_checkpoint(checkpoint, ident, s.state())
-        saved = checkpoint is not None
+        if checkpoint is not None:
+            if ctx.is_main:
+                save_checkpoint(checkpoint, ident, s.state())
+            saved = f"the checkpoint after epoch {s.position.epoch}"
 
     def stopped(message: str, kind: type[PipelineError] = PipelineError) -> PipelineError:
         e = kind(message)
@@ -457,12 +459,11 @@ def run_search(space: SearchSpace, latency: LatencyModel, splits: Splits, cfg: S
                               "run the same command with --resume to continue" if checkpoint else
                               f"search stopped at {where} (no checkpoint was asked for)", SearchStopped) from None
             except KeyboardInterrupt:  # a second Ctrl-C: no time to save, the last epoch's checkpoint stands
-                kept = (f"the checkpoint after epoch {len(s.history)} is kept at '{checkpoint}'; run the same "
-                        "command with --resume to continue from it") if saved else "nothing was saved"
+                kept = (f"{saved} is kept at '{checkpoint}'; run the same command with --resume to continue "
+                        "from it") if saved else "nothing was saved"
                 raise stopped(f"search interrupted at once by a second Ctrl-C: {kept}", SearchStopped) from None
             except _Diverged as e:
-                last = (f"; the last good checkpoint (after epoch {s.position.epoch}) is kept at '{checkpoint}'"
-                        if saved else "")
+                last = f"; {saved}, the last good one, is kept at '{checkpoint}'" if saved else ""
                 raise stopped(f"search stopped: {e}{last}; lower --w-lr / --theta-lr and search again") from None
             save()
             bar.update(1)

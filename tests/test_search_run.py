@@ -208,8 +208,8 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(micro
 
     monkeypatch.setattr(search_mod.F, "cross_entropy", ce)
     ck = tmp_path / "n.pt"
-    with pytest.raises(PipelineError, match=r"loss is nan at epoch 2, W step 12; the last good checkpoint \(after "
-                                            r"epoch 1\) is kept at .*n\.pt"):
+    with pytest.raises(PipelineError, match=r"loss is nan at epoch 2, W step 12; the checkpoint after epoch 1, "
+                                            r"the last good one, is kept at .*n\.pt"):
         run_search(micro_space, latency, splits, SearchConfig(epochs=3, warmup_epochs=1), progress=False, checkpoint=ck)
     saved = torch.load(ck, weights_only=True)
     assert saved["position"]["epoch"] == 1 and saved["position"]["phase"] == "W"
