@@ -407,24 +407,27 @@ def run(target_name: str, target_options: tuple[str, ...], space_name: str, devi
 @click.option("--fit", is_flag=True, help="Fit a calibration on half the samples, judge it on the other half, store it.")
 @click.option("--rounds", type=click.IntRange(1), default=ValidateConfig.rounds, show_default=True,
               help="Times each network is timed, in rounds over all of them; their spread is the machine's noise.")
+@click.option("--recheck/--no-recheck", default=ValidateConfig.recheck, show_default=True,
+              help="Re-time a few table rows around every round: does the table still describe this machine?")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--table", "table_path", type=click.Path(path_type=Path), help="Table to check [the workspace's].")
 @click.option("--json", "as_json", is_flag=True, help="Print the headline metrics as one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def validate(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, root: Path,
              threads: int, repeats: int, min_repeat_ms: float, row_timeout: float, samples: int, archs: tuple[Path, ...], fit: bool,
-             rounds: int, seed: int, table_path: Path | None, as_json: bool, quiet: bool) -> None:
+             rounds: int, recheck: bool, seed: int, table_path: Path | None, as_json: bool, quiet: bool) -> None:
     """Time whole random networks end to end and report how well the table predicts them."""
     from pipeline.validate import METRIC_KEYS, validate as run_validate
 
     target, space, ws = _ctx(target_name, target_options, space_name, root)
     r = run_validate(space, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout),
-                     ValidateConfig(samples, seed, fit, rounds), device, table_path, archs,
+                     ValidateConfig(samples, seed, fit, rounds, recheck), device, table_path, archs,
                      progress=not quiet and not as_json)
     if as_json:
         head = {k: r.headline[k] for k in METRIC_KEYS}
         click.echo(json.dumps({**head, "predictor": "calibrated" if "calibrated" in r.metrics else "table sum",
-                               "by_predictor": r.metrics, "noise": r.noise, "plot": str(r.files["plot"])}))
+                               "by_predictor": r.metrics, "noise": r.noise, "drift": r.drift,
+                               "plot": str(r.files["plot"])}))
         return
     click.echo(validate_text(r))
 

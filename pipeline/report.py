@@ -128,6 +128,9 @@ def targets_text(targets: list[Target]) -> str:
     return "\n".join(lines)
 
 
+DRIFT_PCT = 5.0  # rows re-timed further than this from the table: it is stale
+
+
 def validate_text(r: "ValidateReport") -> str:
     held = sum(not s.fitted for s in r.samples)
     lines = [f"{len(r.samples)} networks timed end to end; {held} held out from any fit (table {r.table_path})"]
@@ -135,6 +138,12 @@ def validate_text(r: "ValidateReport") -> str:
     rows = [[name, f"{m['median_abs_err_pct']:.1f}", f"{m['within_5_pct']:.0f}%", f"{m['within_10_pct']:.0f}%",
              f"{m['max_abs_err_pct']:.1f}", f"{m['spearman']:.3f}"] for name, m in r.metrics.items()]
     lines.append(_grid(header, rows))
+    if r.drift is not None:
+        d = r.drift
+        verdict = ("the table still describes this machine" if abs(d["median"] - 1) <= DRIFT_PCT / 100 else
+                   "the table no longer describes this machine's speed; re-measure it with 'pipeline benchmark --force' (same --target and --space)")
+        lines.append(f"drift: {d['rows']} table rows re-timed around every round run {(d['median'] - 1) * 100:+.1f}% "
+                     f"against the table (passes {(d['min'] - 1) * 100:+.1f}% to {(d['max'] - 1) * 100:+.1f}%): {verdict}")
     if r.noise is not None:
         lines.append(f"noise: the same network's {r.noise['rounds']} rounds differ by a median of "
                      f"{r.noise['median_pct']:.1f}% (worst {r.noise['max_pct']:.1f}%); errors of that size are this "

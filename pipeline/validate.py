@@ -19,9 +19,11 @@ from tqdm import tqdm
 
 from benchmarks.device import HOST_DEVICE
 from benchmarks.predict import Calibration, LatencyModel, fit_calibration, table_calibration
-from benchmarks.protocol import Protocol
+from benchmarks.harness import export_row, row_module
+from benchmarks.protocol import Protocol, pinned
 from blocks.architecture import Architecture, load_architecture, random_architectures
-from blocks.space import SearchSpace
+from benchmarks.table import LatencyTable, required_rows, row_key
+from blocks.space import LayerShape, SearchSpace
 from pipeline.errors import PipelineError, PlatformUnsupported
 from pipeline.fileio import write_json_atomic, write_with
 from pipeline.targets import Target
@@ -38,7 +40,11 @@ class ValidateConfig:
     fit: bool = False  # fit a calibration on half of the samples, judge it on the other half
     # Every network is timed this many times, in rounds over all of them (alternating order),
     # so a slow spell of the machine is spread over many networks and its size is reported.
-    rounds: int = 2
+    rounds: int = 3  # the median of 3 rejects one slow spell; of 2 it cannot
+    # Re-time a few of the table's own rows before and after every round: their ratio to the
+    # table says whether the table still describes this machine (a stale table, another power
+    # mode, a busy neighbour). Reported only: predictions are the table's, as the search uses them.
+    recheck: bool = True
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -68,6 +74,7 @@ class ValidateReport:
     metrics: dict[str, dict[str, float]]  # predictor name -> metrics on held-out samples
     calibration: Calibration | None
     files: dict[str, Path] = field(default_factory=dict)
+    rechecks: list[list[float]] = field(default_factory=list)  # per pass: each rechecked row's time now / table's
 
     @property
     def noise(self) -> dict[str, float] | None:
@@ -77,6 +84,15 @@ class ValidateReport:
         spread = np.array([s.spread_pct for s in self.samples])
         return {"median_pct": float(np.median(spread)), "max_pct": float(spread.max()),
                 "rounds": len(self.samples[0].rounds_ms)}
+
+    @property
+    def drift(self) -> dict[str, float] | None:
+        """How the table's own rows, re-timed now, compare with it: time now / table, per pass."""
+        if not self.rechecks:
+            return None
+        passes = [float(np.median(a)) for a in self.rechecks]
+        return {"median": float(np.median(passes)), "min": min(passes), "max": max(passes),
+                "rows": len(self.rechecks[0]), "passes": len(passes)}
 
     @property
     def headline(self) -> dict[str, float]:
@@ -113,13 +129,13 @@ def validate(space: SearchSpace, target: Target, ws: Workspace, protocol: Protoc
     drawn = random_architectures(space, cfg.samples, cfg.seed, set(old.fitted_keys) if old else set())
     given = [(load_architecture(p, space).blocks, str(p)) for p in derived]
     archs = [(a, "random") for a in drawn] + given
-    rounds = _measure_all(archs, space, target, protocol, ws, cfg.rounds, progress)
+    rounds, rechecks = _measure_all(archs, space, target, protocol, ws, cfg, table, progress)
     measured = [float(np.median(r)) for r in rounds]
     fit_idx = set(range(0, len(drawn), 2)) if cfg.fit else set()  # every other random network fits
     cal = fit_calibration(plain, space, [drawn[i] for i in sorted(fit_idx)], [measured[i] for i in sorted(fit_idx)]) \
         if cfg.fit else old
     samples = _samples(archs, rounds, plain, cal, space, fit_idx)
-    report = ValidateReport(samples, tpath, _metrics_by_predictor(samples), cal)
+    report = ValidateReport(samples, tpath, _metrics_by_predictor(samples), cal, rechecks=rechecks)
     if cfg.fit:
         _store(table, tpath, space, cal, report.metrics)
     report.files = _write_outputs(report, out_dir or ws.root / "validate" / space.name / target.name / device)
@@ -133,25 +149,59 @@ def _complete_table(space: SearchSpace, target: Target, ws: Workspace, device: s
         raise PipelineError(f"validate needs a complete table: {e}") from None
 
 
+def recheck_rows(table: LatencyTable, space: SearchSpace, n: int = 8) -> list[tuple[str, LayerShape]]:
+    """Table rows to re-time: every fixed part (in every network) and measured rows spread
+    evenly over the table's range of latencies."""
+    fixed = space.fixed_parts()
+    rest = sorted((r for r in required_rows(space) if r not in fixed and table.rows[row_key(*r)].status == "ok"),
+                  key=lambda r: table.latency(*r))
+    k = max(n - len(fixed), 0)
+    picks = sorted({int(i) for i in np.linspace(0, len(rest) - 1, k)}) if rest and k else []
+    return fixed + [rest[i] for i in picks]
+
+
+def _recheck_pass(rows: list[tuple[str, LayerShape]], table: LatencyTable, target: Target, protocol: Protocol,
+                 ws: Workspace) -> list[float]:
+    """Each row's time now over its time in the table."""
+    exporter, runner = target.make_exporter(), target.make_runner(protocol.threads)
+    out = []
+    with pinned(protocol.threads, protocol.pin):
+        for block, shape in rows:
+            artifact = export_row(exporter, block, shape, ws.cache)  # cached by the benchmark
+            if isinstance(artifact, str):
+                raise PipelineError(f"table row {row_key(block, shape)} cannot be exported again: {artifact}")
+            _, x = row_module(block, shape)
+            now = runner.time(artifact, [x.numpy()], protocol).stats()["median_ms"]
+            out.append(now / table.latency(block, shape))
+    return out
+
+
 def _measure_all(archs: list[tuple[tuple[str, ...], str]], space: SearchSpace, target: Target, protocol: Protocol,
-                 ws: Workspace, rounds: int, progress: bool) -> list[list[float]]:
-    """Each network's measurement in every round; odd rounds go backwards, so no network is
-    always timed first or last."""
+                 ws: Workspace, cfg: ValidateConfig, table: LatencyTable,
+                 progress: bool) -> tuple[list[list[float]], list[list[float]]]:
+    """Each network's measurement in every round (odd rounds go backwards, so no network is
+    always timed first or last) and, with `recheck`, the rechecked rows' ratios around each round."""
+    rows = recheck_rows(table, space) if cfg.recheck else []
     out: list[list[float]] = [[] for _ in archs]
-    bar = tqdm(total=rounds * len(archs), desc=f"validate {target.name}", unit="net", disable=not progress)
+    rechecks: list[list[float]] = []
+    bar = tqdm(total=cfg.rounds * len(archs), desc=f"validate {target.name}", unit="net", disable=not progress)
     with bar:
-        for r in range(rounds):
+        for r in range(cfg.rounds):
+            if rows:
+                rechecks.append(_recheck_pass(rows, table, target, protocol, ws))
             order = range(len(archs)) if r % 2 == 0 else reversed(range(len(archs)))
             for i in order:
                 ms = measure_architecture(Architecture(space, archs[i][0], {}), target, protocol, ws.cache)
                 assert ms is not None  # measurable_here was checked
                 out[i].append(ms)
                 bar.update(1)
-    return out
+        if rows:
+            rechecks.append(_recheck_pass(rows, table, target, protocol, ws))
+    return out, rechecks
 
 
-def _samples(archs: list, rounds: list[list[float]], plain: LatencyModel, cal: Calibration | None, space: SearchSpace,
-             fit_idx: set[int]) -> list[Sample]:
+def _samples(archs: list, rounds: list[list[float]], plain: LatencyModel, cal: Calibration | None,
+             space: SearchSpace, fit_idx: set[int]) -> list[Sample]:
     # An identity fit predicts what the plain sum does: no second column for it.
     calibrated = plain.with_calibration(cal, space) if cal is not None and not cal.is_identity else None
     return [
@@ -184,6 +234,7 @@ def _write_outputs(r: ValidateReport, out_dir: Path) -> dict[str, Path]:
         "samples": [{"blocks": list(s.blocks), "origin": s.origin, "measured_ms": s.measured_ms,
                      "rounds_ms": list(s.rounds_ms), "table_sum_ms": s.table_sum_ms,
                      "calibrated_ms": s.calibrated_ms, "fitted": s.fitted} for s in r.samples],
+        "drift": r.drift, "recheck_passes": r.rechecks,
     })
     write_with(files["plot"], lambda p: _plot(r, p))
     return files
