@@ -21,8 +21,8 @@ from benchmarks.device import HOST_DEVICE
 from benchmarks.predict import Calibration, LatencyModel, fit_calibration, table_calibration
 from benchmarks.harness import export_row, row_module
 from benchmarks.protocol import Protocol, pinned
-from blocks.architecture import Architecture, load_architecture, random_architectures
 from benchmarks.table import LatencyTable, required_rows, row_key
+from blocks.architecture import Architecture, load_architecture, random_architectures
 from blocks.space import LayerShape, SearchSpace
 from pipeline.errors import PipelineError, PlatformUnsupported
 from pipeline.fileio import write_json_atomic, write_with
