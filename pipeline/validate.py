@@ -250,14 +250,19 @@ def _plot(r: ValidateReport, path: Path) -> None:
     ax = fig.add_subplot()
     held = [s for s in r.samples if not s.fitted]
     m = [s.measured_ms for s in held]
-    ax.scatter(m, [s.table_sum_ms for s in held], s=18, label="table sum", color="tab:gray")
+    # Horizontal bars: the fastest and slowest of each network's rounds (the machine's noise).
+    xerr = np.array([[s.measured_ms - min(s.rounds_ms or (s.measured_ms,)) for s in held],
+                     [max(s.rounds_ms or (s.measured_ms,)) - s.measured_ms for s in held]])
+    bars = dict(xerr=xerr, fmt="o", ms=4, elinewidth=0.8, capsize=2)
+    ax.errorbar(m, [s.table_sum_ms for s in held], color="tab:gray", label="table sum", **bars)
     if held and held[0].calibrated_ms is not None:
-        ax.scatter(m, [s.calibrated_ms for s in held], s=18, label="calibrated", color="tab:blue")
+        ax.errorbar(m, [s.calibrated_ms for s in held], color="tab:blue", label="calibrated", **bars)
     lo, hi = min(m) * 0.9, max(max(m), max(s.table_sum_ms for s in held)) * 1.1
     xs = np.linspace(lo, hi, 10)
     ax.plot(xs, xs, "k-", lw=1)
     ax.fill_between(xs, xs * 0.9, xs * 1.1, color="tab:green", alpha=0.15, label="±10%")
-    ax.set(xlabel="measured end to end (ms)", ylabel="predicted (ms)",
+    ax.set(xlabel="measured end to end (ms): median of the rounds, bars from fastest to slowest",
+           ylabel="predicted (ms)",
            title=f"{len(held)} held-out networks: predicted vs measured")
     ax.legend(loc="upper left")
     fig.tight_layout()
