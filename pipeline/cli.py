@@ -236,7 +236,7 @@ def benchmark(ctx: click.Context, target_name: str, target_options: tuple[str, .
 @benchmark.command(name="import")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--target", "target_name", required=True, help="Target the table was measured for, e.g. android.")
-@click.option("--device", required=True, help="Name of the device it was measured on, e.g. pixel1.")
+@click.option("--device", required=True, callback=_table_device, help="Name of the device it was measured on, e.g. pixel1.")
 @click.option("--space", "space_name", required=True, help="Search space the table must fit, e.g. proxyless.")
 @click.option("--out", "root", type=click.Path(path_type=Path), default=Path("pipeline-out"), show_default=True,
               help="Workspace folder.")

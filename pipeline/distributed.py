@@ -50,7 +50,7 @@ def check_device(device: str) -> None:
     if device == "cpu":
         return
     kind, colon, index = device.partition(":")
-    if kind != "cuda" or (colon and not index.isdigit()):
+    if kind != "cuda" or (colon and not (index.isascii() and index.isdigit())):
         raise PipelineError(f"--device {device}: not a compute device; use cpu, cuda or cuda:N (N = 0, 1, ...)")
     if not torch.cuda.is_available():
         raise PipelineError(f"--device {device}: no CUDA GPU is available here (torch {torch.__version__}, "

@@ -93,7 +93,7 @@ def _target_lines(info: dict) -> list[str]:
                else f"MISSES the latency target {goal:g} ms by {pred - goal:.4f} ms ({pred / goal - 1:+.1%})")
     changed = t["layers_changed_to_meet_it"]
     how = (f"; the most likely architecture ({t['argmax_latency_ms']:.4f} ms) was over it, so layers "
-           f"{', '.join(map(str, changed))} took their next most likely blocks that fit") if changed else ""
+           f"{', '.join(map(str, changed))} took other blocks: the most likely combination that fits") if changed else ""
     return [verdict + how]
 
 
@@ -128,7 +128,13 @@ def targets_text(targets: list[Target]) -> str:
     return "\n".join(lines)
 
 
-DRIFT_PCT = 5.0  # rows re-timed further than this from the table: it is stale
+_DRIFT_VERDICTS = {
+    "fits": "the table still describes this machine",
+    "stale": "the table no longer describes this machine's speed; re-measure it with 'pipeline benchmark --force' "
+             "(same --target, --space and --table)",
+    "slow spell": "some passes agree with the table, so the machine had a slow spell; validate again later before "
+                  "re-measuring the table",
+}
 
 
 def validate_text(r: "ValidateReport") -> str:
@@ -140,10 +146,9 @@ def validate_text(r: "ValidateReport") -> str:
     lines.append(_grid(header, rows))
     if r.drift is not None:
         d = r.drift
-        verdict = ("the table still describes this machine" if abs(d["median"] - 1) <= DRIFT_PCT / 100 else
-                   "the table no longer describes this machine's speed; re-measure it with 'pipeline benchmark --force' (same --target and --space)")
         lines.append(f"drift: {d['rows']} table rows re-timed around every round run {(d['median'] - 1) * 100:+.1f}% "
-                     f"against the table (passes {(d['min'] - 1) * 100:+.1f}% to {(d['max'] - 1) * 100:+.1f}%): {verdict}")
+                     f"against the table (passes {(d['min'] - 1) * 100:+.1f}% to {(d['max'] - 1) * 100:+.1f}%): "
+                     + _DRIFT_VERDICTS[d["verdict"]])
     if r.noise is not None:
         lines.append(f"noise: the same network's {r.noise['rounds']} rounds differ by a median of "
                      f"{r.noise['median_pct']:.1f}% (worst {r.noise['max_pct']:.1f}%); errors of that size are this "

@@ -53,7 +53,7 @@ class SearchConfig:
     theta_lr: float | None = None
     theta_weight_decay: float = 5e-4  # FBNet
     loss: str | None = None  # None: 'target' with a latency target, else 'mul'
-    lam: float | None = None  # None: DEFAULT_LAM for the loss
+    lam: float | None = None  # None: DEFAULT_LAM for the loss (and None for 'mul', which has no λ)
     a: float = 0.2
     b: float = 0.6
     latency_target: float | None = None  # ms; the derived architecture must meet it
@@ -90,13 +90,13 @@ class SearchConfig:
                                 "Θ would never move otherwise")
         for name, value in (("loss", loss), ("warmup_epochs", warmup),
                             ("theta_lr", self.theta_lr if self.theta_lr is not None else recipe.theta_lr),
-                            ("lam", self.lam if self.lam is not None else DEFAULT_LAM.get(loss, 0.1))):
+                            ("lam", self.lam if self.lam is not None else DEFAULT_LAM.get(loss))):
             object.__setattr__(self, name, value)
         if self.resolution is not None and self.resolution < 8:
             raise PipelineError(f"search: resolution {self.resolution} is too small; use 8 or more (or leave it unset)")
         if self.batch_size < 1 or self.w_lr <= 0 or self.theta_lr <= 0:
             raise PipelineError("search: batch_size must be >= 1 and learning rates > 0")
-        if self.lam < 0 or self.a <= 0 or self.b <= 0:
+        if (self.lam is not None and self.lam < 0) or self.a <= 0 or self.b <= 0:
             raise PipelineError("search: lam must be >= 0 and a, b > 0")
         if self.latency_target is not None and self.latency_target <= 0:
             raise PipelineError(f"search: --latency-target must be > 0 ms (got {self.latency_target})")
@@ -107,7 +107,7 @@ class SearchConfig:
 
     @property
     def loss_options(self) -> LossOptions:
-        return LossOptions(lam=self.lam, a=self.a, b=self.b, target_ms=self.latency_target)
+        return LossOptions(lam=self.lam or 0.0, a=self.a, b=self.b, target_ms=self.latency_target)
 
     @property
     def mixing_options(self) -> MixingOptions:
@@ -162,6 +162,15 @@ def latency_fingerprint(latency: LatencyModel) -> str:
     return h.hexdigest()[:16]
 
 
+def target_slack(target_ms: float) -> float:
+    """How far a sum of float latencies may exceed the target and still meet it (rounding)."""
+    return 1e-9 * max(1.0, abs(target_ms))
+
+
+def meets_target(predicted_ms: float, target_ms: float) -> bool:
+    return predicted_ms <= target_ms + target_slack(target_ms)
+
+
 def derive_within(space: SearchSpace, alphas: list[torch.Tensor], latency: LatencyModel,
                   target_ms: float) -> tuple[str, ...]:
     """The most likely architecture (max Σ log α) whose predicted latency is at most the target.
@@ -171,8 +180,10 @@ def derive_within(space: SearchSpace, alphas: list[torch.Tensor], latency: Laten
     That frontier stays small (hundreds to a few thousand states on FBNet's 22 layers).
     """
     logp = [np.log(a.detach().double().cpu().clamp_min(1e-30).numpy()) for a in alphas]
+    if not all(np.isfinite(lp).all() for lp in logp):
+        raise PipelineError("the search's α are not finite numbers; lower --theta-lr and search again")
     per = [t.double().cpu().numpy() for t in latency.per_layer]
-    budget = target_ms - latency.fixed_ms + 1e-9 * max(1.0, abs(target_ms))  # float sums: allow rounding
+    budget = target_ms - latency.fixed_ms + target_slack(target_ms)
     rest = np.concatenate([np.cumsum([t.min() for t in per][::-1])[::-1], [0.0]])  # fastest remaining
     if rest[0] > budget:
         raise PipelineError(f"latency target {target_ms:.4g} ms cannot be met in space '{space.name}'")
@@ -447,29 +458,30 @@ def run_search(space: SearchSpace, latency: LatencyModel, splits: Splits, cfg: S
             tqdm.write(_epoch_line(h) + "  (from checkpoint)")
     bar = tqdm(total=cfg.epochs, initial=s.position.epoch, desc="search", unit="epoch", disable=not progress)
     with bar, _ctrl_c_requests_stop(s):
-        while s.position.epoch < cfg.epochs:
-            try:
-                h = s.epoch(progress)
-            except _Stop:
+        try:
+            while s.position.epoch < cfg.epochs:
+                try:
+                    h = s.epoch(progress)
+                except _Stop:
+                    save()
+                    ctx.barrier()  # no process exits (and has torchrun stop the rest) before rank 0 has saved
+                    p = s.position
+                    where = f"epoch {p.epoch + 1}, {'W' if p.phase == 'W' else 'Θ'} step {p.batch + 1}"
+                    raise stopped(f"search stopped at {where}: progress saved to '{checkpoint}'; "
+                                  "run the same command with --resume to continue" if checkpoint else
+                                  f"search stopped at {where} (no checkpoint was asked for)", SearchStopped) from None
+                except _Diverged as e:
+                    last = f"; {saved}, the last good one, is kept at '{checkpoint}'" if saved else ""
+                    raise stopped(f"search stopped: {e}{last}; lower --w-lr / --theta-lr and search again") from None
                 save()
-                ctx.barrier()  # no process exits (and has torchrun stop the rest) before rank 0 has saved
-                p = s.position
-                where = f"epoch {p.epoch + 1}, {'W' if p.phase == 'W' else 'Θ'} step {p.batch + 1}"
-                raise stopped(f"search stopped at {where}: progress saved to '{checkpoint}'; "
-                              "run the same command with --resume to continue" if checkpoint else
-                              f"search stopped at {where} (no checkpoint was asked for)", SearchStopped) from None
-            except KeyboardInterrupt:  # a second Ctrl-C: no time to save, the last epoch's checkpoint stands
-                kept = (f"{saved} is kept at '{checkpoint}'; run the same command with --resume to continue "
-                        "from it") if saved else "nothing was saved"
-                raise stopped(f"search interrupted at once by a second Ctrl-C: {kept}", SearchStopped) from None
-            except _Diverged as e:
-                last = f"; {saved}, the last good one, is kept at '{checkpoint}'" if saved else ""
-                raise stopped(f"search stopped: {e}{last}; lower --w-lr / --theta-lr and search again") from None
-            save()
-            bar.update(1)
-            bar.set_postfix(acc=f"{h['w_acc']:.3f}", lat=f"{h['expected_latency_ms']:.3f}ms")
-            if progress:
-                tqdm.write(_epoch_line(h))
+                bar.update(1)
+                bar.set_postfix(acc=f"{h['w_acc']:.3f}", lat=f"{h['expected_latency_ms']:.3f}ms")
+                if progress:
+                    tqdm.write(_epoch_line(h))
+        except KeyboardInterrupt:  # a second Ctrl-C, wherever it lands (even mid-save: writes are atomic)
+            kept = (f"{saved} is kept at '{checkpoint}'; run the same command with --resume to continue "
+                    "from it") if saved else "nothing was saved"
+            raise stopped(f"search interrupted at once by a second Ctrl-C: {kept}", SearchStopped) from None
     argmax = s.net.derive()
     blocks = argmax
     if cfg.latency_target is not None:

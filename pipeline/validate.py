@@ -30,6 +30,7 @@ from pipeline.targets import Target
 from pipeline.workflow import find_table, measure_architecture
 from pipeline.workspace import Workspace
 
+DRIFT_PCT = 5.0  # rows re-timed further than this from the table (in every pass): it is stale
 METRIC_KEYS = ("median_abs_err_pct", "within_10_pct", "within_5_pct", "max_abs_err_pct", "spearman", "samples")
 
 
@@ -91,8 +92,12 @@ class ValidateReport:
         if not self.rechecks:
             return None
         passes = [float(np.median(a)) for a in self.rechecks]
-        return {"median": float(np.median(passes)), "min": min(passes), "max": max(passes),
-                "rows": len(self.rechecks[0]), "passes": len(passes)}
+        median, lo, hi = float(np.median(passes)), min(passes), max(passes)
+        agrees = [abs(p - 1) <= DRIFT_PCT / 100 for p in passes]
+        # Off in the median but some pass agrees: the table is fine, the machine had a slow spell.
+        verdict = "fits" if abs(median - 1) <= DRIFT_PCT / 100 else "slow spell" if any(agrees) else "stale"
+        return {"median": median, "min": lo, "max": hi, "rows": len(self.rechecks[0]), "passes": len(passes),
+                "verdict": verdict}
 
     @property
     def headline(self) -> dict[str, float]:

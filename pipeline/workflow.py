@@ -28,7 +28,7 @@ from export.verify import CheckResult, check_against_torch
 from pipeline.data import Splits
 from pipeline.errors import PipelineError, PlatformUnsupported
 from pipeline import distributed
-from pipeline.search import SearchConfig, SearchResult, check_latency_target, run_search
+from pipeline.search import SearchConfig, SearchResult, check_latency_target, meets_target, run_search
 from pipeline.sweep import SweepReport, SweepSpec
 from pipeline.sweep import sweep as run_sweep
 from pipeline.compare import Comparison, Entry, load_entry, write_outputs
@@ -195,7 +195,7 @@ def _derive_and_save(space: SearchSpace, latency: LatencyModel, table: LatencyTa
     }
     if cfg.latency_target is not None:
         changed = [i for i, (a, b) in enumerate(zip(result.argmax_blocks, result.blocks)) if a != b]
-        info["latency_target"] = {"target_ms": cfg.latency_target, "met": predicted <= cfg.latency_target,
+        info["latency_target"] = {"target_ms": cfg.latency_target, "met": meets_target(predicted, cfg.latency_target),
                                   "argmax_latency_ms": latency.predict(space, result.argmax_blocks),
                                   "layers_changed_to_meet_it": changed}
     arch = Architecture(space, result.blocks, info)

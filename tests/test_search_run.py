@@ -47,6 +47,9 @@ def test_recipes_fill_what_the_config_leaves_unset():
             SearchConfig(loss=loss, lam=0.5)
     with pytest.raises(PipelineError, match="--paths must be at least 2"):
         SearchConfig(mixing="sampled", paths=1)
+    for kw in ({}, {"loss": "add"}, {"mixing": "gumbel"}, {"latency_target": 5.0}):  # a saved config loads back
+        c = SearchConfig(**kw)
+        assert SearchConfig(**c.to_dict()) == c
 
 
 def _brute_force(space, alphas, latency, target):
@@ -68,6 +71,13 @@ def test_derive_within_finds_the_most_likely_architecture_that_meets_the_target(
     blocks = derive_within(micro_space, alphas, latency, target)
     assert latency.predict(micro_space, blocks) <= target + 1e-9
     assert blocks == _brute_force(micro_space, alphas, latency, target)
+
+
+def test_derive_within_refuses_alphas_that_are_not_numbers(micro_space, latency):
+    alphas = [torch.full((4,), 0.25) for _ in micro_space.layers]
+    alphas[1][2] = float("nan")
+    with pytest.raises(PipelineError, match="α are not finite numbers"):
+        derive_within(micro_space, alphas, latency, 5.0)
 
 
 def test_derive_within_is_exact_on_many_random_tables(micro_space):
@@ -161,6 +171,23 @@ def test_a_second_ctrl_c_interrupts_at_once_and_keeps_the_last_epoch_checkpoint(
         run_search(micro_space, latency, splits, SearchConfig(epochs=3, warmup_epochs=1), progress=False, checkpoint=ck)
     assert torch.load(ck, weights_only=True)["position"]["epoch"] == 1
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
+
+
+def test_a_second_ctrl_c_while_saving_still_ends_with_one_line(micro_space, latency, splits, tmp_path, monkeypatch):
+    from pipeline import search as search_mod
+    real, calls = search_mod.save_checkpoint, []
+
+    def save(*a):
+        calls.append(1)
+        if len(calls) == 2:  # the save after epoch 2 is interrupted; the file from epoch 1 stands
+            raise KeyboardInterrupt
+        real(*a)
+
+    monkeypatch.setattr(search_mod, "save_checkpoint", save)
+    ck = tmp_path / "s.pt"
+    with pytest.raises(SearchStopped, match=r"second Ctrl-C: the checkpoint after epoch 1 is kept at .*s\.pt"):
+        run_search(micro_space, latency, splits, SearchConfig(epochs=3, warmup_epochs=1), progress=False, checkpoint=ck)
+    assert torch.load(ck, weights_only=True)["position"]["epoch"] == 1
 
 
 def test_same_seed_same_result_and_another_seed_differs(micro_space, latency, splits):

@@ -135,6 +135,18 @@ def test_validate_rechecks_table_rows_and_says_when_the_table_is_stale(micro_spa
     assert json.loads(r.output)["drift"] is None
 
 
+@pytest.mark.parametrize("passes, verdict", [
+    ([1.0, 1.02, 0.99], "fits"),
+    ([1.02, 1.36, 1.35, 1.02], "slow spell"),  # some passes agree with the table
+    ([3.0, 3.1, 2.9], "stale"),
+])
+def test_drift_verdicts(passes, verdict) -> None:
+    from pipeline.validate import ValidateReport
+
+    r = ValidateReport([], Path("t.json"), {}, None, rechecks=[[p, p] for p in passes])
+    assert r.drift["verdict"] == verdict and r.drift["passes"] == len(passes)
+
+
 def test_validate_bad_inputs(micro_space_file: Path, tmp_path: Path) -> None:
     r = invoke("validate", "--space", micro_space_file, "--out", tmp_path)
     assert r.exit_code == 2 and "validate needs a complete table" in r.stderr
