@@ -154,13 +154,9 @@ def measure_row(job: BenchmarkJob, block: str, shape: LayerShape, artifact: Arti
     assert job.runner is not None
     module, x = row_module(block, shape)
     what = f"block '{block}' at {shape.key} ({job.exporter.format})"
-    # The check runs the artifact once before the timing is pinned: an ExecuTorch program first
-    # run after its process was pinned took ~8 ms a call whatever the block. (The timing child
-    # is pinned from birth and unaffected; pinning again there changes nothing.)
     check = check_against_torch(module, (x,), _load(job, block, shape, artifact), job.tolerance, what)
     try:
-        with pinned(job.protocol.threads, job.protocol.pin):
-            stats = steadiest(lambda: job.runner.time(artifact, [x.numpy()], job.protocol).stats(), job.protocol)
+        stats = steadiest(lambda: job.runner.time(artifact, [x.numpy()], job.protocol).stats(), job.protocol)
     except PipelineError as e:
         return Row(block, shape, status="failed", reason=str(e))
     median = stats.pop("median_ms")
@@ -228,7 +224,7 @@ def benchmark_space(job: BenchmarkJob, progress: bool = True) -> tuple[LatencyTa
         if isolated:
             with RowWorker(job, job.protocol.row_timeout_s) as worker:
                 _measure_rows(job, table, bar, artifacts, layers_of, worker.measure)
-    if not isolated:  # in this process, measure_row pins each timing after the row's first run
+    if not isolated:  # not inside `pinned`: `measure` pins after each artifact's first run
         _measure_rows(job, table, bar, artifacts, layers_of, partial(measure_row, job))
     for key, row in table.rows.items():  # keep layer lists current for rows measured earlier
         row.layers = layers_of.get(key, row.layers)

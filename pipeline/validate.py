@@ -20,7 +20,7 @@ from tqdm import tqdm
 from benchmarks.device import HOST_DEVICE
 from benchmarks.predict import Calibration, LatencyModel, fit_calibration, table_calibration
 from benchmarks.harness import export_row, row_module
-from benchmarks.protocol import Protocol, pinned
+from benchmarks.protocol import Protocol
 from benchmarks.table import LatencyTable, required_rows, row_key
 from blocks.architecture import Architecture, load_architecture, random_architectures
 from blocks.space import LayerShape, SearchSpace
@@ -169,19 +169,14 @@ def _recheck_pass(rows: list[tuple[str, LayerShape]], table: LatencyTable, targe
                  ws: Workspace) -> list[float]:
     """Each row's time now over its time in the table."""
     exporter, runner = target.make_exporter(), target.make_runner(protocol.threads)
-    prepared = []
-    # Run once before pinning, as `measure_architecture` does (its check against PyTorch): an
-    # ExecuTorch program first executed after this process was pinned ran the stem 37x slower,
-    # which would read as drift. (The benchmark's timing child is pinned from birth: unaffected.)
+    out = []
     for block, shape in rows:
         artifact = export_row(exporter, block, shape, ws.cache)  # cached by the benchmark
         if isinstance(artifact, str):
             raise PipelineError(f"table row {row_key(block, shape)} cannot be exported again: {artifact}")
         x = row_module(block, shape)[1].numpy()
-        runner.load(artifact)([x])
-        prepared.append((artifact, x, table.latency(block, shape)))
-    with pinned(protocol.threads, protocol.pin):
-        return [runner.time(a, [x], protocol).stats()["median_ms"] / ms for a, x, ms in prepared]
+        out.append(runner.time(artifact, [x], protocol).stats()["median_ms"] / table.latency(block, shape))
+    return out
 
 
 def _measure_all(archs: list[tuple[tuple[str, ...], str]], space: SearchSpace, target: Target, protocol: Protocol,

@@ -18,7 +18,7 @@ from benchmarks.device import HOST_DEVICE, host_info
 from benchmarks import importers
 from benchmarks.harness import BenchmarkJob, benchmark_space, cached_export, inspect_rows, randomize_batchnorm
 from benchmarks.predict import LatencyModel
-from benchmarks.protocol import Protocol, pinned
+from benchmarks.protocol import Protocol
 from benchmarks.table import LatencyTable, expect_table_for, load_table
 from blocks.architecture import Architecture, load_architecture
 from blocks.network import DerivedNet
@@ -284,8 +284,7 @@ def export(arch_path: Path, target: Target, ws: Workspace, protocol: Protocol, d
         runner = target.make_runner(protocol.threads)
         check = check_against_torch(net, (x,), runner.load(artifact), target.tolerance_for(exporter),
                                     f"derived network ({exporter.format})")
-        with pinned(protocol.threads, protocol.pin):
-            measured = runner.time(artifact, [x.numpy()], protocol).stats()
+        measured = runner.time(artifact, [x.numpy()], protocol).stats()
     else:
         exporter.inspect(artifact)
     predicted, tpath, predictor = _prediction(arch, target, ws, device, table_path)
@@ -320,8 +319,7 @@ def measure_architecture(arch: Architecture, target: Target, protocol: Protocol,
     ident = {"architecture": list(arch.blocks), "space": arch.space.fingerprint}
     artifact = cached_export(exporter, net, (x,), cache_dir, ident)
     check_against_torch(net, (x,), runner.load(artifact), target.tolerance_for(exporter), f"architecture on {target.name}")
-    with pinned(protocol.threads, protocol.pin):
-        return runner.time(artifact, [x.numpy()], protocol).stats()["median_ms"]
+    return runner.time(artifact, [x.numpy()], protocol).stats()["median_ms"]
 
 
 def compare(specs: list[tuple[Path, Path, str | None]], ws: Workspace, protocol: Protocol, measure: bool = True,
