@@ -27,7 +27,7 @@ from blocks.space import LayerShape, SearchSpace
 from pipeline.errors import PipelineError, PlatformUnsupported
 from pipeline.fileio import write_json_atomic, write_with
 from pipeline.targets import Target
-from pipeline.workflow import find_table, measure_architecture
+from pipeline.workflow import export_architecture, find_table
 from pipeline.workspace import Workspace
 
 DRIFT_PCT = 5.0  # rows re-timed further than this from the table (in every pass): it is stale
@@ -61,6 +61,7 @@ class Sample:
     calibrated_ms: float | None = None
     fitted: bool = False  # used to fit the calibration (so not evidence for it)
     rounds_ms: tuple[float, ...] = ()  # each round's measurement
+    artifact: Path | None = None  # the file timed, for anyone who re-times it with other tools
 
     @property
     def spread_pct(self) -> float:
@@ -76,6 +77,8 @@ class ValidateReport:
     calibration: Calibration | None
     files: dict[str, Path] = field(default_factory=dict)
     rechecks: list[list[float]] = field(default_factory=list)  # per pass: each rechecked row's time now / table's
+    target: str = ""
+    protocol: Protocol | None = None
 
     @property
     def noise(self) -> dict[str, float] | None:
@@ -134,13 +137,14 @@ def validate(space: SearchSpace, target: Target, ws: Workspace, protocol: Protoc
     drawn = random_architectures(space, cfg.samples, cfg.seed, set(old.fitted_keys) if old else set())
     given = [(load_architecture(p, space).blocks, str(p)) for p in derived]
     archs = [(a, "random") for a in drawn] + given
-    rounds, rechecks = _measure_all(archs, space, target, protocol, ws, cfg, table, progress)
+    paths, rounds, rechecks = _measure_all(archs, space, target, protocol, ws, cfg, table, progress)
     measured = [float(np.median(r)) for r in rounds]
     fit_idx = set(range(0, len(drawn), 2)) if cfg.fit else set()  # every other random network fits
     cal = fit_calibration(plain, space, [drawn[i] for i in sorted(fit_idx)], [measured[i] for i in sorted(fit_idx)]) \
         if cfg.fit else old
-    samples = _samples(archs, rounds, plain, cal, space, fit_idx)
-    report = ValidateReport(samples, tpath, _metrics_by_predictor(samples), cal, rechecks=rechecks)
+    samples = _samples(archs, paths, rounds, plain, cal, space, fit_idx)
+    report = ValidateReport(samples, tpath, _metrics_by_predictor(samples), cal, rechecks=rechecks, target=target.name,
+                            protocol=protocol)
     if cfg.fit:
         _store(table, tpath, space, cal, report.metrics)
     report.files = _write_outputs(report, out_dir or ws.root / "validate" / space.name / target.name / device)
@@ -181,10 +185,14 @@ def _recheck_pass(rows: list[tuple[str, LayerShape]], table: LatencyTable, targe
 
 def _measure_all(archs: list[tuple[tuple[str, ...], str]], space: SearchSpace, target: Target, protocol: Protocol,
                  ws: Workspace, cfg: ValidateConfig, table: LatencyTable,
-                 progress: bool) -> tuple[list[list[float]], list[list[float]]]:
-    """Each network's measurement in every round (odd rounds go backwards, so no network is
-    always timed first or last) and, with `recheck`, the rechecked rows' ratios around each round."""
+                 progress: bool) -> tuple[list[Path], list[list[float]], list[list[float]]]:
+    """Each network's artifact (exported and checked once), its measurement in every round (odd
+    rounds go backwards, so no network is always timed first or last) and, with `recheck`, the
+    rechecked rows' ratios around each round."""
+    artifacts = [export_architecture(Architecture(space, blocks, {}), target, ws.cache)
+                 for blocks, _ in tqdm(archs, desc=f"export {target.name}", unit="net", disable=not progress)]
     rows = recheck_rows(table, space) if cfg.recheck else []
+    runner = target.make_runner(protocol.threads)
     out: list[list[float]] = [[] for _ in archs]
     rechecks: list[list[float]] = []
     bar = tqdm(total=cfg.rounds * len(archs), desc=f"validate {target.name}", unit="net", disable=not progress)
@@ -194,23 +202,22 @@ def _measure_all(archs: list[tuple[tuple[str, ...], str]], space: SearchSpace, t
                 rechecks.append(_recheck_pass(rows, table, target, protocol, ws))
             order = range(len(archs)) if r % 2 == 0 else reversed(range(len(archs)))
             for i in order:
-                ms = measure_architecture(Architecture(space, archs[i][0], {}), target, protocol, ws.cache)
-                assert ms is not None  # measurable_here was checked
-                out[i].append(ms)
+                artifact, x = artifacts[i]
+                out[i].append(runner.time(artifact, [x], protocol).stats()["median_ms"])
                 bar.update(1)
         if rows:
             rechecks.append(_recheck_pass(rows, table, target, protocol, ws))
-    return out, rechecks
+    return [a.path.resolve() for a, _ in artifacts], out, rechecks
 
 
-def _samples(archs: list, rounds: list[list[float]], plain: LatencyModel, cal: Calibration | None,
+def _samples(archs: list, paths: list[Path], rounds: list[list[float]], plain: LatencyModel, cal: Calibration | None,
              space: SearchSpace, fit_idx: set[int]) -> list[Sample]:
     # An identity fit predicts what the plain sum does: no second column for it.
     calibrated = plain.with_calibration(cal, space) if cal is not None and not cal.is_identity else None
     return [
         Sample(blocks, origin, float(np.median(ms)), plain.predict(space, blocks),
-               calibrated.predict(space, blocks) if calibrated else None, i in fit_idx, tuple(ms))
-        for i, ((blocks, origin), ms) in enumerate(zip(archs, rounds))
+               calibrated.predict(space, blocks) if calibrated else None, i in fit_idx, tuple(ms), path)
+        for i, ((blocks, origin), path, ms) in enumerate(zip(archs, paths, rounds))
     ]
 
 
@@ -233,10 +240,12 @@ def _store(table: Any, path: Path, space: SearchSpace, cal: Calibration, m: dict
 def _write_outputs(r: ValidateReport, out_dir: Path) -> dict[str, Path]:
     files = {"json": out_dir / "validate.json", "plot": out_dir / "validate.png"}
     write_json_atomic(files["json"], {
-        "table": str(r.table_path), "metrics": r.metrics, "noise": r.noise,
+        "table": str(r.table_path), "target": r.target, "protocol": r.protocol.to_dict() if r.protocol else None,
+        "metrics": r.metrics, "noise": r.noise,
         "samples": [{"blocks": list(s.blocks), "origin": s.origin, "measured_ms": s.measured_ms,
                      "rounds_ms": list(s.rounds_ms), "table_sum_ms": s.table_sum_ms,
-                     "calibrated_ms": s.calibrated_ms, "fitted": s.fitted} for s in r.samples],
+                     "calibrated_ms": s.calibrated_ms, "fitted": s.fitted,
+                     "artifact": str(s.artifact) if s.artifact else None} for s in r.samples],
         "drift": r.drift, "recheck_passes": r.rechecks,
     })
     write_with(files["plot"], lambda p: _plot(r, p))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from benchmarks.device import HOST_DEVICE, host_info
@@ -303,23 +304,30 @@ def _prediction(arch: Architecture, target: Target, ws: Workspace, device: str,
 
 
 # ---------------------------------------------------------------------------- compare
-def measure_architecture(arch: Architecture, target: Target, protocol: Protocol, cache_dir: Path) -> float | None:
-    """End-to-end median latency of `arch` on `target` here, or None where it cannot run here.
+def export_architecture(arch: Architecture, target: Target, cache_dir: Path) -> tuple[Artifact, np.ndarray]:
+    """`arch` exported for `target` (cached like a block), checked against PyTorch here, with
+    the input it was checked on.
 
-    Latency does not depend on weight values, so a seeded network stands in for trained ones;
-    its export is cached like a block's.
+    Latency does not depend on weight values, so a seeded network stands in for trained ones.
     """
-    if target.measurable_here() is not None:
-        return None
     torch.manual_seed(0)
     net = randomize_batchnorm(DerivedNet(arch.space, arch.blocks, arch.space.num_classes), 0)
     r = arch.space.resolution
     x = torch.randn(1, arch.space.in_channels, r, r, generator=torch.Generator().manual_seed(0))
-    exporter, runner = target.make_exporter(), target.make_runner(protocol.threads)
+    exporter = target.make_exporter()
     ident = {"architecture": list(arch.blocks), "space": arch.space.fingerprint}
     artifact = cached_export(exporter, net, (x,), cache_dir, ident)
-    check_against_torch(net, (x,), runner.load(artifact), target.tolerance_for(exporter), f"architecture on {target.name}")
-    return runner.time(artifact, [x.numpy()], protocol).stats()["median_ms"]
+    check_against_torch(net, (x,), target.make_runner(1).load(artifact), target.tolerance_for(exporter),
+                        f"architecture on {target.name}")
+    return artifact, x.numpy()
+
+
+def measure_architecture(arch: Architecture, target: Target, protocol: Protocol, cache_dir: Path) -> float | None:
+    """End-to-end median latency of `arch` on `target` here, or None where it cannot run here."""
+    if target.measurable_here() is not None:
+        return None
+    artifact, x = export_architecture(arch, target, cache_dir)
+    return target.make_runner(protocol.threads).time(artifact, [x], protocol).stats()["median_ms"]
 
 
 def compare(specs: list[tuple[Path, Path, str | None]], ws: Workspace, protocol: Protocol, measure: bool = True,

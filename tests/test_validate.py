@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -114,6 +116,16 @@ def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, t
     assert [len(s["rounds_ms"]) for s in saved["samples"]] == [2] * 5 and saved["metrics"]["calibrated"]["samples"] == 5
     for s in saved["samples"]:
         assert s["measured_ms"] == pytest.approx(sum(s["rounds_ms"]) / 2)
+    # every timed file is named, so it can be re-timed with the runtime's own tools
+    assert saved["target"] == "desktop" and saved["protocol"]["threads"] == 1
+    assert all(Path(s["artifact"]).suffix == ".onnx" and Path(s["artifact"]).is_file() for s in saved["samples"])
+    script = Path(__file__).parents[1] / "perf/independent_timing.py"
+    run = subprocess.run([sys.executable, script, out / "validate/micro/desktop/host/validate.json", "--rounds", "1",
+                          "--min-runs", "3", "--min-s", "0"], capture_output=True, text=True, check=True)
+    lines = run.stdout.splitlines()
+    assert lines[0] == "5 networks of desktop, 1 thread(s), 1 rounds" and "independent / validate: median" in run.stdout
+    assert sum(1 for line in lines if line.rstrip().endswith(" yes")) == 5  # one row per network, all held out
+    assert "calibrated: median" in run.stdout
 
 
 def test_validate_rechecks_table_rows_and_says_when_the_table_is_stale(micro_space_file: Path, tmp_path: Path) -> None:

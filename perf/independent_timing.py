@@ -1,0 +1,125 @@
+"""Re-time the networks `pipeline validate` timed, with the official runtimes and nothing of ours.
+
+    pipeline validate --space fbnet --samples 40 --fit        # writes .../validate.json
+    python perf/independent_timing.py pipeline-out/validate/fbnet/desktop/host/validate.json
+
+`validate` times each network with the project's protocol (`benchmarks/protocol.py`). This
+script imports none of the project: it opens each artifact listed in validate.json with the
+runtime's own Python API (onnxruntime.InferenceSession, ai_edge_litert's Interpreter,
+executorch.runtime), one thread, pinned to one core like `taskset` in LiteRT's benchmark_model
+guide, and times a plain loop as `benchmark_model` does by default (a warm-up run, then at least
+50 runs and at least 1 s), in `--rounds` rounds. It prints, per network, its own median beside
+validate's, and the table's predictions judged against its own timings, so the measurement and
+the predictor can each be checked without trusting our timing code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from scipy.stats import spearmanr
+
+
+def open_onnx(path: str, threads: int) -> Callable[[], object]:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    feed = {inp.name: np.random.default_rng(0).standard_normal(inp.shape).astype(np.float32)}
+    return lambda: sess.run(None, feed)
+
+
+def open_tflite(path: str, threads: int) -> Callable[[], object]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=path, num_threads=threads)  # XNNPACK applied by default, as on Android
+    it.allocate_tensors()
+    d = it.get_input_details()[0]
+    it.set_tensor(d["index"], np.random.default_rng(0).standard_normal(d["shape"]).astype(np.float32))
+    return it.invoke
+
+
+def open_pte(path: str, threads: int) -> Callable[[], object]:
+    import torch
+    from executorch.extension.pybindings import portable_lib
+    from executorch.runtime import Runtime
+
+    portable_lib._unsafe_reset_threadpool(threads)  # XNNPACK's pool, process-wide in the bindings
+    method = Runtime.get().load_program(path).load_method("forward")
+    x = torch.randn(*method.metadata.input_tensor_meta(0).sizes(), generator=torch.Generator().manual_seed(0))
+    return lambda: method.execute([x])
+
+
+OPENERS = {".onnx": open_onnx, ".tflite": open_tflite, ".pte": open_pte}
+
+
+def time_loop(call: Callable[[], object], min_runs: int = 50, min_s: float = 1.0) -> float:
+    """benchmark_model's defaults: one warm-up run, then >= min_runs runs lasting >= min_s; median ms."""
+    call()
+    runs: list[float] = []
+    start = time.perf_counter()
+    while len(runs) < min_runs or time.perf_counter() - start < min_s:
+        t = time.perf_counter()
+        call()
+        runs.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(runs))
+
+
+def judge(pred: np.ndarray, meas: np.ndarray) -> str:
+    err = np.abs(pred - meas) / meas * 100
+    return (f"median {np.median(err):.1f}%, within ±10% {np.mean(err <= 10) * 100:.0f}%, "
+            f"within ±5% {np.mean(err <= 5) * 100:.0f}%, worst {err.max():.1f}%, "
+            f"Spearman {spearmanr(pred, meas).statistic:.3f} ({len(meas)} networks)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("validate_json", type=Path)
+    ap.add_argument("--rounds", type=int, default=3, help="time every network this many times, alternating order [3]")
+    ap.add_argument("--threads", type=int, help="runtime threads [validate's protocol]")
+    ap.add_argument("--min-runs", type=int, default=50, help="runs per network per round, at least [50]")
+    ap.add_argument("--min-s", type=float, default=1.0, help="seconds per network per round, at least [1]")
+    opts = ap.parse_args()
+    report = json.loads(opts.validate_json.read_text())
+    samples = [s for s in report["samples"] if s.get("artifact")]
+    if not samples:
+        sys.exit(f"{opts.validate_json}: no artifact paths (written by an older validate); run 'pipeline validate' again")
+    threads = opts.threads or (report.get("protocol") or {}).get("threads", 1)
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
+    calls = [OPENERS[Path(s["artifact"]).suffix](s["artifact"], threads) for s in samples]
+    rounds: list[list[float]] = [[] for _ in samples]
+    for r in range(opts.rounds):
+        for i in (range(len(calls)) if r % 2 == 0 else reversed(range(len(calls)))):
+            rounds[i].append(time_loop(calls[i], opts.min_runs, opts.min_s))
+    ours = np.array([np.median(r) for r in rounds])
+    theirs = np.array([s["measured_ms"] for s in samples])
+    print(f"{len(samples)} networks of {report.get('target', '?')}, {threads} thread(s), {opts.rounds} rounds")
+    print(f"{'#':>3} {'independent ms':>15} {'validate ms':>12} {'ratio':>6} {'table sum':>10} {'calibrated':>11}  held out")
+    for i, s in enumerate(samples):
+        cal = f"{s['calibrated_ms']:11.3f}" if s.get("calibrated_ms") is not None else f"{'-':>11}"
+        print(f"{i:3d} {ours[i]:15.3f} {theirs[i]:12.3f} {ours[i] / theirs[i]:6.3f} {s['table_sum_ms']:10.3f} {cal}  "
+              f"{'no' if s['fitted'] else 'yes'}")
+    ratio = ours / theirs
+    spread = np.array([(max(r) - min(r)) / np.median(r) * 100 for r in rounds])
+    print(f"\nindependent / validate: median {np.median(ratio):.3f}, range {ratio.min():.3f}–{ratio.max():.3f}; "
+          f"independent rounds {np.median(spread):.1f}% apart (median)")
+    held = [i for i, s in enumerate(samples) if not s["fitted"]]
+    if len(held) > 2:
+        print("held-out networks, prediction vs independent timing:")
+        print(f"  table sum:  {judge(np.array([samples[i]['table_sum_ms'] for i in held]), ours[held])}")
+        if samples[held[0]].get("calibrated_ms") is not None:
+            print(f"  calibrated: {judge(np.array([samples[i]['calibrated_ms'] for i in held]), ours[held])}")
+
+
+if __name__ == "__main__":
+    main()
