@@ -153,6 +153,10 @@ def validate_text(r: "ValidateReport") -> str:
         lines.append(f"noise: the same network's {r.noise['rounds']} rounds differ by a median of "
                      f"{r.noise['median_pct']:.1f}% (worst {r.noise['max_pct']:.1f}%); errors of that size are this "
                      "machine's, not the table's")
+        if r.noise["retimed"]:
+            lines.append(f"       {r.noise['retimed']} network(s) whose rounds differed by more than "
+                         f"{r.noise['retime_above_pct']:.0f}% were timed "
+                         "again; their measurement is the median of all their rounds")
     if r.calibration is not None and r.calibration.is_identity:
         lines.append(f"calibration: no fit beat the plain table sum out of sample ({r.calibration.fitted_on} networks); "
                      "predictions keep the plain sum")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -30,6 +30,7 @@ from pipeline.targets import Target
 from pipeline.workflow import export_architecture, find_table
 from pipeline.workspace import Workspace
 
+WIDE_PCT = 10.0  # rounds further apart than this: timed again (a network measured looser cannot judge ±10%)
 DRIFT_PCT = 5.0  # rows re-timed further than this from the table (in every pass): it is stale
 METRIC_KEYS = ("median_abs_err_pct", "within_10_pct", "within_5_pct", "max_abs_err_pct", "spearman", "samples")
 
@@ -46,10 +47,16 @@ class ValidateConfig:
     # table says whether the table still describes this machine (a stale table, another power
     # mode, a busy neighbour). Reported only: predictions are the table's, as the search uses them.
     recheck: bool = True
+    # A network whose rounds disagree by more than `wide_pct` (max − min over median) was caught by
+    # a slow spell: it is timed `extra_rounds` more times and its median taken over all.
+    wide_pct: float = WIDE_PCT
+    extra_rounds: int = 2
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
             raise PipelineError(f"--rounds must be at least 1 (got {self.rounds})")
+        if self.wide_pct <= 0 or self.extra_rounds < 0:
+            raise PipelineError(f"wide_pct must be > 0 and extra_rounds >= 0 (got {self.wide_pct}, {self.extra_rounds})")
 
 
 @dataclass(frozen=True)
@@ -63,11 +70,6 @@ class Sample:
     rounds_ms: tuple[float, ...] = ()  # each round's measurement
     artifact: Path | None = None  # the file timed, for anyone who re-times it with other tools
 
-    @property
-    def spread_pct(self) -> float:
-        """How far apart its rounds are: (max − min) / median, in percent."""
-        return (max(self.rounds_ms) - min(self.rounds_ms)) / self.measured_ms * 100.0 if self.rounds_ms else 0.0
-
 
 @dataclass
 class ValidateReport:
@@ -79,15 +81,18 @@ class ValidateReport:
     rechecks: list[list[float]] = field(default_factory=list)  # per pass: each rechecked row's time now / table's
     target: str = ""
     protocol: Protocol | None = None
+    wide_pct: float = WIDE_PCT
 
     @property
     def noise(self) -> dict[str, float] | None:
-        """The machine's own run-to-run noise: how far the same network's rounds are apart."""
-        if not self.samples or len(self.samples[0].rounds_ms) < 2:
+        """The machine's own run-to-run noise: how far the same network's regular rounds are apart
+        (extra rounds, taken only where they disagreed, would bias it)."""
+        base = min((len(s.rounds_ms) for s in self.samples), default=0)
+        if base < 2:
             return None
-        spread = np.array([s.spread_pct for s in self.samples])
-        return {"median_pct": float(np.median(spread)), "max_pct": float(spread.max()),
-                "rounds": len(self.samples[0].rounds_ms)}
+        spread = np.array([_spread_pct(s.rounds_ms[:base]) for s in self.samples])
+        return {"median_pct": float(np.median(spread)), "max_pct": float(spread.max()), "rounds": base,
+                "retimed": sum(len(s.rounds_ms) > base for s in self.samples), "retime_above_pct": self.wide_pct}
 
     @property
     def drift(self) -> dict[str, float] | None:
@@ -144,7 +149,7 @@ def validate(space: SearchSpace, target: Target, ws: Workspace, protocol: Protoc
         if cfg.fit else old
     samples = _samples(archs, paths, rounds, plain, cal, space, fit_idx)
     report = ValidateReport(samples, tpath, _metrics_by_predictor(samples), cal, rechecks=rechecks, target=target.name,
-                            protocol=protocol)
+                            protocol=protocol, wide_pct=cfg.wide_pct)
     if cfg.fit:
         _store(table, tpath, space, cal, report.metrics)
     report.files = _write_outputs(report, out_dir or ws.root / "validate" / space.name / target.name / device)
@@ -186,28 +191,52 @@ def _recheck_pass(rows: list[tuple[str, LayerShape]], table: LatencyTable, targe
 def _measure_all(archs: list[tuple[tuple[str, ...], str]], space: SearchSpace, target: Target, protocol: Protocol,
                  ws: Workspace, cfg: ValidateConfig, table: LatencyTable,
                  progress: bool) -> tuple[list[Path], list[list[float]], list[list[float]]]:
-    """Each network's artifact (exported and checked once), its measurement in every round (odd
-    rounds go backwards, so no network is always timed first or last) and, with `recheck`, the
-    rechecked rows' ratios around each round."""
+    """Each network's artifact (exported and checked once), its measurements (see `in_rounds`)
+    and, with `recheck`, the rechecked rows' ratios around each regular round."""
     artifacts = [export_architecture(Architecture(space, blocks, {}), target, ws.cache)
                  for blocks, _ in tqdm(archs, desc=f"export {target.name}", unit="net", disable=not progress)]
     rows = recheck_rows(table, space) if cfg.recheck else []
     runner = target.make_runner(protocol.threads)
-    out: list[list[float]] = [[] for _ in archs]
     rechecks: list[list[float]] = []
-    bar = tqdm(total=cfg.rounds * len(archs), desc=f"validate {target.name}", unit="net", disable=not progress)
-    with bar:
-        for r in range(cfg.rounds):
-            if rows:
-                rechecks.append(_recheck_pass(rows, table, target, protocol, ws))
-            order = range(len(archs)) if r % 2 == 0 else reversed(range(len(archs)))
-            for i in order:
-                artifact, x = artifacts[i]
-                out[i].append(runner.time(artifact, [x], protocol).stats()["median_ms"])
-                bar.update(1)
+
+    def time_one(i: int) -> float:
+        artifact, x = artifacts[i]
+        return runner.time(artifact, [x], protocol).stats()["median_ms"]
+
+    def recheck() -> None:
         if rows:
             rechecks.append(_recheck_pass(rows, table, target, protocol, ws))
+
+    with tqdm(total=cfg.rounds * len(archs), desc=f"validate {target.name}", unit="net", disable=not progress) as bar:
+        out = in_rounds(len(archs), time_one, cfg, recheck, bar)
     return [a.path.resolve() for a, _ in artifacts], out, rechecks
+
+
+def in_rounds(n: int, time_one: Callable[[int], float], cfg: ValidateConfig, between: Callable[[], None],
+              bar: tqdm) -> list[list[float]]:
+    """Time networks 0..n-1 in `cfg.rounds` rounds (odd rounds go backwards, so no network is
+    always first or last; `between` runs before, between and after them). Each network whose
+    rounds are over `cfg.wide_pct` apart then gets `cfg.extra_rounds` more, so its median can
+    outvote that many slow spells."""
+    out: list[list[float]] = [[] for _ in range(n)]
+    for r in range(cfg.rounds):
+        between()
+        for i in range(n) if r % 2 == 0 else reversed(range(n)):
+            out[i].append(time_one(i))
+            bar.update(1)
+    between()
+    wide = [i for i, ms in enumerate(out) if len(ms) > 1 and _spread_pct(ms) > cfg.wide_pct]
+    bar.total = (bar.total or 0) + len(wide) * cfg.extra_rounds
+    for _ in range(cfg.extra_rounds):
+        for i in wide:
+            out[i].append(time_one(i))
+            bar.update(1)
+    return out
+
+
+def _spread_pct(rounds_ms: list[float] | tuple[float, ...]) -> float:
+    """How far apart a network's rounds are: (max − min) / median, in percent."""
+    return (max(rounds_ms) - min(rounds_ms)) / float(np.median(rounds_ms)) * 100.0 if rounds_ms else 0.0
 
 
 def _samples(archs: list, paths: list[Path], rounds: list[list[float]], plain: LatencyModel, cal: Calibration | None,

@@ -105,17 +105,21 @@ def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, t
     assert "by calibrated table sum" in r.output
     # every network was timed in 3 rounds; the measurement is their median, their spread the noise
     saved = json.loads((out / "validate/micro/desktop/host/validate.json").read_text())
-    for s in saved["samples"]:
-        assert len(s["rounds_ms"]) == 3 and s["measured_ms"] == sorted(s["rounds_ms"])[1]
-    spreads = sorted((max(s["rounds_ms"]) - min(s["rounds_ms"])) / s["measured_ms"] * 100 for s in saved["samples"])
+    for s in saved["samples"]:  # 3 rounds, and up to 2 more where the first 3 were over 10% apart
+        first = s["rounds_ms"][:3]
+        wide = (max(first) - min(first)) / statistics.median(first) > 0.10
+        assert len(s["rounds_ms"]) == (5 if wide else 3), s["rounds_ms"]
+        assert s["measured_ms"] == pytest.approx(statistics.median(s["rounds_ms"]))
+    spreads = sorted((max(r) - min(r)) / statistics.median(r) * 100 for r in (s["rounds_ms"][:3] for s in saved["samples"]))
     assert head["noise"]["rounds"] == 3 and head["noise"]["max_pct"] == pytest.approx(spreads[-1])
+    assert head["noise"]["retimed"] == sum(len(s["rounds_ms"]) > 3 for s in saved["samples"])
     # validating again judges the stored fit on networks it was not fitted on
     r = invoke("validate", "--space", micro_space_file, "--out", out, "--samples", 5, "--rounds", 2, "--seed", 7, *FAST)
     assert "held out from any fit" in r.output and "noise: the same network's 2 rounds differ by a median of" in r.output
     saved = json.loads((out / "validate/micro/desktop/host/validate.json").read_text())
-    assert [len(s["rounds_ms"]) for s in saved["samples"]] == [2] * 5 and saved["metrics"]["calibrated"]["samples"] == 5
+    assert all(len(s["rounds_ms"]) in (2, 4) for s in saved["samples"]) and saved["metrics"]["calibrated"]["samples"] == 5
     for s in saved["samples"]:
-        assert s["measured_ms"] == pytest.approx(sum(s["rounds_ms"]) / 2)
+        assert s["measured_ms"] == pytest.approx(statistics.median(s["rounds_ms"]))
     # every timed file is named, so it can be re-timed with the runtime's own tools
     assert saved["target"] == "desktop" and saved["protocol"]["threads"] == 1
     assert all(Path(s["artifact"]).suffix == ".onnx" and Path(s["artifact"]).is_file() for s in saved["samples"])
@@ -183,3 +187,26 @@ def test_an_identity_calibration_predicts_as_the_plain_sum(micro_space) -> None:
     table.calibration[micro_space.fingerprint] = Calibration(micro_space.fingerprint, 0.0, 1.0, {}, 8).to_dict()
     model = LatencyModel.from_table(table, micro_space)
     assert model.calibration is None and model.name == "table sum"
+
+
+def test_networks_whose_rounds_disagree_are_timed_again() -> None:
+    from tqdm import tqdm
+
+    from pipeline.validate import ValidateConfig, in_rounds
+
+    # network 0 is steady; network 1 hits a slow spell in round 2 and again in its first extra
+    # round; network 2 is slow in round 3 and in its last extra round
+    times = {0: iter([10.0] * 9), 1: iter([10.0, 13.0, 10.0, 12.5, 10.1]), 2: iter([20.0, 20.0, 25.0, 20.1, 99.0])}
+    calls: list[str] = []
+    out = in_rounds(3, lambda i: (calls.append(str(i)), next(times[i]))[1], ValidateConfig(rounds=3),
+                    lambda: calls.append("|"), tqdm(disable=True))
+    # rounds alternate direction; the table rows are rechecked before, between and after them;
+    # the two wide networks get two more rounds each, interleaved
+    assert "".join(calls) == "|012|210|012|" + "1212"
+    assert out == [[10.0] * 3, [10.0, 13.0, 10.0, 12.5, 10.1], [20.0, 20.0, 25.0, 20.1, 99.0]]
+    assert [statistics.median(r) for r in out] == [10.0, 10.1, 20.1]  # two slow rounds outvoted
+    # one round has no spread to judge; extra_rounds 0 turns retiming off
+    assert in_rounds(2, lambda i: float(i + 1), ValidateConfig(rounds=1), lambda: None, tqdm(disable=True)) == [[1.0], [2.0]]
+    noisy = iter([1.0, 2.0, 1.0])
+    assert in_rounds(1, lambda i: next(noisy), ValidateConfig(rounds=3, extra_rounds=0), lambda: None,
+                     tqdm(disable=True)) == [[1.0, 2.0, 1.0]]
