@@ -269,7 +269,7 @@ def _store(table: Any, path: Path, space: SearchSpace, cal: Calibration, m: dict
 def _write_outputs(r: ValidateReport, out_dir: Path) -> dict[str, Path]:
     files = {"json": out_dir / "validate.json", "plot": out_dir / "validate.png"}
     write_json_atomic(files["json"], {
-        "table": str(r.table_path), "target": r.target, "protocol": r.protocol.to_dict() if r.protocol else None,
+        "table": str(r.table_path.resolve()), "target": r.target, "protocol": r.protocol.to_dict() if r.protocol else None,
         "metrics": r.metrics, "noise": r.noise,
         "samples": [{"blocks": list(s.blocks), "origin": s.origin, "measured_ms": s.measured_ms,
                      "rounds_ms": list(s.rounds_ms), "table_sum_ms": s.table_sum_ms,

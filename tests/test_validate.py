@@ -101,6 +101,11 @@ def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, t
     table = json.loads((out / "tables/micro/desktop/host.json").read_text())
     (cal,) = table["calibration"].values()
     assert cal["fitted_on"] == 6 and cal["heldout"]["samples"] == 6
+    effect = subprocess.run([sys.executable, Path(__file__).parents[1] / "perf/rounds_effect.py",
+                             out / "validate/micro/desktop/host/validate.json", "--space", micro_space_file],
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    assert effect[0].startswith("6 held-out networks;") and len(effect) == 6  # header + 2 measures x 2 predictors
+    assert effect[-1].startswith("median of all rounds       calibrated")
     r = invoke("search", "--space", micro_space_file, "--out", out, "--epochs", 2, "--warmup-epochs", 1, "-q")
     assert "by calibrated table sum" in r.output
     # every network was timed in 3 rounds; the measurement is their median, their spread the noise
