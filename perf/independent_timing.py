@@ -89,10 +89,17 @@ def main() -> None:
     ap.add_argument("--min-runs", type=int, default=50, help="runs per network per round, at least [50]")
     ap.add_argument("--min-s", type=float, default=1.0, help="seconds per network per round, at least [1]")
     opts = ap.parse_args()
-    report = json.loads(opts.validate_json.read_text())
-    samples = [s for s in report["samples"] if s.get("artifact")]
+    try:
+        report = json.loads(opts.validate_json.read_text())
+        samples = [s for s in report["samples"] if s.get("artifact")]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        sys.exit(f"{opts.validate_json}: not a validate.json ({e}); pass the one 'pipeline validate' wrote")
     if not samples:
         sys.exit(f"{opts.validate_json}: no artifact paths (written by an older validate); run 'pipeline validate' again")
+    missing = [s["artifact"] for s in samples if not Path(s["artifact"]).exists()]
+    if missing:
+        sys.exit(f"{len(missing)} of the {len(samples)} timed files no longer exist (first: {missing[0]}); "
+                 "run 'pipeline validate' again to export them")
     threads = opts.threads or (report.get("protocol") or {}).get("threads", 1)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
