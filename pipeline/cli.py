@@ -406,7 +406,9 @@ def run(target_name: str, target_options: tuple[str, ...], space_name: str, devi
 @click.option("--arch", "archs", multiple=True, type=click.Path(path_type=Path), help="Also time this derived architecture.")
 @click.option("--fit", is_flag=True, help="Fit a calibration on half the samples, judge it on the other half, store it.")
 @click.option("--rounds", type=click.IntRange(1), default=ValidateConfig.rounds, show_default=True,
-              help="Times each network is timed, in rounds over all of them; their spread is the machine's noise.")
+              help="Times each network is timed, in rounds over all of them; their spread is the machine's noise "
+                   f"(a network whose rounds are over {ValidateConfig.wide_pct:.0f}% apart gets "
+                   f"{ValidateConfig.extra_rounds} more).")
 @click.option("--recheck/--no-recheck", default=ValidateConfig.recheck, show_default=True,
               help="Re-time a few table rows around every round: does the table still describe this machine?")
 @click.option("--seed", type=int, default=0, show_default=True)
