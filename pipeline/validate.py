@@ -22,6 +22,7 @@ from benchmarks.predict import Calibration, LatencyModel, fit_calibration, table
 from benchmarks.harness import export_row, row_module
 from benchmarks.protocol import Protocol
 from benchmarks.table import LatencyTable, required_rows, row_key
+from export.base import Artifact
 from blocks.architecture import Architecture, load_architecture, random_architectures
 from blocks.space import LayerShape, SearchSpace
 from pipeline.errors import PipelineError, PlatformUnsupported
@@ -174,17 +175,15 @@ def recheck_rows(table: LatencyTable, space: SearchSpace, n: int = 8) -> list[tu
     return fixed + [rest[i] for i in picks]
 
 
-def _recheck_pass(rows: list[tuple[str, LayerShape]], table: LatencyTable, target: Target, protocol: Protocol,
-                 ws: Workspace) -> list[float]:
-    """Each row's time now over its time in the table."""
-    exporter, runner = target.make_exporter(), target.make_runner(protocol.threads)
-    out = []
+def _recheck_inputs(rows: list[tuple[str, LayerShape]], table: LatencyTable, target: Target,
+                    ws: Workspace) -> list[tuple[Artifact, np.ndarray, float]]:
+    """Each row to recheck as (artifact, input, its time in the table), found once for every pass."""
+    exporter, out = target.make_exporter(), []
     for block, shape in rows:
         artifact = export_row(exporter, block, shape, ws.cache)  # cached by the benchmark
         if isinstance(artifact, str):
             raise PipelineError(f"table row {row_key(block, shape)} cannot be exported again: {artifact}")
-        x = row_module(block, shape)[1].numpy()
-        out.append(runner.time(artifact, [x], protocol).stats()["median_ms"] / table.latency(block, shape))
+        out.append((artifact, row_module(block, shape)[1].numpy(), table.latency(block, shape)))
     return out
 
 
@@ -195,20 +194,19 @@ def _measure_all(archs: list[tuple[tuple[str, ...], str]], space: SearchSpace, t
     and, with `recheck`, the rechecked rows' ratios around each regular round."""
     artifacts = [export_architecture(Architecture(space, blocks, {}), target, ws.cache)
                  for blocks, _ in tqdm(archs, desc=f"export {target.name}", unit="net", disable=not progress)]
-    rows = recheck_rows(table, space) if cfg.recheck else []
+    rows = _recheck_inputs(recheck_rows(table, space), table, target, ws) if cfg.recheck else []
     runner = target.make_runner(protocol.threads)
     rechecks: list[list[float]] = []
 
-    def time_one(i: int) -> float:
-        artifact, x = artifacts[i]
+    def median_ms(artifact: Artifact, x: np.ndarray) -> float:
         return runner.time(artifact, [x], protocol).stats()["median_ms"]
 
-    def recheck() -> None:
+    def recheck() -> None:  # each row's time now over its time in the table
         if rows:
-            rechecks.append(_recheck_pass(rows, table, target, protocol, ws))
+            rechecks.append([median_ms(artifact, x) / table_ms for artifact, x, table_ms in rows])
 
     with tqdm(total=cfg.rounds * len(archs), desc=f"validate {target.name}", unit="net", disable=not progress) as bar:
-        out = in_rounds(len(archs), time_one, cfg, recheck, bar)
+        out = in_rounds(len(archs), lambda i: median_ms(*artifacts[i]), cfg, recheck, bar)
     return [a.path.resolve() for a, _ in artifacts], out, rechecks
 
 
