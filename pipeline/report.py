@@ -151,8 +151,9 @@ def validate_text(r: "ValidateReport") -> str:
                      + _DRIFT_VERDICTS[d["verdict"]])
     if r.noise is not None:
         lines.append(f"noise: the same network's {r.noise['rounds']} rounds differ by a median of "
-                     f"{r.noise['median_pct']:.1f}% (worst {r.noise['max_pct']:.1f}%); errors of that size are this "
-                     "machine's, not the table's")
+                     f"{r.noise['median_pct']:.1f}% (worst {r.noise['max_pct']:.1f}%), so each measurement, the "
+                     f"median of its rounds, is uncertain by about ±{r.noise['median_se_pct']:.1f}% "
+                     "(standard error): errors of that size are this machine's, not the table's")
         if r.noise["retimed"]:
             lines.append(f"       {r.noise['retimed']} network(s) whose rounds differed by more than "
                          f"{r.noise['retime_above_pct']:.0f}% were timed "

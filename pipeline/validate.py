@@ -43,7 +43,11 @@ class ValidateConfig:
     fit: bool = False  # fit a calibration on half of the samples, judge it on the other half
     # Every network is timed this many times, in rounds over all of them (alternating order),
     # so a slow spell of the machine is spread over many networks and its size is reported.
-    rounds: int = 3  # the median of 3 rejects one slow spell; of 2 it cannot
+    # The median of 7 rejects three slow spells. On this project's 2-core VM, refitting 60 random
+    # halves of the same runs on fewer of their rounds (perf/rounds_effect.py), 7 rounds instead
+    # of 3 took the calibrated median error on the mobile runtimes from 1.6-2.0% to 1.1-1.6%
+    # and cost under a minute of timing for 40 FBNet networks.
+    rounds: int = 7
     # Re-time a few of the table's own rows before and after every round: their ratio to the
     # table says whether the table still describes this machine (a stale table, another power
     # mode, a busy neighbour). Reported only: predictions are the table's, as the search uses them.
@@ -93,7 +97,8 @@ class ValidateReport:
             return None
         spread = np.array([_spread_pct(s.rounds_ms[:base]) for s in self.samples])
         return {"median_pct": float(np.median(spread)), "max_pct": float(spread.max()), "rounds": base,
-                "retimed": sum(len(s.rounds_ms) > base for s in self.samples), "retime_above_pct": self.wide_pct}
+                "retimed": sum(len(s.rounds_ms) > base for s in self.samples), "retime_above_pct": self.wide_pct,
+                "median_se_pct": float(np.median([median_se_pct(s.rounds_ms) for s in self.samples]))}
 
     @property
     def drift(self) -> dict[str, float] | None:
@@ -235,6 +240,16 @@ def in_rounds(n: int, time_one: Callable[[int], float], cfg: ValidateConfig, bet
 def _spread_pct(rounds_ms: list[float] | tuple[float, ...]) -> float:
     """How far apart a network's rounds are: (max − min) / median, in percent."""
     return (max(rounds_ms) - min(rounds_ms)) / float(np.median(rounds_ms)) * 100.0 if rounds_ms else 0.0
+
+
+def median_se_pct(rounds_ms: list[float] | tuple[float, ...]) -> float:
+    """How uncertain a network's measurement (the median of its rounds) is: the median's
+    standard error, sqrt(pi/2)·sigma/sqrt(n), with sigma from the rounds' MAD so that one slow
+    spell does not inflate it; in percent of the median."""
+    from scipy.stats import median_abs_deviation
+
+    a = np.asarray(rounds_ms, float)
+    return float(np.sqrt(np.pi / 2) * median_abs_deviation(a, scale="normal") / np.sqrt(len(a)) / np.median(a) * 100)
 
 
 def _samples(archs: list, paths: list[Path], rounds: list[list[float]], plain: LatencyModel, cal: Calibration | None,
