@@ -70,7 +70,7 @@ def main() -> None:
     fit = [i for i, s in enumerate(samples) if s["fitted"]]
     held = [i for i, s in enumerate(samples) if not s["fitted"]]
     pool = [i for i, s in enumerate(samples) if s["origin"] == "random"]
-    base = min(len(s["rounds_ms"]) for s in samples)
+    base = (report.get("noise") or {}).get("rounds") or min(len(s["rounds_ms"]) for s in samples)  # the regular rounds
     print(f"{len(held)} held-out networks; {sum(len(s['rounds_ms']) > base for s in samples)} of {len(samples)} "
           f"had extra rounds")
     splits = opts.splits if fit and len(pool) >= 8 else 0

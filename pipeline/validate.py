@@ -87,12 +87,13 @@ class ValidateReport:
     target: str = ""
     protocol: Protocol | None = None
     wide_pct: float = WIDE_PCT
+    rounds: int = 0  # the regular rounds every network got (0: the fewest any network got)
 
     @property
     def noise(self) -> dict[str, float] | None:
         """The machine's own run-to-run noise: how far the same network's regular rounds are apart
         (extra rounds, taken only where they disagreed, would bias it)."""
-        base = min((len(s.rounds_ms) for s in self.samples), default=0)
+        base = self.rounds or min((len(s.rounds_ms) for s in self.samples), default=0)
         if base < 2:
             return None
         spread = np.array([_spread_pct(s.rounds_ms[:base]) for s in self.samples])
@@ -155,7 +156,7 @@ def validate(space: SearchSpace, target: Target, ws: Workspace, protocol: Protoc
         if cfg.fit else old
     samples = _samples(archs, paths, rounds, plain, cal, space, fit_idx)
     report = ValidateReport(samples, tpath, _metrics_by_predictor(samples), cal, rechecks=rechecks, target=target.name,
-                            protocol=protocol, wide_pct=cfg.wide_pct)
+                            protocol=protocol, wide_pct=cfg.wide_pct, rounds=cfg.rounds)
     if cfg.fit:
         _store(table, tpath, space, cal, report.metrics)
     report.files = _write_outputs(report, out_dir or ws.root / "validate" / space.name / target.name / device)

@@ -230,3 +230,16 @@ def test_networks_whose_rounds_disagree_are_timed_again() -> None:
     noisy = iter([1.0, 2.0, 1.0])
     assert in_rounds(1, lambda i: next(noisy), ValidateConfig(rounds=3, extra_rounds=0), lambda: None,
                      tqdm(disable=True)) == [[1.0, 2.0, 1.0]]
+
+
+def test_noise_is_judged_on_the_regular_rounds_even_when_every_network_was_retimed() -> None:
+    from pipeline.validate import Sample, ValidateReport
+
+    # 3 regular rounds, 2 extra for both networks: the spread is of the first 3 (20% and 10%)
+    samples = [Sample(("a",), "random", 10.0, 10.0, rounds_ms=(10.0, 12.0, 10.0, 10.0, 10.0)),
+               Sample(("b",), "random", 20.0, 20.0, rounds_ms=(20.0, 20.0, 22.0, 20.0, 20.0))]
+    noise = ValidateReport(samples, Path("t.json"), {}, None, rounds=3).noise
+    assert noise["rounds"] == 3 and noise["retimed"] == 2
+    assert noise["median_pct"] == pytest.approx(15.0) and noise["max_pct"] == pytest.approx(20.0)
+    # without the regular count (an older report), the fewest rounds any network got stand in
+    assert ValidateReport(samples, Path("t.json"), {}, None).noise["rounds"] == 5
