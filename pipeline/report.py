@@ -163,7 +163,8 @@ def validate_text(r: "ValidateReport") -> str:
                      "predictions keep the plain sum")
     elif r.calibration is not None:
         c = r.calibration
-        lines.append(f"calibration: {c.intercept_ms:+.4f} ms + {c.scale:.3f} x table sum + per-block terms "
+        terms = " + per-block terms" if c.per_block_ms else ""
+        lines.append(f"calibration: {c.intercept_ms:+.4f} ms + {c.scale:.3f} x table sum{terms} "
                      f"(fitted on {c.fitted_on} networks); search and predictions use it")
     lines.append(f"wrote {', '.join(str(p) for p in r.files.values())}")
     return "\n".join(lines)

@@ -261,3 +261,15 @@ def test_noise_is_judged_on_the_regular_rounds_even_when_every_network_was_retim
     assert noise["median_pct"] == pytest.approx(15.0) and noise["max_pct"] == pytest.approx(20.0)
     # without the regular count (an older report), the fewest rounds any network got stand in
     assert ValidateReport(samples, Path("t.json"), {}, None).noise["rounds"] == 5
+
+
+def test_the_report_names_per_block_terms_only_when_the_fit_has_them() -> None:
+    from benchmarks.predict import Calibration
+    from pipeline.report import validate_text
+    from pipeline.validate import ValidateReport
+
+    m = {"table sum": metrics([1.0, 2.0, 3.0], [1.1, 2.0, 2.9])}
+    scaled = validate_text(ValidateReport([], Path("t.json"), m, Calibration("f", -0.5, 0.9, {}, 20)))
+    assert "calibration: -0.5000 ms + 0.900 x table sum (fitted on 20 networks)" in scaled
+    terms = validate_text(ValidateReport([], Path("t.json"), m, Calibration("f", -0.5, 0.9, {"skip": -0.1}, 20)))
+    assert "0.900 x table sum + per-block terms (fitted on 20 networks)" in terms
