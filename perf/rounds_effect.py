@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.predict import LatencyModel, fit_calibration  # noqa: E402
 from benchmarks.table import load_table  # noqa: E402
 from blocks.space import SearchSpace, resolve_space  # noqa: E402
+from pipeline.errors import PipelineError  # noqa: E402
 from pipeline.validate import metrics  # noqa: E402
 
 Arch = tuple[str, ...]
@@ -62,10 +63,18 @@ def main() -> None:
     ap.add_argument("--splits", type=int, default=100, help="random half/half splits to refit on [100]; 0: none")
     ap.add_argument("--seed", type=int, default=0)
     opts = ap.parse_args()
-    report = json.loads(opts.validate_json.read_text())
-    space = resolve_space(opts.space)
-    plain = LatencyModel.from_table(load_table(report["table"]), space, calibrated=False)
-    samples = report["samples"]
+    try:
+        report = json.loads(opts.validate_json.read_text())
+        samples, table_path = report["samples"], report["table"]
+        if not samples or not all(s["rounds_ms"] for s in samples):
+            raise ValueError("no timed networks")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        sys.exit(f"{opts.validate_json}: not a validate.json ({e}); pass the one 'pipeline validate' wrote")
+    try:
+        space = resolve_space(opts.space)
+        plain = LatencyModel.from_table(load_table(table_path), space, calibrated=False)
+    except PipelineError as e:
+        sys.exit(f"{opts.validate_json}: {e}")
     archs = [tuple(s["blocks"]) for s in samples]
     fit = [i for i, s in enumerate(samples) if s["fitted"]]
     held = [i for i, s in enumerate(samples) if not s["fitted"]]

@@ -111,6 +111,9 @@ def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, t
                     "median of first 7 rounds", "median of all rounds") for _ in range(2)]
     *_, median_pct, miss_pct = effect[-1].split()  # refit on 3 random splits of the 12: a mean error, a share
     assert float(median_pct) >= 0 and miss_pct.endswith("%") and 0 <= float(miss_pct[:-1]) <= 100
+    bad = subprocess.run([sys.executable, Path(__file__).parents[1] / "perf/rounds_effect.py", out / "tables/micro/desktop/host.json"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "not a validate.json" in bad.stderr and "Traceback" not in bad.stderr
     r = invoke("search", "--space", micro_space_file, "--out", out, "--epochs", 2, "--warmup-epochs", 1, "-q")
     assert "by calibrated table sum" in r.output
     # every network was timed in 7 rounds; the measurement is their median, their spread the noise
