@@ -101,7 +101,8 @@ def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, t
     table = json.loads((out / "tables/micro/desktop/host.json").read_text())
     (cal,) = table["calibration"].values()
     assert cal["fitted_on"] == 6 and cal["heldout"]["samples"] == 6
-    effect = subprocess.run([sys.executable, Path(__file__).parents[1] / "perf/rounds_effect.py",
+    rounds_effect = Path(__file__).parents[1] / "perf/rounds_effect.py"
+    effect = subprocess.run([sys.executable, rounds_effect,
                              out / "validate/micro/desktop/host/validate.json", "--space", micro_space_file,
                              "--splits", "3"], capture_output=True, text=True, check=True).stdout.splitlines()
     # first 1, 3, 5 and 7 rounds, then all of them; each judged for the table sum and the calibration
@@ -111,8 +112,7 @@ def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, t
                     "median of first 7 rounds", "median of all rounds") for _ in range(2)]
     *_, median_pct, miss_pct = effect[-1].split()  # refit on 3 random splits of the 12: a mean error, a share
     assert float(median_pct) >= 0 and miss_pct.endswith("%") and 0 <= float(miss_pct[:-1]) <= 100
-    bad = subprocess.run([sys.executable, Path(__file__).parents[1] / "perf/rounds_effect.py", out / "tables/micro/desktop/host.json"],
-                         capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, rounds_effect, out / "tables/micro/desktop/host.json"], capture_output=True, text=True)
     assert bad.returncode == 1 and "not a validate.json" in bad.stderr and "Traceback" not in bad.stderr
     r = invoke("search", "--space", micro_space_file, "--out", out, "--epochs", 2, "--warmup-epochs", 1, "-q")
     assert "by calibrated table sum" in r.output
@@ -262,7 +262,7 @@ def test_noise_is_judged_on_the_regular_rounds_even_when_every_network_was_retim
     noise = ValidateReport(samples, Path("t.json"), {}, None, rounds=3).noise
     assert noise["rounds"] == 3 and noise["retimed"] == 2
     assert noise["median_pct"] == pytest.approx(15.0) and noise["max_pct"] == pytest.approx(20.0)
-    # without the regular count (an older report), the fewest rounds any network got stand in
+    # a report built without the regular count: the fewest rounds any network got stand in
     assert ValidateReport(samples, Path("t.json"), {}, None).noise["rounds"] == 5
 
 
