@@ -20,6 +20,7 @@ from tqdm import tqdm
 from benchmarks.device import HOST_DEVICE
 from benchmarks.predict import Calibration, LatencyModel, fit_calibration, table_calibration
 from benchmarks.harness import export_row, row_module
+from benchmarks.isolate import NetworkTimer
 from benchmarks.protocol import Protocol
 from benchmarks.table import LatencyTable, required_rows, row_key
 from export.base import Artifact
@@ -201,18 +202,17 @@ def _measure_all(archs: list[tuple[tuple[str, ...], str]], space: SearchSpace, t
     artifacts = [export_architecture(Architecture(space, blocks, {}), target, ws.cache)
                  for blocks, _ in tqdm(archs, desc=f"export {target.name}", unit="net", disable=not progress)]
     rows = _recheck_inputs(recheck_rows(table, space), table, target, ws) if cfg.recheck else []
-    runner = target.make_runner(protocol.threads)
     rechecks: list[list[float]] = []
+    with NetworkTimer(target.make_runner(protocol.threads), protocol) as timer:
+        nets = [timer.load(a, [x]) for a, x in artifacts]
+        checked = [(timer.load(a, [x]), table_ms) for a, x, table_ms in rows]
 
-    def median_ms(artifact: Artifact, x: np.ndarray) -> float:
-        return runner.time(artifact, [x], protocol).stats()["median_ms"]
+        def recheck() -> None:  # each row's time now over its time in the table
+            if checked:
+                rechecks.append([timer.median_ms(i) / table_ms for i, table_ms in checked])
 
-    def recheck() -> None:  # each row's time now over its time in the table
-        if rows:
-            rechecks.append([median_ms(artifact, x) / table_ms for artifact, x, table_ms in rows])
-
-    with tqdm(total=cfg.rounds * len(archs), desc=f"validate {target.name}", unit="net", disable=not progress) as bar:
-        out = in_rounds(len(archs), lambda i: median_ms(*artifacts[i]), cfg, recheck, bar)
+        with tqdm(total=cfg.rounds * len(archs), desc=f"validate {target.name}", unit="net", disable=not progress) as bar:
+            out = in_rounds(len(archs), lambda i: timer.median_ms(nets[i]), cfg, recheck, bar)
     return [a.path.resolve() for a, _ in artifacts], out, rechecks
 
 

@@ -18,6 +18,7 @@ import torch
 from benchmarks.device import HOST_DEVICE, host_info
 from benchmarks import importers
 from benchmarks.harness import BenchmarkJob, benchmark_space, cached_export, inspect_rows, randomize_batchnorm
+from benchmarks.isolate import NetworkTimer
 from benchmarks.predict import LatencyModel
 from benchmarks.protocol import Protocol
 from benchmarks.table import LatencyTable, expect_table_for, load_table
@@ -285,7 +286,8 @@ def export(arch_path: Path, target: Target, ws: Workspace, protocol: Protocol, d
         runner = target.make_runner(protocol.threads)
         check = check_against_torch(net, (x,), runner.load(artifact), target.tolerance_for(exporter),
                                     f"derived network ({exporter.format})")
-        measured = runner.time(artifact, [x.numpy()], protocol).stats()
+        with NetworkTimer(runner, protocol) as timer:
+            measured = timer.stats(timer.load(artifact, [x.numpy()]))
     else:
         exporter.inspect(artifact)
     predicted, tpath, predictor = _prediction(arch, target, ws, device, table_path)
@@ -327,7 +329,8 @@ def measure_architecture(arch: Architecture, target: Target, protocol: Protocol,
     if target.measurable_here() is not None:
         return None
     artifact, x = export_architecture(arch, target, cache_dir)
-    return target.make_runner(protocol.threads).time(artifact, [x], protocol).stats()["median_ms"]
+    with NetworkTimer(target.make_runner(protocol.threads), protocol) as timer:
+        return timer.median_ms(timer.load(artifact, [x]))
 
 
 def compare(specs: list[tuple[Path, Path, str | None]], ws: Workspace, protocol: Protocol, measure: bool = True,

@@ -156,3 +156,65 @@ def test_a_runtime_that_hangs_or_crashes_costs_only_its_rows(micro_space, tmp_pa
     assert failed and all(r.shape.in_ch == 16 and reason in r.reason for r in failed)
     assert ok and all(r.shape.in_ch != 16 for r in ok)  # the rest went on, in a fresh worker
     assert len(load_table(tmp_path / "t.json").rows) == measured  # all on disk
+
+
+class _RecordingLoads(OnnxRuntimeRunner):
+    """Appends the loading process's pid to $LOADS_FILE for every load; a hang or crash on demand."""
+
+    def load(self, artifact):
+        with open(os.environ["LOADS_FILE"], "a") as f:
+            f.write(f"{os.getpid()}\n")
+        run = super().load(artifact)
+        mode = os.environ.get("RUN_MODE", "")
+
+        def maybe_broken(inputs):
+            if mode == "hang":
+                import time as _t
+
+                _t.sleep(600)
+            if mode == "crash":
+                os._exit(7)
+            return run(inputs)
+
+        return maybe_broken
+
+
+def _two_artifacts(micro_space, tmp_path):
+    from benchmarks.harness import export_row, row_module
+
+    exporter = TARGETS.get("desktop").make_exporter()
+    shapes = micro_space.layers[:2]
+    return [(export_row(exporter, "k3_e1", s, tmp_path / "cache"), row_module("k3_e1", s)[1].numpy()) for s in shapes]
+
+
+@pytest.mark.parametrize("in_child", [True, False])
+def test_network_timer_loads_each_network_once_in_a_fresh_process(micro_space, tmp_path, monkeypatch, in_child):
+    from benchmarks.isolate import NetworkTimer
+
+    monkeypatch.setenv("LOADS_FILE", str(tmp_path / "loads"))
+    protocol = Protocol(warmup_runs=2, warmup_ms=1.0, repeats=5, min_repeat_ms=0.5, row_timeout_s=60.0 if in_child else 0)
+    with NetworkTimer(_RecordingLoads(threads=1), protocol) as timer:
+        ids = [timer.load(a, [x]) for a, x in _two_artifacts(micro_space, tmp_path)]
+        stats = [timer.stats(i) for _ in range(3) for i in ids]
+    assert ids == [0, 1]
+    assert all(s["median_ms"] > 0 and s["count"] == 5 for s in stats)
+    pids = (tmp_path / "loads").read_text().split()
+    assert len(pids) == 2 and len(set(pids)) == 1  # loaded once each, timed three times
+    assert (pids[0] != str(os.getpid())) == in_child
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode, message", [("hang", "no answer within 3 s, the runtime hung"),
+                                           ("crash", "the runtime crashed (exit code 7)")])
+def test_network_timer_names_the_network_a_runtime_hangs_or_crashes_on(micro_space, tmp_path, monkeypatch, mode, message):
+    from benchmarks.isolate import NetworkTimer
+    from pipeline.errors import PipelineError
+
+    monkeypatch.setenv("LOADS_FILE", str(tmp_path / "loads"))
+    monkeypatch.setenv("RUN_MODE", mode)
+    (artifact, x), _ = _two_artifacts(micro_space, tmp_path)
+    with NetworkTimer(_RecordingLoads(threads=1), Protocol(row_timeout_s=3.0)) as timer:
+        i = timer.load(artifact, [x])
+        with pytest.raises(PipelineError) as e:
+            timer.stats(i)
+    assert str(e.value).startswith(f"timing {artifact.path}: {message}")
