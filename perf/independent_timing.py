@@ -11,6 +11,11 @@ guide, and times a plain loop as `benchmark_model` does by default (a warm-up ru
 50 runs and at least 1 s), in `--rounds` rounds. It prints, per network, its own median beside
 validate's, and the table's predictions judged against its own timings, so the measurement and
 the predictor can each be checked without trusting our timing code.
+
+By default every network is loaded once, all in this process, before any is timed. With
+`--alone`, each is timed in its own fresh process (per round) that imports only its runtime,
+as `benchmark_model` runs a model (see the README's validate figures for how far apart the two
+were on this project's VM).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -74,6 +80,28 @@ def time_loop(call: Callable[[], object], min_runs: int = 50, min_s: float = 1.0
     return float(np.median(runs))
 
 
+_ALONE = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+import independent_timing as it
+if hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:int(sys.argv[3])])
+call = it.OPENERS[os.path.splitext(sys.argv[2])[1]](sys.argv[2], int(sys.argv[3]))
+print(it.time_loop(call, int(sys.argv[4]), float(sys.argv[5])))
+"""
+
+
+def time_alone(path: str, threads: int, min_runs: int, min_s: float) -> float:
+    """`path` timed like `benchmark_model`: alone, in a fresh process that imports only its runtime."""
+    here = str(Path(__file__).resolve().parent)
+    out = subprocess.run([sys.executable, "-c", _ALONE, here, path, str(threads), str(min_runs), str(min_s)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["no message"])[-1]
+        sys.exit(f"timing {path} in a fresh process failed (exit code {out.returncode}): {last}")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def judge(pred: np.ndarray, meas: np.ndarray) -> str:
     err = np.abs(pred - meas) / meas * 100
     return (f"median {np.median(err):.1f}%, within ±10% {np.mean(err <= 10) * 100:.0f}%, "
@@ -88,10 +116,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, help="runtime threads [validate's protocol]")
     ap.add_argument("--min-runs", type=int, default=50, help="runs per network per round, at least [50]")
     ap.add_argument("--min-s", type=float, default=1.0, help="seconds per network per round, at least [1]")
+    ap.add_argument("--alone", action="store_true",
+                    help="time each network in its own fresh process per round, as benchmark_model runs, "
+                         "instead of all of them loaded once in this one")
+    ap.add_argument("--limit", type=int, help="only the first N networks")
     opts = ap.parse_args()
+    if opts.limit is not None and opts.limit < 1:
+        sys.exit(f"--limit {opts.limit}: give a number of networks, at least 1")
     try:
         report = json.loads(opts.validate_json.read_text())
-        samples = [s for s in report["samples"] if s.get("artifact")]
+        samples = [s for s in report["samples"] if s.get("artifact")][:opts.limit]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         sys.exit(f"{opts.validate_json}: not a validate.json ({e}); pass the one 'pipeline validate' wrote")
     if not samples:
@@ -103,14 +137,22 @@ def main() -> None:
     threads = opts.threads or (report.get("protocol") or {}).get("threads", 1)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
-    calls = [OPENERS[Path(s["artifact"]).suffix](s["artifact"], threads) for s in samples]
+    if opts.alone:
+        def time_one(i: int) -> float:
+            return time_alone(samples[i]["artifact"], threads, opts.min_runs, opts.min_s)
+    else:
+        calls = [OPENERS[Path(s["artifact"]).suffix](s["artifact"], threads) for s in samples]
+
+        def time_one(i: int) -> float:
+            return time_loop(calls[i], opts.min_runs, opts.min_s)
     rounds: list[list[float]] = [[] for _ in samples]
     for r in range(opts.rounds):
-        for i in (range(len(calls)) if r % 2 == 0 else reversed(range(len(calls)))):
-            rounds[i].append(time_loop(calls[i], opts.min_runs, opts.min_s))
+        for i in (range(len(samples)) if r % 2 == 0 else reversed(range(len(samples)))):
+            rounds[i].append(time_one(i))
     ours = np.array([np.median(r) for r in rounds])
     theirs = np.array([s["measured_ms"] for s in samples])
-    print(f"{len(samples)} networks of {report.get('target', '?')}, {threads} thread(s), {opts.rounds} rounds")
+    print(f"{len(samples)} networks of {report.get('target', '?')}, {threads} thread(s), {opts.rounds} rounds"
+          f"{', each alone in a fresh process' if opts.alone else ''}")
     print(f"{'#':>3} {'independent ms':>15} {'validate ms':>12} {'ratio':>6} {'table sum':>10} {'calibrated':>11}  held out")
     for i, s in enumerate(samples):
         cal = f"{s['calibrated_ms']:11.3f}" if s.get("calibrated_ms") is not None else f"{'-':>11}"

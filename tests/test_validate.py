@@ -145,6 +145,14 @@ def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, t
     assert lines[0] == "5 networks of desktop, 1 thread(s), 1 rounds" and "independent / validate: median" in run.stdout
     assert sum(1 for line in lines if line.rstrip().endswith(" yes")) == 5  # one row per network, all held out
     assert "calibrated: median" in run.stdout
+    alone = subprocess.run([sys.executable, script, out / "validate/micro/desktop/host/validate.json", "--rounds", "1",
+                            "--min-runs", "3", "--min-s", "0", "--alone", "--limit", "2"],
+                           capture_output=True, text=True, check=True)
+    lines = alone.stdout.splitlines()
+    assert lines[0] == "2 networks of desktop, 1 thread(s), 1 rounds, each alone in a fresh process"
+    assert sum(1 for line in lines if line.rstrip().endswith(" yes")) == 2
+    ratios = [float(line.split()[3]) for line in lines[2:4]]
+    assert all(0.2 < r < 5 for r in ratios)  # the same networks, timed in another process
 
 
 def test_validate_rechecks_table_rows_and_says_when_the_table_is_stale(micro_space_file: Path, tmp_path: Path) -> None:
