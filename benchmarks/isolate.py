@@ -8,10 +8,10 @@ the whole run, and the timed process does nothing but time, as `benchmark_model`
   within the time limit, or whose worker dies, is recorded as failed with the reason; a fresh
   worker takes the next row. A numerical mismatch is still an error for the whole run.
 - `NetworkTimer` loads whole networks once and times them as often as asked. Loading once, in
-  a process that has done nothing else, is how a deployment and an independent check run a
+  a process that does nothing else, is how a deployment and an independent check run a
   network; loading it again for every measurement, in a process that had built and exported
-  networks, timed the same LiteRT networks 7-9% slower on this project's VM (heap reuse), and
-  a predictor fitted on those timings was off by as much against anyone else's timing.
+  networks, timed the same networks 7-9% slower on this project's VM than an independent loop
+  did, and a predictor fitted on those timings was off by as much against anyone else's.
 """
 
 from __future__ import annotations
