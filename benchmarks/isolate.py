@@ -203,7 +203,7 @@ class NetworkTimer:
 
     With `protocol.row_timeout_s` > 0 (the default) they are loaded and timed in a fresh child
     process with that time limit on each load and each measurement; with 0, in this process.
-    Every network stays loaded until `close` (40 FBNet networks at 224×224: about 1.2 GB).
+    Every network stays loaded until `close` (FBNet at 224×224: 18-38 MiB a network).
     """
 
     def __init__(self, runner: Runner, protocol: Protocol) -> None:
