@@ -194,10 +194,6 @@ class _Loaded:
         return measure(lambda: run(inputs), self.protocol).stats()
 
 
-def _loaded_handler(runner: Runner, protocol: Protocol) -> _Loaded:
-    return _Loaded(runner, protocol)
-
-
 class NetworkTimer:
     """Whole networks, each loaded once and timed under `protocol` whenever asked.
 
@@ -209,7 +205,7 @@ class NetworkTimer:
     def __init__(self, runner: Runner, protocol: Protocol) -> None:
         self.protocol = protocol
         self.names: list[str] = []
-        self.child = Child(partial(_loaded_handler, runner, protocol), protocol.threads if protocol.pin else 0) \
+        self.child = Child(partial(_Loaded, runner, protocol), protocol.threads if protocol.pin else 0) \
             if protocol.row_timeout_s > 0 else None
         self.local = _Loaded(runner, protocol) if self.child is None else None
 

@@ -119,34 +119,41 @@ def test_rows_keep_raw_samples_and_record_affinity(micro_space, tmp_path):
         assert report.table.provenance["affinity"] == sorted(os.sched_getaffinity(0))[:FAST.threads]
 
 
-class _HangingRunner(OnnxRuntimeRunner):
-    """Loads fine, then never finishes running the 16-channel blocks (a runtime that hangs)."""
+def _hang() -> None:
+    import time as _t
+
+    _t.sleep(600)
+
+
+def _crash() -> None:
+    os._exit(7)
+
+
+BREAKS = {"hang": _hang, "crash": _crash}  # a runtime that hangs, one that segfaults
+
+
+class _BrokenOn16Channels(OnnxRuntimeRunner):
+    """Loads fine, then breaks (`BREAKS[mode]`) running the 16-channel blocks."""
+
+    mode = ""
 
     def load(self, artifact):
         run = super().load(artifact)
 
-        def hanging(inputs):
+        def broken(inputs):
             if inputs[0].shape[1] == 16:
-                import time as _t
-
-                _t.sleep(600)
+                BREAKS[self.mode]()
             return run(inputs)
 
-        return hanging
+        return broken
 
 
-class _CrashingRunner(OnnxRuntimeRunner):
-    """Dies outright running the 16-channel blocks (a runtime that segfaults)."""
+class _HangingRunner(_BrokenOn16Channels):
+    mode = "hang"
 
-    def load(self, artifact):
-        run = super().load(artifact)
 
-        def crashing(inputs):
-            if inputs[0].shape[1] == 16:
-                os._exit(7)
-            return run(inputs)
-
-        return crashing
+class _CrashingRunner(_BrokenOn16Channels):
+    mode = "crash"
 
 
 @pytest.mark.slow
@@ -178,12 +185,8 @@ class _RecordingLoads(OnnxRuntimeRunner):
         mode = os.environ.get("RUN_MODE", "")
 
         def maybe_broken(inputs):
-            if mode == "hang":
-                import time as _t
-
-                _t.sleep(600)
-            if mode == "crash":
-                os._exit(7)
+            if mode:
+                BREAKS[mode]()
             return run(inputs)
 
         return maybe_broken

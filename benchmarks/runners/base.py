@@ -1,15 +1,14 @@
-"""The runner interface: open an artifact on this machine, run it, time it."""
+"""The runner interface: open an artifact on this machine and run it (`benchmarks.protocol.measure`
+times the loaded run; `benchmarks.isolate` decides in which process)."""
 
 from __future__ import annotations
 
 import sys
-import time
 from abc import ABC, abstractmethod
 from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from benchmarks.protocol import Protocol, Samples, measure
 from export.base import Artifact, missing_modules
 from pipeline.config import build_config
 from pipeline.errors import PlatformUnsupported
@@ -53,12 +52,6 @@ class Runner(ABC):
     @abstractmethod
     def load(self, artifact: Artifact) -> Run:
         """Open the artifact and return a function from input arrays to output arrays."""
-
-    def time(self, artifact: Artifact, inputs: list[np.ndarray], protocol: Protocol) -> Samples:
-        start = time.perf_counter()
-        run = self.load(artifact)
-        load_ms = (time.perf_counter() - start) * 1e3
-        return measure(lambda: run(inputs), protocol, load_ms)
 
 
 RUNNERS: Registry[type[Runner]] = Registry("runner")
