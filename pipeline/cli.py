@@ -404,7 +404,10 @@ def run(target_name: str, target_options: tuple[str, ...], space_name: str, devi
 @_protocol_options
 @click.option("--samples", type=click.IntRange(1), default=20, show_default=True, help="Random architectures to time.")
 @click.option("--arch", "archs", multiple=True, type=click.Path(path_type=Path), help="Also time this derived architecture.")
-@click.option("--fit", is_flag=True, help="Fit a calibration on half the samples, judge it on the other half, store it.")
+@click.option("--fit/--no-fit", default=None,
+              help="Fit a calibration on half the samples, judge it on the other half, store it in the table "
+                   "[default: when the table has none and --samples is 8 or more]. --no-fit judges the stored "
+                   "one (or the plain sum).")
 @click.option("--rounds", type=click.IntRange(1), default=ValidateConfig.rounds, show_default=True,
               help="Times each network is timed, in rounds over all of them; their spread is the machine's noise "
                    f"(a network whose rounds are over {ValidateConfig.wide_pct:.0f}% apart gets "
@@ -416,8 +419,8 @@ def run(target_name: str, target_options: tuple[str, ...], space_name: str, devi
 @click.option("--json", "as_json", is_flag=True, help="Print the headline metrics as one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def validate(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, root: Path,
-             threads: int, repeats: int, min_repeat_ms: float, row_timeout: float, samples: int, archs: tuple[Path, ...], fit: bool,
-             rounds: int, recheck: bool, seed: int, table_path: Path | None, as_json: bool, quiet: bool) -> None:
+             threads: int, repeats: int, min_repeat_ms: float, row_timeout: float, samples: int, archs: tuple[Path, ...],
+             fit: bool | None, rounds: int, recheck: bool, seed: int, table_path: Path | None, as_json: bool, quiet: bool) -> None:
     """Time whole random networks end to end and report how well the table predicts them."""
     from pipeline.validate import METRIC_KEYS, validate as run_validate
 
@@ -428,6 +431,7 @@ def validate(target_name: str, target_options: tuple[str, ...], space_name: str,
     if as_json:
         head = {k: r.headline[k] for k in METRIC_KEYS}
         click.echo(json.dumps({**head, "predictor": "calibrated" if "calibrated" in r.metrics else "table sum",
+                               "fitted_now": r.fitted_now,
                                "by_predictor": r.metrics, "noise": r.noise, "drift": r.drift,
                                "plot": str(r.files["plot"])}))
         return

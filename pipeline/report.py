@@ -158,14 +158,18 @@ def validate_text(r: "ValidateReport") -> str:
             lines.append(f"       {r.noise['retimed']} network(s) whose rounds differed by more than "
                          f"{r.noise['retime_above_pct']:.0f}% were timed "
                          "again; their measurement is the median of all their rounds")
-    if r.calibration is not None and r.calibration.is_identity:
-        lines.append(f"calibration: no fit beat the plain table sum out of sample ({r.calibration.fitted_on} networks); "
+    c = r.calibration
+    if c is None:
+        lines.append("calibration: none, so predictions are the plain table sum; 'pipeline validate --fit' "
+                     "(--samples 20 or more) fits one")
+    elif c.is_identity:
+        lines.append(f"calibration: no fit beat the plain table sum out of sample ({c.fitted_on} networks); "
                      "predictions keep the plain sum")
-    elif r.calibration is not None:
-        c = r.calibration
+    else:
         terms = " + per-block terms" if c.per_block_ms else ""
+        when = "fitted now on" if r.fitted_now else f"stored in the table{f' {c.created}' if c.created else ''}, fitted on"
         lines.append(f"calibration: {c.intercept_ms:+.4f} ms + {c.scale:.3f} x table sum{terms} "
-                     f"(fitted on {c.fitted_on} networks); search and predictions use it")
+                     f"({when} {c.fitted_on} networks); search and predictions use it")
     lines.append(f"wrote {', '.join(str(p) for p in r.files.values())}")
     return "\n".join(lines)
 

@@ -2,9 +2,9 @@
 
 `validate` draws random architectures of the space (plus any derived ones given), exports
 and times each end to end with the table's protocol, and reports how far the table's
-prediction is from the measurement. With `fit`, half of the random networks fit a
-`Calibration` (stored in the table, used by search and every prediction from then on) and
-the other half, which it never saw, judge it.
+prediction is from the measurement. With `fit` (by default, when the table has no calibration
+yet), half of the random networks fit a `Calibration` (stored in the table, used by search and
+every prediction from then on) and the other half, which it never saw, judge it.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from pipeline.targets import Target
 from pipeline.workflow import export_architecture, find_table
 from pipeline.workspace import Workspace
 
+MIN_FIT_SAMPLES = 8  # half fit (a calibration needs 4 networks), half judge
 WIDE_PCT = 10.0  # rounds further apart than this: timed again (a network measured looser cannot judge ±10%)
 DRIFT_PCT = 5.0  # rows re-timed further than this from the table (in every pass): it is stale
 METRIC_KEYS = ("median_abs_err_pct", "within_10_pct", "within_5_pct", "max_abs_err_pct", "spearman", "samples")
@@ -41,7 +42,10 @@ METRIC_KEYS = ("median_abs_err_pct", "within_10_pct", "within_5_pct", "max_abs_e
 class ValidateConfig:
     samples: int = 20
     seed: int = 0
-    fit: bool = False  # fit a calibration on half of the samples, judge it on the other half
+    # Fit a calibration on half of the samples and judge it on the other half. None: fit when
+    # the table has none (a fresh or re-measured table), else judge the stored one, so that a
+    # plain `validate` reports on the predictor the search will use, never on the raw sum.
+    fit: bool | None = None
     # Every network is timed this many times, in rounds over all of them (alternating order),
     # so a slow spell of the machine is spread over many networks and its size is reported.
     # The median of 7 rejects three slow spells. On this project's 2-core VM, refitting 60 random
@@ -89,6 +93,7 @@ class ValidateReport:
     protocol: Protocol | None = None
     wide_pct: float = WIDE_PCT
     rounds: int = 0  # the regular rounds every network got (0: the fewest any network got)
+    fitted_now: bool = False  # `calibration` was fitted by this run (else it is the table's stored one, or None)
 
     @property
     def noise(self) -> dict[str, float] | None:
@@ -142,23 +147,25 @@ def validate(space: SearchSpace, target: Target, ws: Workspace, protocol: Protoc
     reason = target.measurable_here()
     if reason is not None:
         raise PlatformUnsupported(f"cannot validate '{target.name}' here: {reason}")
-    if cfg.samples < (8 if cfg.fit else 1):
-        raise PipelineError(f"--samples {cfg.samples} is too few{' to fit and judge a calibration' if cfg.fit else ''}; use 20 or more")
+    if cfg.fit and cfg.samples < MIN_FIT_SAMPLES:
+        raise PipelineError(f"--samples {cfg.samples} is too few to fit and judge a calibration; use 20 or more")
     table, tpath = _complete_table(space, target, ws, device, table_path)
     plain = LatencyModel.from_table(table, space, calibrated=False)
-    old = None if cfg.fit else table_calibration(table, space)
+    stored = table_calibration(table, space)
+    fit = cfg.fit if cfg.fit is not None else stored is None and cfg.samples >= MIN_FIT_SAMPLES
+    old = None if fit else stored
     drawn = random_architectures(space, cfg.samples, cfg.seed, set(old.fitted_keys) if old else set())
     given = [(load_architecture(p, space).blocks, str(p)) for p in derived]
     archs = [(a, "random") for a in drawn] + given
     paths, rounds, rechecks = _measure_all(archs, space, target, protocol, ws, cfg, table, progress)
     measured = [float(np.median(r)) for r in rounds]
-    fit_idx = set(range(0, len(drawn), 2)) if cfg.fit else set()  # every other random network fits
+    fit_idx = set(range(0, len(drawn), 2)) if fit else set()  # every other random network fits
     cal = fit_calibration(plain, space, [drawn[i] for i in sorted(fit_idx)], [measured[i] for i in sorted(fit_idx)]) \
-        if cfg.fit else old
+        if fit else old
     samples = _samples(archs, paths, rounds, plain, cal, space, fit_idx)
     report = ValidateReport(samples, tpath, _metrics_by_predictor(samples), cal, rechecks=rechecks, target=target.name,
-                            protocol=protocol, wide_pct=cfg.wide_pct, rounds=cfg.rounds)
-    if cfg.fit:
+                            protocol=protocol, wide_pct=cfg.wide_pct, rounds=cfg.rounds, fitted_now=fit)
+    if fit:
         _store(table, tpath, space, cal, report.metrics)
     report.files = _write_outputs(report, out_dir or ws.root / "validate" / space.name / target.name / device)
     return report

@@ -92,11 +92,12 @@ def test_metrics_by_hand() -> None:
 def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "ws"
     assert invoke("benchmark", "--space", micro_space_file, "--out", out, "-q", *FAST).exit_code == 0
-    r = invoke("validate", "--space", micro_space_file, "--out", out, "--samples", 12, "--fit", "--json", *FAST)
+    # no --fit: the table has no calibration yet, so validate fits one (the predictor search will use)
+    r = invoke("validate", "--space", micro_space_file, "--out", out, "--samples", 12, "--json", *FAST)
     assert r.exit_code == 0, r.output
     head = json.loads(r.output)
     assert set(head) >= {"median_abs_err_pct", "within_10_pct", "within_5_pct", "max_abs_err_pct", "spearman", "samples"}
-    assert head["samples"] == 6 and head["predictor"] == "calibrated"
+    assert head["samples"] == 6 and head["predictor"] == "calibrated" and head["fitted_now"] is True
     assert Path(head["plot"]).read_bytes()[:4] == b"\x89PNG"
     table = json.loads((out / "tables/micro/desktop/host.json").read_text())
     (cal,) = table["calibration"].values()
@@ -131,6 +132,7 @@ def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, t
     # validating again judges the stored fit on networks it was not fitted on
     r = invoke("validate", "--space", micro_space_file, "--out", out, "--samples", 5, "--rounds", 2, "--seed", 7, *FAST)
     assert "held out from any fit" in r.output and "noise: the same network's 2 rounds differ by a median of" in r.output
+    assert "(stored in the table " in r.output and "fitted on 6 networks); search and predictions use it" in r.output
     saved = json.loads((out / "validate/micro/desktop/host/validate.json").read_text())
     assert all(len(s["rounds_ms"]) in (2, 4) for s in saved["samples"]) and saved["metrics"]["calibrated"]["samples"] == 5
     for s in saved["samples"]:
@@ -171,6 +173,12 @@ def test_validate_rechecks_table_rows_and_says_when_the_table_is_stale(micro_spa
     assert drift["passes"] == 8 and drift["rows"] == 8 and drift["median"] > 2.0  # ~3x, whatever the noise
     r = invoke("validate", "--space", micro_space_file, "--out", out, "--samples", 3, *FAST)
     assert "the table no longer describes this machine's speed; re-measure it with 'pipeline benchmark --force'" in r.output
+    assert "calibration: none, so predictions are the plain table sum" in r.output  # too few samples to fit one
+    r = invoke("validate", "--space", micro_space_file, "--out", out, "--samples", 8, "--no-fit", "--rounds", 1,
+               "--no-recheck", "--json", *FAST)
+    head = json.loads(r.output)
+    assert (head["predictor"], head["fitted_now"], head["samples"]) == ("table sum", False, 8)
+    assert "calibration" not in json.loads(path.read_text())  # --no-fit stored nothing
     r = invoke("validate", "--space", micro_space_file, "--out", out, "--samples", 3, "--no-recheck", "--json", *FAST)
     assert json.loads(r.output)["drift"] is None
 
@@ -192,6 +200,8 @@ def test_validate_bad_inputs(micro_space_file: Path, tmp_path: Path) -> None:
     assert r.exit_code == 2 and "validate needs a complete table" in r.stderr
     r = invoke("validate", "--space", micro_space_file, "--out", tmp_path, "--device", "pixel1")
     assert r.exit_code == 2 and "'host' tables only" in r.stderr
+    r = invoke("validate", "--space", micro_space_file, "--out", tmp_path, "--fit", "--samples", 5)
+    assert r.exit_code == 2 and "--samples 5 is too few to fit and judge a calibration; use 20 or more" in r.stderr
 
 
 def test_a_fit_that_would_not_beat_the_plain_sum_keeps_it(micro_space) -> None:
@@ -280,7 +290,9 @@ def test_the_report_names_per_block_terms_only_when_the_fit_has_them() -> None:
     from pipeline.validate import ValidateReport
 
     m = {"table sum": metrics([1.0, 2.0, 3.0], [1.1, 2.0, 2.9])}
-    scaled = validate_text(ValidateReport([], Path("t.json"), m, Calibration("f", -0.5, 0.9, {}, 20)))
-    assert "calibration: -0.5000 ms + 0.900 x table sum (fitted on 20 networks)" in scaled
-    terms = validate_text(ValidateReport([], Path("t.json"), m, Calibration("f", -0.5, 0.9, {"skip": -0.1}, 20)))
-    assert "0.900 x table sum + per-block terms (fitted on 20 networks)" in terms
+    scaled = validate_text(ValidateReport([], Path("t.json"), m, Calibration("f", -0.5, 0.9, {}, 20), fitted_now=True))
+    assert "calibration: -0.5000 ms + 0.900 x table sum (fitted now on 20 networks)" in scaled
+    terms = validate_text(ValidateReport([], Path("t.json"), m, Calibration("f", -0.5, 0.9, {"skip": -0.1}, 20,
+                                                                            created="2026-11-29T10:00:00+00:00")))
+    assert "0.900 x table sum + per-block terms (stored in the table 2026-11-29T10:00:00+00:00, fitted on 20 networks)" \
+        in terms
