@@ -39,11 +39,12 @@ def test_end_to_end_benchmark_search_export(workspace):
     assert arch["blocks"] == [max(a, key=a.get) for a in arch["alpha"]]
     assert arch["table"]["target"] == "desktop" and arch["predicted_latency_ms"] > 0
     assert len(arch["history"]) == 3 and arch["history"][0]["theta_moved"] is False
-    assert "predicted latency" in r.output
+    assert "predicted latency" in r.output and "'pipeline validate' (same --target and --space)" in r.output
 
     r = invoke("export", "--space", space, "--out", out, *FAST)
     assert r.exit_code == 0, r.output
     assert "measured end to end" in r.output and "predicted (table sum)" in r.output
+    assert "fits a calibration that search and export then use" in r.output  # how to get the better predictor
     model = out / "export/micro/desktop/host/model.onnx"
     # an independent ONNX Runtime session must agree with PyTorch on the same input
     from blocks.architecture import load_architecture

@@ -33,8 +33,8 @@ def _truth(model: LatencyModel, space, blocks) -> float:
 
 def test_calibration_recovers_a_linear_device_on_networks_it_did_not_see(micro_space) -> None:
     plain = LatencyModel.from_table(make_table(micro_space), micro_space, calibrated=False)
-    archs = random_architectures(micro_space, 24, seed=1, exclude=set())
-    fit, held = archs[:12], archs[12:]
+    archs = random_architectures(micro_space, 64, seed=1, exclude=set())  # all of them
+    fit, held = archs[:44], archs[44:]  # 10 networks per block term and more: per-block terms are tried
     cal = fit_calibration(plain, micro_space, fit, [_truth(plain, micro_space, a) for a in fit])
     table = make_table(micro_space)
     table.calibration[micro_space.fingerprint] = cal.to_dict()
@@ -115,8 +115,15 @@ def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, t
     assert float(median_pct) >= 0 and miss_pct.endswith("%") and 0 <= float(miss_pct[:-1]) <= 100
     bad = subprocess.run([sys.executable, rounds_effect, out / "tables/micro/desktop/host.json"], capture_output=True, text=True)
     assert bad.returncode == 1 and "not a validate.json" in bad.stderr and "Traceback" not in bad.stderr
+    terms = Path(__file__).parents[1] / "perf/calibration_terms.py"
+    rows = subprocess.run([sys.executable, terms, out / "validate/micro/desktop/host/validate.json", "--space",
+                           micro_space_file, "--splits", "3"], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert [r.split()[:3] for r in rows[1:]] == [["desktop", "scale", "1"], ["desktop", "any", "n"], ["desktop", "shipped", "1"]]
+    assert rows[1].split()[-1] == "0%"  # intercept and scale only: never per-block terms
+    bad = subprocess.run([sys.executable, terms, out / "tables/micro/desktop/host.json"], capture_output=True, text=True)
+    assert bad.returncode == 1 and "not a validate.json" in bad.stderr and "Traceback" not in bad.stderr
     r = invoke("search", "--space", micro_space_file, "--out", out, "--epochs", 2, "--warmup-epochs", 1, "-q")
-    assert "by calibrated table sum" in r.output
+    assert "by calibrated table sum" in r.output and "'pipeline validate' (same" not in r.output
     # every network was timed in 7 rounds; the measurement is their median, their spread the noise
     saved = json.loads((out / "validate/micro/desktop/host/validate.json").read_text())
     for s in saved["samples"]:  # 7 rounds, and up to 2 more where the first 7 were over 10% apart
@@ -220,16 +227,38 @@ def test_noise_alone_does_not_buy_per_block_terms(micro_space) -> None:
     leave-one-out error outright took per-block terms for 7 of these 10 draws)."""
     import numpy as np
 
+    from benchmarks.predict import calibration_design, fit_coefficients
+
     plain = LatencyModel.from_table(make_table(micro_space), micro_space, calibrated=False)
     with_terms = 0
     for seed in range(10):
         archs = random_architectures(micro_space, 20, seed=seed, exclude=set())
         noise = np.random.default_rng(seed).normal(1.0, 0.03, len(archs))
-        cal = fit_calibration(plain, micro_space, archs,
-                              [(0.2 + 0.8 * plain.predict(micro_space, a)) * n for a, n in zip(archs, noise)])
-        assert cal.scale == pytest.approx(0.8, rel=0.1)
-        with_terms += bool(cal.per_block_ms)
+        x, _ = calibration_design(plain, micro_space, archs)
+        coef = fit_coefficients(x, np.array([(0.2 + 0.8 * plain.predict(micro_space, a)) * n for a, n in zip(archs, noise)]),
+                                min_networks_per_term=0)  # per-block terms allowed: the rule alone decides
+        assert coef[1] == pytest.approx(0.8, rel=0.1)
+        with_terms += bool(np.any(coef[2:]))
     assert with_terms <= 1
+
+
+def test_per_block_terms_need_ten_networks_per_term(micro_space) -> None:
+    """A device where skip costs nothing in a whole network: 20 networks fit intercept and
+    scale only (4 block terms would need 40); 44 find the skip term."""
+    plain = LatencyModel.from_table(make_table(micro_space), micro_space, calibrated=False)
+    archs = random_architectures(micro_space, 64, seed=5, exclude=set())
+    few = fit_calibration(plain, micro_space, archs[:20], [_truth(plain, micro_space, a) for a in archs[:20]])
+    assert few.per_block_ms == {} and few.scale == pytest.approx(0.7, rel=0.1)
+    many = fit_calibration(plain, micro_space, archs[:44], [_truth(plain, micro_space, a) for a in archs[:44]])
+    assert min(many.per_block_ms, key=many.per_block_ms.get) == "skip"  # ridge-shrunk, but the cheapest
+    held, truth = archs[44:], [_truth(plain, micro_space, a) for a in archs[44:]]
+    table = make_table(micro_space)
+    err = {}
+    for name, cal in (("few", few), ("many", many)):
+        table.calibration[micro_space.fingerprint] = cal.to_dict()
+        model = LatencyModel.from_table(table, micro_space)
+        err[name] = metrics([model.predict(micro_space, a) for a in held], truth)["max_abs_err_pct"]
+    assert err["many"] < err["few"]
 
 
 def test_an_identity_calibration_predicts_as_the_plain_sum(micro_space) -> None:
