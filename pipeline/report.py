@@ -141,8 +141,8 @@ _DRIFT_VERDICTS = {
     "fits": "the table still describes this machine",
     "stale": "the table no longer describes this machine's speed; re-measure it with 'pipeline benchmark --force' "
              "(same --target, --space and --table)",
-    "slow spell": "some passes agree with the table, so the machine had a slow spell; validate again later before "
-                  "re-measuring the table",
+    "spell": "some passes agree with the table, so the machine ran {way} for a while; validate again later before "
+             "re-measuring the table",
 }
 
 
@@ -157,7 +157,7 @@ def validate_text(r: "ValidateReport") -> str:
         d = r.drift
         lines.append(f"drift: {d['rows']} table rows re-timed around every round run {(d['median'] - 1) * 100:+.1f}% "
                      f"against the table (passes {(d['min'] - 1) * 100:+.1f}% to {(d['max'] - 1) * 100:+.1f}%): "
-                     + _DRIFT_VERDICTS[d["verdict"]])
+                     + _DRIFT_VERDICTS[d["verdict"]].format(way="slower" if d["median"] > 1 else "faster"))
     if r.noise is not None:
         lines.append(f"noise: the same network's {r.noise['rounds']} rounds differ by a median of "
                      f"{r.noise['median_pct']:.1f}% (worst {r.noise['max_pct']:.1f}%), so each measurement, the "
