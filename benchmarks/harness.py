@@ -28,6 +28,7 @@ from tqdm import tqdm
 from benchmarks.isolate import RowWorker
 from benchmarks.protocol import Protocol, measure, pinned
 from benchmarks.runners.base import Run, Runner
+from benchmarks.boundary import NOOP_PARTS, build_noop, noop_rows
 from benchmarks.table import LatencyTable, Row, load_table, required_rows, row_key
 from blocks.space import LayerShape, SearchSpace, build_part
 from export.base import Artifact, Exporter
@@ -74,7 +75,13 @@ def row_module(block: str, shape: LayerShape) -> tuple[torch.nn.Module, torch.Te
     """The module and input of one row, identical in every process (seeded by the row key)."""
     seed = zlib.crc32(row_key(block, shape).encode())
     torch.manual_seed(seed)
-    return randomize_batchnorm(build_part(block, shape), seed), example_input(shape, seed)
+    module = build_noop(block, shape) if block in NOOP_PARTS else build_part(block, shape)
+    return randomize_batchnorm(module, seed), example_input(shape, seed)
+
+
+def rows_to_measure(space: SearchSpace) -> list[tuple[str, LayerShape]]:
+    """Every row the space needs, then the no-op layers that price its identities (`boundary`)."""
+    return required_rows(space) + noop_rows(space)
 
 
 def cache_path(exporter: Exporter, ident: dict, cache_dir: Path) -> Path:
@@ -193,7 +200,7 @@ def steadiest(measure: Callable[[], dict[str, Any]], protocol: Protocol) -> dict
 def inspect_rows(job: BenchmarkJob, progress: bool = True) -> tuple[int, list[str]]:
     """For a runtime that does not exist here: export every row and check each artifact with
     the converter's own tools. Returns (artifacts checked, rows the format cannot express)."""
-    artifacts = export_rows(job, required_rows(job.space), progress)
+    artifacts = export_rows(job, rows_to_measure(job.space), progress)
     unavailable = [f"{k} ({v})" for k, v in artifacts.items() if isinstance(v, str)]
     ok = [a for a in artifacts.values() if not isinstance(a, str)]
     for artifact in ok:
@@ -224,7 +231,7 @@ def benchmark_space(job: BenchmarkJob, progress: bool = True) -> tuple[LatencyTa
     for i, shape in enumerate(job.space.layers):
         for b in job.space.candidates(i):
             layers_of.setdefault(row_key(b, shape), []).append(i)
-    todo = [(b, s) for b, s in required_rows(job.space) if row_key(b, s) not in table.rows
+    todo = [(b, s) for b, s in rows_to_measure(job.space) if row_key(b, s) not in table.rows
             or table.rows[row_key(b, s)].status == "failed"]
     # Export first (in parallel), then time one artifact at a time: timings taken while
     # converters load the other cores would be noise.

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.boundary import layer_latency
 from benchmarks.table import LatencyTable
 from blocks.space import SearchSpace
 from pipeline.errors import PipelineError
@@ -84,7 +85,7 @@ class LatencyModel:
         """The table's model for `space`, calibrated when the table carries a fit for it."""
         table.check_fits(space)
         per_layer = tuple(
-            torch.tensor([table.latency(b, shape) for b in space.candidates(i)], dtype=torch.float64)
+            torch.tensor([layer_latency(table, b, shape) for b in space.candidates(i)], dtype=torch.float64)
             for i, shape in enumerate(space.layers)
         )
         fixed = float(sum(table.latency(name, shape) for name, shape in space.fixed_parts()))
