@@ -9,6 +9,9 @@ fitted from whole-network measurements corrects it linearly:
 Because it is linear in the rows and in the block counts, it folds into adjusted per-layer
 vectors t'_j^(l) = scale · t_j^(l) + c_j, so the search's expected latency stays a weighted
 sum of α and everything downstream (predict, bounds, search) is unchanged.
+
+An identity candidate's t_j^(l) is its edge cost where the table has the no-op rows to tell
+it (`benchmarks.boundary`), not the empty graph it exports to.
 """
 
 from __future__ import annotations
