@@ -79,9 +79,10 @@ def row_module(block: str, shape: LayerShape) -> tuple[torch.nn.Module, torch.Te
     return randomize_batchnorm(module, seed), example_input(shape, seed)
 
 
-def rows_to_measure(space: SearchSpace) -> list[tuple[str, LayerShape]]:
-    """Every row the space needs, then the no-op layers that price its identities (`boundary`)."""
-    return required_rows(space) + noop_rows(space)
+def rows_to_measure(space: SearchSpace, exporter: Exporter) -> list[tuple[str, LayerShape]]:
+    """Every row the space needs, then, for a format that converts layout at its edges, the
+    no-op layers that price its identities (`boundary`)."""
+    return required_rows(space) + (noop_rows(space) if exporter.has_layout_edges() else [])
 
 
 def cache_path(exporter: Exporter, ident: dict, cache_dir: Path) -> Path:
@@ -200,7 +201,7 @@ def steadiest(measure: Callable[[], dict[str, Any]], protocol: Protocol) -> dict
 def inspect_rows(job: BenchmarkJob, progress: bool = True) -> tuple[int, list[str]]:
     """For a runtime that does not exist here: export every row and check each artifact with
     the converter's own tools. Returns (artifacts checked, rows the format cannot express)."""
-    artifacts = export_rows(job, rows_to_measure(job.space), progress)
+    artifacts = export_rows(job, rows_to_measure(job.space, job.exporter), progress)
     unavailable = [f"{k} ({v})" for k, v in artifacts.items() if isinstance(v, str)]
     ok = [a for a in artifacts.values() if not isinstance(a, str)]
     for artifact in ok:
@@ -231,7 +232,7 @@ def benchmark_space(job: BenchmarkJob, progress: bool = True) -> tuple[LatencyTa
     for i, shape in enumerate(job.space.layers):
         for b in job.space.candidates(i):
             layers_of.setdefault(row_key(b, shape), []).append(i)
-    todo = [(b, s) for b, s in rows_to_measure(job.space) if row_key(b, s) not in table.rows
+    todo = [(b, s) for b, s in rows_to_measure(job.space, job.exporter) if row_key(b, s) not in table.rows
             or table.rows[row_key(b, s)].status == "failed"]
     # Export first (in parallel), then time one artifact at a time: timings taken while
     # converters load the other cores would be noise.

@@ -67,6 +67,14 @@ class Exporter(ABC):
         # Unknown or ill-typed options fail here, naming the option, before any work starts.
         self.options = build_config(self.Options, options, f"{self.name} exporter options")
 
+    def has_layout_edges(self) -> bool:
+        """Does a model in this format convert layout at its edges (NCHW in and out, NHWC inside)?
+        Then every block timed alone pays that conversion, an identity (an empty graph) does not,
+        and a whole network pays it once: benchmark prices identities with no-op layers
+        (`benchmarks.boundary`). Where it does not, those layers would price a runtime's own
+        first-conv cost instead: on ONNX Runtime here they made predictions worse."""
+        return False
+
     def fingerprint(self) -> dict[str, Any]:
         """Everything that changes the exported bytes: used as part of the artifact cache key."""
         return {"exporter": self.name, "versions": self.versions(), **dataclasses.asdict(self.options)}

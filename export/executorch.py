@@ -63,6 +63,10 @@ class ExecuTorchExporter(Exporter):
     def precision(self) -> str:
         return self.options.precision if self.options.delegate == "coreml" else "fp32"
 
+    def has_layout_edges(self) -> bool:
+        # XNNPACK runs NHWC: the delegate converts the NCHW input and output where it starts and ends.
+        return self.options.delegate == "xnnpack"
+
     def versions(self) -> dict[str, str]:
         v = {"torch": torch.__version__, "executorch": package_version("executorch")}
         if self.options.delegate == "coreml":

@@ -29,6 +29,9 @@ class LiteRTExporter(Exporter):
     def versions(self) -> dict[str, str]:
         return {"torch": torch.__version__, "litert-torch": package_version("litert-torch")}
 
+    def has_layout_edges(self) -> bool:
+        return True  # a TRANSPOSE to NHWC at the input and back at the output (tests/test_boundary.py)
+
     def export(self, module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], path: Path) -> Artifact:
         with atomic_path(path) as tmp, quiet_converters():
             try:

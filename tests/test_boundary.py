@@ -50,3 +50,34 @@ def test_an_identity_is_predicted_at_the_edge_cost_when_the_table_has_it(micro_s
     assert adjusted.predict(micro_space, skips) == pytest.approx(plain.predict(micro_space, skips) + 2 * 0.2)
     table.add(Row("noop_2", shape, "ok", 1.5, {"count": 3}))  # edge estimate below the row: keep the row
     assert layer_latency(table, "skip", shape) == pytest.approx(0.1)
+
+
+def test_noop_rows_are_measured_only_where_the_format_converts_layout_at_its_edges(micro_space) -> None:
+    from benchmarks.harness import rows_to_measure
+    from benchmarks.table import required_rows
+    from pipeline.targets import TARGETS
+
+    needed = len(required_rows(micro_space))
+    counts = {name: len(rows_to_measure(micro_space, TARGETS.get(name).make_exporter()))
+              for name in ("desktop", "android", "android-executorch", "ios", "ios-executorch")}
+    assert counts == {"desktop": needed, "android": needed + 4, "android-executorch": needed + 4,
+                      "ios": needed, "ios-executorch": needed}
+
+
+@pytest.mark.slow
+def test_litert_transposes_at_both_edges_of_a_noop_layer(tmp_path) -> None:
+    """Why LiteRT gets no-op rows: its converter wraps even a do-nothing layer in transposes."""
+    import torch
+    from ai_edge_litert.interpreter import Interpreter
+
+    from benchmarks.harness import export_row
+    from pipeline.targets import TARGETS
+
+    target = TARGETS.get("android")
+    shape = LayerShape(8, 8, 1, 8, 8)
+    artifact = export_row(target.make_exporter(), "noop_1", shape, tmp_path)
+    ops = [op["op_name"] for op in Interpreter(model_path=str(artifact.path))._get_ops_details()]
+    assert ops[0] == ops[-1] == "TRANSPOSE" and "DEPTHWISE_CONV_2D" in ops
+    x = torch.randn(1, 8, 8, 8)
+    (y,) = target.make_runner(1).load(artifact)([x.numpy()])
+    assert torch.allclose(torch.from_numpy(y), x, atol=1e-6)
