@@ -12,6 +12,10 @@ judging on the other, under three rules:
 - `any n`: per-block terms tried whatever the number of networks (leave-one-out decides);
 - `shipped`: what `validate` does.
 
+With `--edges TABLE`, each network's table sum first gets what pricing its identity layers at
+the edge cost measured in TABLE's no-op rows adds (`benchmarks.boundary`): run it with and
+without on validate runs made before tables had those rows to see what they change.
+
 It prints, per target, the mean held-out median error, the share of splits with a held-out
 network outside ±10% (with 20 held out, one such network already fails a 99% goal), the mean
 worst error and the share of fits that took per-block terms. Each run is refitted on the table
@@ -29,7 +33,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.boundary import layer_latency  # noqa: E402
 from benchmarks.predict import MIN_NETWORKS_PER_TERM, fit_coefficients  # noqa: E402
+from benchmarks.table import LatencyTable, load_table  # noqa: E402
+from blocks.space import SearchSpace  # noqa: E402
 from blocks.space import resolve_space  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
 
@@ -40,6 +47,11 @@ def design(samples: list[dict], blocks: list[str]) -> tuple[np.ndarray, np.ndarr
     """Rows [1, table sum, count of each block] and measured ms, as `fit_coefficients` takes them."""
     x = np.array([[1.0, s["table_sum_ms"]] + [float(s["blocks"].count(b)) for b in blocks] for s in samples])
     return x, np.array([s["measured_ms"] for s in samples])
+
+
+def edge_extra_ms(table: LatencyTable, space: SearchSpace, blocks: list[str]) -> float:
+    """What pricing identities at the edge cost adds to one network's table sum."""
+    return sum(layer_latency(table, b, shape) - table.latency(b, shape) for b, shape in zip(blocks, space.layers))
 
 
 def refit(x: np.ndarray, y: np.ndarray, splits: int, seed: int) -> dict[str, list[tuple[float, float, bool]]]:
@@ -62,11 +74,13 @@ def main() -> None:
     ap.add_argument("--space", default="fbnet", help="the space validate ran on: a name or file [fbnet]")
     ap.add_argument("--splits", type=int, default=40, help="random half/half splits per run [40]")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--edges", type=Path, help="re-price identities with this table's no-op rows first")
     opts = ap.parse_args()
     if opts.splits < 1:
         sys.exit(f"--splits {opts.splits}: give at least 1")
     try:
         space = resolve_space(opts.space)
+        edges = load_table(opts.edges) if opts.edges else None
     except PipelineError as e:
         sys.exit(str(e))
     blocks = sorted({b for i in range(len(space.layers)) for b in space.candidates(i)})
@@ -76,9 +90,12 @@ def main() -> None:
         try:
             report = json.loads(path.read_text())
             samples = [s for s in report["samples"] if s["origin"] == "random"]
+            if edges is not None:
+                samples = [{**s, "table_sum_ms": s["table_sum_ms"] + edge_extra_ms(edges, space, s["blocks"])}
+                           for s in samples]
             x, y = design(samples, blocks)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            sys.exit(f"{path}: not a validate.json ({e}); pass the ones 'pipeline validate' wrote")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, PipelineError) as e:
+            sys.exit(f"{path}: not a validate.json of this space ({e}); pass the ones 'pipeline validate' wrote")
         if len(samples) < 8:
             sys.exit(f"{path}: {len(samples)} random networks; refitting needs at least 8 (validate --samples 20 or more)")
         target = str(report.get("target") or path)

@@ -120,6 +120,20 @@ def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, t
                            micro_space_file, "--splits", "3"], capture_output=True, text=True, check=True).stdout.splitlines()
     assert [r.split()[:3] for r in rows[1:]] == [["desktop", "scale", "1"], ["desktop", "any", "n"], ["desktop", "shipped", "1"]]
     assert rows[1].split()[-1] == "0%"  # intercept and scale only: never per-block terms
+    # --edges re-prices identities with a table's no-op rows (here: 0.5 ms above each skip row)
+    from benchmarks.boundary import identity_shapes
+    from benchmarks.table import Row
+    from blocks.space import resolve_space
+    priced = load_table(out / "tables/micro/desktop/host.json")
+    for shape in identity_shapes(resolve_space(str(micro_space_file))):
+        skip_ms = priced.latency("skip", shape)
+        priced.add(Row("noop_1", shape, "ok", skip_ms + 1.0, {"count": 3}))
+        priced.add(Row("noop_2", shape, "ok", skip_ms + 1.5, {"count": 3}))
+    priced.save(tmp_path / "priced.json")
+    edged = subprocess.run([sys.executable, terms, out / "validate/micro/desktop/host/validate.json", "--space",
+                            micro_space_file, "--splits", "3", "--edges", tmp_path / "priced.json"],
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    assert len(edged) == len(rows) and edged[1].split()[:3] == rows[1].split()[:3] and edged[1] != rows[1]
     bad = subprocess.run([sys.executable, terms, out / "tables/micro/desktop/host.json"], capture_output=True, text=True)
     assert bad.returncode == 1 and "not a validate.json" in bad.stderr and "Traceback" not in bad.stderr
     r = invoke("search", "--space", micro_space_file, "--out", out, "--epochs", 2, "--warmup-epochs", 1, "-q")
