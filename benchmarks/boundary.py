@@ -15,8 +15,9 @@ of two 1x1 depthwise convs with unit weights (`noop_1`, `noop_2`: they compute n
 through the runtime as a block does). 2·t(noop_1) − t(noop_2) extrapolates to zero convs: the
 edge cost alone, which is the identity's latency for prediction (never less than its own row).
 Measured on LiteRT here, that was 0.24 ms against the empty graph's 0.08 ms at 16x112x112.
-Adding it to the table sum of 14 earlier android validate runs took the held-out worst error
-from 5.5% to 4.3% and that network's error from -2..-7% to -2..+2%.
+Re-pricing 14 earlier android validate runs with it (`perf/calibration_terms.py --edges`) took
+the mean worst held-out error from 5.5% to 4.2%, and that network's error from -7..-2% to
+-2..+3%.
 """
 
 from __future__ import annotations
