@@ -21,7 +21,8 @@ from pipeline.distributed import check_device, single_process
 from pipeline.errors import PipelineError
 from pipeline.fileio import read_config
 from pipeline.plugins import load_plugin
-from pipeline.report import benchmark_text, export_text, search_text, sweep_text, targets_text, validate_text
+from pipeline.report import (benchmark_text, bundle_text, export_text, search_text, sweep_text, targets_text,
+                             validate_text)
 from pipeline.search import SearchConfig
 from pipeline.sweep import parse_sweep
 from pipeline.targets import TARGETS, Target, parse_options, resolve_target
@@ -416,18 +417,41 @@ def run(target_name: str, target_options: tuple[str, ...], space_name: str, devi
               help="Re-time a few table rows around every round: does the table still describe this machine?")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--table", "table_path", type=click.Path(path_type=Path), help="Table to check [the workspace's].")
+@click.option("--measurements", type=click.Path(path_type=Path),
+              help="For a --device other than host: the times measured there for the bundle an earlier "
+                   "'validate --device NAME' wrote (its measurements.csv, or the logs/ folder of its script).")
 @click.option("--json", "as_json", is_flag=True, help="Print the headline metrics as one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def validate(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, root: Path,
              threads: int, repeats: int, min_repeat_ms: float, row_timeout: float, samples: int, archs: tuple[Path, ...],
-             fit: bool | None, rounds: int, recheck: bool, seed: int, table_path: Path | None, as_json: bool, quiet: bool) -> None:
-    """Time whole random networks end to end and report how well the table predicts them."""
+             fit: bool | None, rounds: int, recheck: bool, seed: int, table_path: Path | None, measurements: Path | None,
+             as_json: bool, quiet: bool) -> None:
+    """Time whole random networks end to end and report how well the table predicts them.
+
+    \b
+    pipeline validate --target android                      times them here
+    pipeline validate --target android --device pixel1      writes them to a bundle to time on the phone
+    pipeline validate --target android --device pixel1 --measurements DIR/logs   judges those times
+    """
+    from pipeline import bundle
     from pipeline.validate import METRIC_KEYS, validate as run_validate
 
     target, space, ws = _ctx(target_name, target_options, space_name, root)
-    r = run_validate(space, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout),
-                     ValidateConfig(samples, seed, fit, rounds, recheck), device, table_path, archs,
-                     progress=not quiet and not as_json)
+    cfg = ValidateConfig(samples, seed, fit, rounds, recheck)
+    if measurements is not None and device == HOST_DEVICE:
+        raise PipelineError("--measurements brings in times measured on another device; name it with --device NAME "
+                            "(validate times this machine's networks itself)")
+    if measurements is None and device != HOST_DEVICE:
+        b = bundle.prepare(space, space_name, target, ws, cfg, device, threads, table_path, archs,
+                           progress=not quiet and not as_json)
+        click.echo(json.dumps({"bundle": str(b.folder), "networks": len(b.networks), "device": device})
+                   if as_json else bundle_text(b, space_name))
+        return
+    if measurements is not None:
+        r = bundle.validate_measured(space, target, ws, cfg, device, measurements, table_path)
+    else:
+        r = run_validate(space, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout), cfg, device,
+                         table_path, archs, progress=not quiet and not as_json)
     if as_json:
         head = {k: r.headline[k] for k in METRIC_KEYS}
         click.echo(json.dumps({**head, "predictor": "calibrated" if "calibrated" in r.metrics else "table sum",

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from benchmarks.table import LatencyTable
 from blocks.space import SearchSpace
 from pipeline.sweep import SweepReport
 from pipeline.targets import Target
 from pipeline.validate import ValidateReport
 from pipeline.workflow import BenchmarkReport, ExportReport, SearchReport
+
+if TYPE_CHECKING:
+    from pipeline.bundle import Bundle
 
 
 def _grid(header: list[str], rows: list[list[str]]) -> str:
@@ -148,7 +153,10 @@ _DRIFT_VERDICTS = {
 
 def validate_text(r: "ValidateReport") -> str:
     held = sum(not s.fitted for s in r.samples)
-    lines = [f"{len(r.samples)} networks timed end to end; {held} held out from any fit (table {r.table_path})"]
+    where = f" on {r.measured_on} (brought in from {r.measurements})" if r.measured_on else " end to end"
+    lines = [f"{len(r.samples)} networks timed{where}; {held} held out from any fit (table {r.table_path})"]
+    if r.missing:
+        lines.append(f"not measured, left out: {', '.join(r.missing)}")
     header = ["predictor", "median |err| %", "within 5%", "within 10%", "max |err| %", "spearman"]
     rows = [[name, f"{m['median_abs_err_pct']:.1f}", f"{m['within_5_pct']:.0f}%", f"{m['within_10_pct']:.0f}%",
              f"{m['max_abs_err_pct']:.1f}", f"{m['spearman']:.3f}"] for name, m in r.metrics.items()]
@@ -158,11 +166,12 @@ def validate_text(r: "ValidateReport") -> str:
         lines.append(f"drift: {d['rows']} table rows re-timed around every round run {(d['median'] - 1) * 100:+.1f}% "
                      f"against the table (passes {(d['min'] - 1) * 100:+.1f}% to {(d['max'] - 1) * 100:+.1f}%): "
                      + _DRIFT_VERDICTS[d["verdict"]].format(way="slower" if d["median"] > 1 else "faster"))
+    who = f"{r.measured_on}'s" if r.measured_on else "this machine's"
     if r.noise is not None:
         lines.append(f"noise: the same network's {r.noise['rounds']} rounds differ by a median of "
                      f"{r.noise['median_pct']:.1f}% (worst {r.noise['max_pct']:.1f}%), so each measurement, the "
                      f"median of its rounds, is uncertain by about ±{r.noise['median_se_pct']:.1f}% "
-                     "(standard error): errors of that size are this machine's, not the table's")
+                     f"(standard error): errors of that size are {who}, not the table's")
         if r.noise["retimed"]:
             lines.append(f"       {r.noise['retimed']} network(s) whose rounds differed by more than "
                          f"{r.noise['retime_above_pct']:.0f}% were timed "
@@ -180,6 +189,26 @@ def validate_text(r: "ValidateReport") -> str:
         lines.append(f"calibration: {c.intercept_ms:+.4f} ms + {c.scale:.3f} x table sum{terms} "
                      f"({when} {c.fitted_on} networks); search and predictions use it")
     lines.append(f"wrote {', '.join(str(p) for p in r.files.values())}")
+    return "\n".join(lines)
+
+
+def bundle_text(b: Bundle, space_arg: str) -> str:
+    """What `validate --device NAME` wrote, and the two commands that finish the job."""
+    from pipeline.bundle import CSV_NAME, DEVICE_TOOLS, LOGS, SCRIPT, bundle_command
+
+    n_fit = sum(n.fits for n in b.networks)
+    role = f"{n_fit} fit a calibration, {len(b.networks) - n_fit} judge it" if b.fit else "all judge the table's prediction"
+    lines = [f"{b.device} is not this machine, so its networks go to a bundle to time there: {len(b.networks)} "
+             f"networks for {b.target} ({role}) in {b.folder}"]
+    tool = DEVICE_TOOLS.get(b.runner)
+    if tool is not None:
+        lines += [f"time them on the device:  sh {b.folder / SCRIPT}   (adb and {tool.tool})",
+                  f"then:                     {bundle_command(b, space_arg, str(b.folder / LOGS))}",
+                  f"(or write the times into {b.folder / CSV_NAME} and pass that)"]
+    else:
+        lines += [f"time them on the device ({b.folder / 'README.txt'} says how) and write the times into "
+                  f"{b.folder / CSV_NAME} (network,ms; one row per round)",
+                  f"then: {bundle_command(b, space_arg, str(b.folder / CSV_NAME))}"]
     return "\n".join(lines)
 
 

@@ -9,7 +9,7 @@ every prediction from then on) and the other half, which it never saw, judge it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.device import HOST_DEVICE
-from benchmarks.predict import Calibration, LatencyModel, fit_calibration, table_calibration
+from benchmarks.predict import Calibration, LatencyModel, arch_key, fit_calibration, table_calibration
 from benchmarks.harness import export_row, row_module
 from benchmarks.isolate import NetworkTimer
 from benchmarks.protocol import Protocol
@@ -94,6 +94,11 @@ class ValidateReport:
     wide_pct: float = WIDE_PCT
     rounds: int = 0  # the regular rounds every network got (0: the fewest any network got)
     fitted_now: bool = False  # `calibration` was fitted by this run (else it is the table's stored one, or None)
+    # Where the measurements come from when this machine did not take them: the device and the
+    # file they were brought in from ("" = timed here with `protocol`).
+    measured_on: str = ""
+    measurements: Path | None = None
+    missing: list[str] = field(default_factory=list)  # networks of the bundle with no measurement
 
     @property
     def noise(self) -> dict[str, float] | None:
@@ -140,35 +145,86 @@ def metrics(predicted: list[float], measured: list[float]) -> dict[str, float]:
     }
 
 
-def validate(space: SearchSpace, target: Target, ws: Workspace, protocol: Protocol, cfg: ValidateConfig,
-             device: str = HOST_DEVICE, table_path: Path | None = None, derived: tuple[Path, ...] = (),
-             out_dir: Path | None = None, progress: bool = True) -> ValidateReport:
-    if device != HOST_DEVICE:
-        raise PipelineError(f"validate times networks on this machine, so it checks '{HOST_DEVICE}' tables only, not '{device}'")
-    reason = target.measurable_here()
-    if reason is not None:
-        raise PlatformUnsupported(f"cannot validate '{target.name}' here: {reason}")
+@dataclass(frozen=True)
+class Plan:
+    """What a validate run times and how it judges: the table, the networks, which of them fit."""
+
+    table: LatencyTable
+    table_path: Path
+    plain: LatencyModel  # the plain table sum (a fit is made on it)
+    stored: Calibration | None  # the table's calibration before this run
+    fit: bool  # fit a new calibration (on `fit_idx`) rather than judge `stored`
+    archs: tuple[tuple[tuple[str, ...], str], ...]  # (blocks, origin): random draws first, then given ones
+    fit_idx: frozenset[int] = frozenset()
+
+    def subset(self, keep: list[int]) -> "Plan":
+        """The same plan over the networks `keep` (those that were measured), in that order."""
+        where = {old: new for new, old in enumerate(keep)}
+        return replace(self, archs=tuple(self.archs[i] for i in keep),
+                       fit_idx=frozenset(where[i] for i in self.fit_idx if i in where))
+
+
+def plan(space: SearchSpace, ws: Workspace, target: Target, cfg: ValidateConfig, device: str,
+         table_path: Path | None, derived: tuple[Path, ...]) -> Plan:
+    """Find the table, decide whether to fit, and draw the networks (seeded: the same every time
+    for the same table state, so a bundle timed elsewhere is judged on what was drawn)."""
     if cfg.fit and cfg.samples < MIN_FIT_SAMPLES:
         raise PipelineError(f"--samples {cfg.samples} is too few to fit and judge a calibration; use 20 or more")
-    table, tpath = _complete_table(space, target, ws, device, table_path)
-    plain = LatencyModel.from_table(table, space, calibrated=False)
-    stored = table_calibration(table, space)
+    table, tpath, plain, stored = plan_table(space, target, ws, device, table_path)
     fit = cfg.fit if cfg.fit is not None else stored is None and cfg.samples >= MIN_FIT_SAMPLES
     old = None if fit else stored
     drawn = random_architectures(space, cfg.samples, cfg.seed, set(old.fitted_keys) if old else set())
     given = [(load_architecture(p, space).blocks, str(p)) for p in derived]
-    archs = [(a, "random") for a in drawn] + given
-    paths, rounds, rechecks = _measure_all(archs, space, target, protocol, ws, cfg, table, progress)
-    measured = [float(np.median(r)) for r in rounds]
-    fit_idx = set(range(0, len(drawn), 2)) if fit else set()  # every other random network fits
-    cal = fit_calibration(plain, space, [drawn[i] for i in sorted(fit_idx)], [measured[i] for i in sorted(fit_idx)]) \
-        if fit else old
-    samples = _samples(archs, paths, rounds, plain, cal, space, fit_idx)
-    report = ValidateReport(samples, tpath, _metrics_by_predictor(samples), cal, rechecks=rechecks, target=target.name,
-                            protocol=protocol, wide_pct=cfg.wide_pct, rounds=cfg.rounds, fitted_now=fit)
-    if fit:
-        _store(table, tpath, space, cal, report.metrics)
-    report.files = _write_outputs(report, out_dir or ws.root / "validate" / space.name / target.name / device)
+    archs = tuple([(a, "random") for a in drawn] + given)
+    # every other random network fits; the rest, and any given architecture, judge
+    return Plan(table, tpath, plain, stored, fit, archs, frozenset(range(0, len(drawn), 2)) if fit else frozenset())
+
+
+def plan_table(space: SearchSpace, target: Target, ws: Workspace, device: str,
+               table_path: Path | None) -> tuple[LatencyTable, Path, LatencyModel, Calibration | None]:
+    """The complete table to judge, its plain sum and its stored calibration (or None)."""
+    table, tpath = _complete_table(space, target, ws, device, table_path)
+    return table, tpath, LatencyModel.from_table(table, space, calibrated=False), table_calibration(table, space)
+
+
+def validate(space: SearchSpace, target: Target, ws: Workspace, protocol: Protocol, cfg: ValidateConfig,
+             device: str = HOST_DEVICE, table_path: Path | None = None, derived: tuple[Path, ...] = (),
+             out_dir: Path | None = None, progress: bool = True) -> ValidateReport:
+    """Time the plan's networks here and judge the table's prediction of them."""
+    if device != HOST_DEVICE:
+        raise PipelineError(f"validate times networks on this machine ('{HOST_DEVICE}'); for '{device}' it writes "
+                            f"a bundle to time there (see 'pipeline validate --help', --measurements)")
+    reason = target.measurable_here()
+    if reason is not None:
+        raise PlatformUnsupported(f"cannot validate '{target.name}' here: {reason}; or name the device "
+                                  "(--device NAME) to get a bundle of networks to time there")
+    p = plan(space, ws, target, cfg, device, table_path, derived)
+    paths, rounds, rechecks = _measure_all(list(p.archs), space, target, protocol, ws, cfg, p.table, progress)
+    report = ValidateReport([], p.table_path, {}, None, rechecks=rechecks, target=target.name, protocol=protocol,
+                            wide_pct=cfg.wide_pct, rounds=cfg.rounds)
+    return judge(p, space, rounds, paths, report, out_dir or ws.root / "validate" / space.name / target.name / device)
+
+
+def judge(p: Plan, space: SearchSpace, rounds: list[list[float]], paths: list[Path | None], report: ValidateReport,
+          out_dir: Path) -> ValidateReport:
+    """Fit (when the plan says so) on the fitting networks, judge on the others, store the fit in
+    the table, and write validate.json and the plot. `report` brings how the networks were
+    measured (protocol, rechecks, source); its samples, metrics and calibration are filled here."""
+    fit_idx = sorted(p.fit_idx)
+    cal = fit_calibration(p.plain, space, [p.archs[i][0] for i in fit_idx],
+                          [float(np.median(rounds[i])) for i in fit_idx]) if p.fit else p.stored
+    # Judging a stored fit: a network it was fitted on is no evidence for it (a derived one can be).
+    fitted = set(fit_idx) if p.fit else {i for i, (b, _) in enumerate(p.archs)
+                                         if cal is not None and arch_key(b) in cal.fitted_keys}
+    report.samples = _samples(list(p.archs), paths, rounds, p.plain, cal, space, fitted)
+    if not any(not s.fitted for s in report.samples):
+        raise PipelineError("every measured network was fitted on, so none can judge the calibration; "
+                            "measure more networks (--samples)")
+    report.metrics, report.calibration, report.fitted_now = _metrics_by_predictor(report.samples), cal, p.fit
+    report.table_path = p.table_path
+    if p.fit:
+        _store(p.table, p.table_path, space, cal, report.metrics)
+    report.files = _write_outputs(report, out_dir)
     return report
 
 
@@ -265,7 +321,7 @@ def median_se_pct(rounds_ms: list[float] | tuple[float, ...]) -> float:
     return float(np.sqrt(np.pi / 2) * median_abs_deviation(a, scale="normal") / np.sqrt(len(a)) / np.median(a) * 100)
 
 
-def _samples(archs: list, paths: list[Path], rounds: list[list[float]], plain: LatencyModel, cal: Calibration | None,
+def _samples(archs: list, paths: list[Path | None], rounds: list[list[float]], plain: LatencyModel, cal: Calibration | None,
              space: SearchSpace, fit_idx: set[int]) -> list[Sample]:
     # An identity fit predicts what the plain sum does: no second column for it.
     calibrated = plain.with_calibration(cal, space) if cal is not None and not cal.is_identity else None
@@ -296,6 +352,8 @@ def _write_outputs(r: ValidateReport, out_dir: Path) -> dict[str, Path]:
     files = {"json": out_dir / "validate.json", "plot": out_dir / "validate.png"}
     write_json_atomic(files["json"], {
         "table": str(r.table_path.resolve()), "target": r.target, "protocol": r.protocol.to_dict() if r.protocol else None,
+        "measured_on": r.measured_on or None, "measurements": str(r.measurements) if r.measurements else None,
+        "missing": r.missing,
         "metrics": r.metrics, "noise": r.noise,
         "samples": [{"blocks": list(s.blocks), "origin": s.origin, "measured_ms": s.measured_ms,
                      "rounds_ms": list(s.rounds_ms), "table_sum_ms": s.table_sum_ms,

@@ -226,7 +226,7 @@ def test_validate_bad_inputs(micro_space_file: Path, tmp_path: Path) -> None:
     r = invoke("validate", "--space", micro_space_file, "--out", tmp_path)
     assert r.exit_code == 2 and "validate needs a complete table" in r.stderr
     r = invoke("validate", "--space", micro_space_file, "--out", tmp_path, "--device", "pixel1")
-    assert r.exit_code == 2 and "'host' tables only" in r.stderr
+    assert r.exit_code == 2 and "validate needs a complete table: no latency table for space 'micro' on desktop/pixel1" in r.stderr
     r = invoke("validate", "--space", micro_space_file, "--out", tmp_path, "--fit", "--samples", 5)
     assert r.exit_code == 2 and "--samples 5 is too few to fit and judge a calibration; use 20 or more" in r.stderr
 

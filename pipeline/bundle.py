@@ -1,0 +1,400 @@
+"""Validating a device this machine is not: a bundle of networks to time there, and the times brought back.
+
+`pipeline validate --device pixel1` cannot time a phone from here. It draws the networks a
+validate of that table would (seeded, so the same every time), exports each for the target and
+writes them into a bundle folder with a manifest, a `measurements.csv` to fill in and, where the
+runtime has a command-line timer that runs over adb, a script that times every network on the
+device with it (LiteRT's `benchmark_model`, ExecuTorch's `executor_runner`) and keeps each run's
+log. `pipeline validate --device pixel1 --measurements PATH` reads the times back (the CSV, or
+the script's folder of logs), and fits and judges the calibration as a validate here does; the
+fit is stored in the device's table, so search and export predict that device with it.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from tqdm import tqdm
+
+from blocks.architecture import Architecture
+from blocks.space import SearchSpace
+from pipeline.errors import PipelineError
+from pipeline.fileio import atomic_dir, atomic_path, read_json, write_json_atomic, write_text_atomic
+from pipeline.targets import Target
+from pipeline.workflow import export_architecture
+from pipeline.workspace import Workspace
+
+if TYPE_CHECKING:
+    from pipeline.validate import ValidateConfig, ValidateReport
+
+BUNDLE_FORMAT = "pipeline-validate-bundle"
+BUNDLE_VERSION = 1
+MANIFEST = "manifest.json"
+CSV_NAME = "measurements.csv"
+LOGS = "logs"
+SCRIPT = "time_on_device.sh"
+_LOG_NAME = re.compile(r"^(?P<net>net-\d+)\.r(?P<round>\d+)\.log$")
+
+
+@dataclass(frozen=True)
+class BundleNetwork:
+    name: str  # what measurements call it: net-00, net-01, ...
+    blocks: tuple[str, ...]
+    origin: str  # "random" or the architecture file it came from
+    file: str  # the exported network, relative to the bundle folder
+    fits: bool  # the calibration is fitted on it; the others judge it
+
+
+@dataclass(frozen=True)
+class Bundle:
+    folder: Path
+    target: str
+    runner: str
+    device: str
+    space: str
+    space_fingerprint: str
+    fit: bool  # the plan was to fit a new calibration (else to judge the table's)
+    threads: int
+    rounds: int
+    networks: tuple[BundleNetwork, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        del d["folder"]
+        d["networks"] = [{**asdict(n), "blocks": list(n.blocks)} for n in self.networks]
+        return {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, **d}
+
+
+def load_bundle(folder: Path) -> Bundle:
+    """The bundle whose manifest is in `folder`; anything else is a one-line error."""
+    path = folder / MANIFEST
+    d = read_json(path, "validate bundle manifest")
+    if not isinstance(d, dict) or d.get("format") != BUNDLE_FORMAT:
+        raise PipelineError(f"'{path}' is not a validate bundle manifest; point --measurements at a bundle's "
+                            f"{CSV_NAME} or {LOGS}/ folder")
+    if d.get("version") != BUNDLE_VERSION:
+        raise PipelineError(f"validate bundle '{path}' is version {d.get('version')}, this tool reads version "
+                            f"{BUNDLE_VERSION}; write the bundle again with this version's 'pipeline validate --device ...'")
+    try:
+        nets = tuple(BundleNetwork(str(n["name"]), tuple(n["blocks"]), str(n["origin"]), str(n["file"]), bool(n["fits"]))
+                     for n in d["networks"])
+        return Bundle(folder, str(d["target"]), str(d["runner"]), str(d["device"]), str(d["space"]),
+                      str(d["space_fingerprint"]), bool(d["fit"]), int(d["threads"]), int(d["rounds"]), nets)
+    except (KeyError, TypeError, ValueError) as e:
+        raise PipelineError(f"validate bundle manifest '{path}' is malformed ({e}); write the bundle again") from None
+
+
+# ---------------------------------------------------------------------------- the tools that time on a device
+def parse_benchmark_model(text: str) -> float:
+    """LiteRT `benchmark_model`'s log -> ms per run. The median of the timed runs where the
+    tool prints one (recent versions add `median=` to the last `count=` line, the timed runs; the
+    one before it is the warm-up), else their average (`Inference (avg)`). Both are in µs."""
+    if "Inference timings in us" not in text:
+        raise ValueError("it has no 'Inference timings in us' line, so benchmark_model did not finish")
+    medians = re.findall(r"^.*\bcount=\d+\b.*\bmedian=([0-9.eE+-]+)", text, re.MULTILINE)
+    if medians:
+        return float(medians[-1]) / 1000.0
+    avg = re.search(r"Inference \(avg\): ([0-9.eE+-]+)", text)
+    if avg is None:
+        raise ValueError("its 'Inference timings in us' line has no 'Inference (avg)'")
+    return float(avg.group(1)) / 1000.0
+
+
+def parse_executor_runner(text: str) -> float:
+    """ExecuTorch `executor_runner`'s log -> ms per run: the total it prints over its
+    `--num_executions` runs, divided by their number (the first run is in it: the runner has no
+    warm-up, so time enough runs that it does not matter)."""
+    m = re.search(r"Model executed successfully (\d+) time\(s\) in ([0-9.eE+-]+) ms", text)
+    if m is None:
+        raise ValueError("it has no 'Model executed successfully N time(s) in T ms' line (an executor_runner "
+                         "older than ExecuTorch 0.4 does not print its time; build a newer one)")
+    return float(m.group(2)) / int(m.group(1))
+
+
+@dataclass(frozen=True)
+class DeviceTool:
+    """A runtime's own command-line timer, run on an Android device over adb."""
+
+    tool: str  # what the user must put on the device
+    env: str  # the variable that says where it is on the device
+    default_path: str
+    command: str  # one network's command, run by the device's shell; the script sets $TOOL and $THREADS
+    parse: Callable[[str], float]
+    notes: str
+
+
+# Keyed by runner name (a target's `runner`), since the timer must be the target's runtime.
+DEVICE_TOOLS: dict[str, DeviceTool] = {
+    "litert": DeviceTool(
+        "LiteRT's benchmark_model for the device's CPU (android_aarch64_benchmark_model from LiteRT's releases)",
+        "BENCHMARK_MODEL", "/data/local/tmp/benchmark_model",
+        "'$TOOL' --graph='$MODEL' --num_threads=$THREADS --use_xnnpack=true --warmup_runs=1 --num_runs=50 --min_secs=1",
+        parse_benchmark_model,
+        "each run: one warm-up, then at least 50 timed runs and 1 s (benchmark_model's defaults), XNNPACK as the "
+        "table was timed"),
+    "executorch": DeviceTool(
+        "ExecuTorch's executor_runner built for Android with XNNPACK (cmake -DEXECUTORCH_BUILD_XNNPACK=ON)",
+        "EXECUTOR_RUNNER", "/data/local/tmp/executor_runner",
+        "'$TOOL' --model_path='$MODEL' --num_executions=50 --cpu_threads=$THREADS",
+        parse_executor_runner,
+        "each run: 50 executions timed together (executor_runner has no separate warm-up)"),
+}
+
+
+def _script(b: Bundle, tool: DeviceTool, then: str) -> str:
+    names = " ".join(n.name for n in b.networks)
+    suffixes = {Path(n.file).suffix for n in b.networks}
+    (suffix,) = suffixes
+    command = tool.command.replace("$MODEL", '$DIR/$n' + suffix)
+    return f"""#!/bin/sh
+# Time the {len(b.networks)} networks of this bundle on an Android device ({b.device}) over adb with
+# {tool.tool}.
+# {tool.notes}.
+# Rounds alternate direction, so no network is always timed first or last; every run's log is
+# kept in {LOGS}/ (net-NN.rK.log), and a run whose log is already there is not repeated, so an
+# interrupted run resumes where it stopped. Then, where this bundle was written:
+#   {then}
+#
+# Settings (environment variables):
+#   {tool.env}  the tool on the device [{tool.default_path}]
+#   ROUNDS    rounds over all networks [{b.rounds}]
+#   THREADS   runtime threads, as the table was timed [{b.threads}]
+#   TASKSET   a prefix that pins the tool to cores, e.g. "taskset f0" for the big cores []
+#   COOLDOWN  seconds to rest between runs, against thermal throttling [1]
+#   ADB       the adb command, e.g. "adb -s SERIAL" [adb]
+set -eu
+cd "$(dirname "$0")"
+ADB=${{ADB:-adb}}
+TOOL=${{{tool.env}:-{tool.default_path}}}
+ROUNDS=${{ROUNDS:-{b.rounds}}}
+THREADS=${{THREADS:-{b.threads}}}
+TASKSET=${{TASKSET:-}}
+COOLDOWN=${{COOLDOWN:-1}}
+DIR=/data/local/tmp/pipeline-validate-{b.device}
+NETS="{names}"
+REVERSED=""
+for n in $NETS; do REVERSED="$n $REVERSED"; done
+
+mkdir -p {LOGS}
+$ADB shell "test -x '$TOOL'" || {{ echo "no executable tool at $TOOL on the device: push it there (adb push TOOL $TOOL; adb shell chmod +x $TOOL) or set {tool.env}" >&2; exit 1; }}
+$ADB shell mkdir -p "$DIR" >/dev/null
+for n in $NETS; do
+  $ADB push "networks/$n{suffix}" "$DIR/$n{suffix}" >/dev/null
+done
+failed=0
+r=0
+while [ "$r" -lt "$ROUNDS" ]; do
+  if [ $((r % 2)) -eq 0 ]; then order=$NETS; else order=$REVERSED; fi
+  for n in $order; do
+    log="{LOGS}/$n.r$r.log"
+    [ -s "$log" ] && continue
+    if $ADB shell "$TASKSET {command}" >"$log.tmp" 2>&1; then
+      mv "$log.tmp" "$log"
+    else
+      echo "$n, round $r: the tool failed; its output is in $log.tmp" >&2
+      failed=$((failed + 1))
+    fi
+    sleep "$COOLDOWN"
+  done
+  echo "round $((r + 1)) of $ROUNDS done" >&2
+  r=$((r + 1))
+done
+$ADB shell rm -r "$DIR" >/dev/null
+[ "$failed" -eq 0 ] || {{ echo "$failed run(s) failed (see {LOGS}/*.tmp); run this script again to retry them" >&2; exit 1; }}
+"""
+
+
+# ---------------------------------------------------------------------------- writing a bundle
+def bundle_command(b: Bundle, space_arg: str, measurements: str) -> str:
+    return (f"pipeline validate --target {b.target} --device {b.device} --space {space_arg} "
+            f"--measurements {measurements}")
+
+
+def write_bundle(archs: list[tuple[tuple[str, ...], str]], fit_idx: frozenset[int], fit: bool, space: SearchSpace,
+                 space_arg: str, target: Target, ws: Workspace, device: str, threads: int, rounds: int, folder: Path,
+                 progress: bool = True) -> Bundle:
+    """Export `archs` for `target` into `folder` with a manifest, a CSV to fill in and (where a
+    device tool exists for the target's runtime) the script that times them over adb."""
+    exporter = target.make_exporter()
+    nets = tuple(BundleNetwork(f"net-{i:02d}", blocks, origin, f"networks/net-{i:02d}{exporter.suffix}", i in fit_idx)
+                 for i, (blocks, origin) in enumerate(archs))
+    b = Bundle(folder, target.name, target.runner, device, space.name, space.fingerprint, fit, threads, rounds, nets)
+    _refuse_other_networks(b)
+    for n in tqdm(nets, desc=f"export {target.name}", unit="net", disable=not progress):
+        artifact, _ = export_architecture(Architecture(space, n.blocks, {}), target, ws.cache)
+        _copy(artifact.path, folder / n.file)
+    tool = DEVICE_TOOLS.get(target.runner)
+    if tool is not None:
+        write_text_atomic(folder / SCRIPT, _script(b, tool, bundle_command(b, space_arg, f"{folder}/{LOGS}")))
+        (folder / SCRIPT).chmod(0o755)
+    csv_path = folder / CSV_NAME
+    if not csv_path.exists():  # never over a file the user may have filled in
+        write_text_atomic(csv_path, "network,ms\n" + "".join(f"{n.name},\n" for n in nets))
+    write_text_atomic(folder / "README.txt", _readme(b, tool, space_arg))
+    write_json_atomic(folder / MANIFEST, b.to_dict())
+    return b
+
+
+def _refuse_other_networks(b: Bundle) -> None:
+    """A bundle already in the folder with other networks may hold their measurements: keep it."""
+    if not (b.folder / MANIFEST).exists():
+        return
+    old = load_bundle(b.folder)
+    if [(n.name, n.blocks) for n in old.networks] != [(n.name, n.blocks) for n in b.networks]:
+        raise PipelineError(f"'{b.folder}' holds a bundle of other networks (and maybe their measurements; the table's "
+                            "calibration has changed since it was written); move it away, or pass another --seed")
+
+
+def _copy(src: Path, dst: Path) -> None:
+    if src.is_dir():  # a Core ML .mlpackage
+        with atomic_dir(dst) as tmp:
+            shutil.copytree(src, tmp)
+    else:
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
+
+
+def _readme(b: Bundle, tool: DeviceTool | None, space_arg: str) -> str:
+    n_fit = sum(n.fits for n in b.networks)
+    role = (f"{n_fit} of them fit a calibration of the {b.device} table, the other {len(b.networks) - n_fit} judge it"
+            if b.fit else "they judge the table's prediction (no new fit)")
+    threads = "" if b.runner.endswith("coreml") else f" ({b.threads} thread(s))"  # Core ML picks its own
+    parts = [f"Networks of space '{b.space}' exported for target '{b.target}', to time on device '{b.device}'.\n"
+             f"{len(b.networks)} networks in networks/; {role}. {MANIFEST} lists each one's blocks.\n\n"
+             f"Time them on the device as the table was timed{threads}, each network several times\n"
+             "(the median is taken), in rounds over all of them, with the device cool and idle. Run the\n"
+             "commands below from the folder where 'pipeline validate' wrote this bundle.\n"]
+    if tool is not None:
+        parts.append(f"With {SCRIPT} (it needs adb and {tool.tool};\nits first lines list its settings), then:\n\n"
+                     f"    {bundle_command(b, space_arg, f'{b.folder}/{LOGS}')}\n")
+    parts.append(f"{'Or time them with any tool you trust and write' if tool else 'Write'} one row per network and "
+                 f"round into {CSV_NAME}\n(network,ms: milliseconds per inference, steady state), then:\n\n"
+                 f"    {bundle_command(b, space_arg, f'{b.folder}/{CSV_NAME}')}\n")
+    if b.runner.endswith("coreml"):
+        parts.append(_COREML_HOWTO)
+    return "\n".join(parts)
+
+
+_COREML_HOWTO = """On an iPhone: open each .mlpackage in Xcode, choose the Performance tab, pick the connected
+iPhone and create a report; its median prediction time is the number to write.
+"""
+
+
+# ---------------------------------------------------------------------------- reading measurements
+def bundle_folder(measurements: Path) -> Path:
+    """The bundle a measurements file or logs folder belongs to: the folder with the manifest."""
+    for folder in (measurements, measurements.parent):
+        if folder.is_dir() and (folder / MANIFEST).is_file():
+            return folder
+    raise PipelineError(f"no {MANIFEST} beside '{measurements}'; --measurements takes the {CSV_NAME} or the "
+                        f"{LOGS}/ folder of a bundle that 'pipeline validate --device NAME' wrote")
+
+
+def read_measurements(path: Path, b: Bundle) -> dict[str, list[float]]:
+    """Each network's measured ms, one per round, from a CSV (network,ms) or a folder of logs
+    of the target's device tool. Networks without any are absent."""
+    if not path.exists():
+        raise PipelineError(f"measurements '{path}' do not exist; check the path")
+    known = {n.name for n in b.networks}
+    out: dict[str, list[float]] = {}
+    rows = _read_logs(path, b) if path.is_dir() else _read_csv(path)
+    for name, ms, where in rows:
+        if name not in known:
+            raise PipelineError(f"{where}: network '{name}' is not in the bundle (it has net-00 to "
+                                f"net-{len(known) - 1:02d}); these measurements belong to another bundle")
+        if not ms > 0:
+            raise PipelineError(f"{where}: {ms} ms is not a latency; give milliseconds per inference, above 0")
+        out.setdefault(name, []).append(ms)
+    if not out:
+        raise PipelineError(f"'{path}' holds no measurements yet; time the networks first (see "
+                            f"{b.folder / 'README.txt'})")
+    return out
+
+
+def _read_csv(path: Path) -> list[tuple[str, float, str]]:
+    rows = []
+    with path.open(newline="") as f:
+        reader = csv.reader(line for line in f if not line.lstrip().startswith("#"))
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header[:2]] != ["network", "ms"]:
+            raise PipelineError(f"{path}: the first line must be the header 'network,ms'")
+        for i, row in enumerate(reader, start=2):
+            if not row or not row[0].strip():
+                continue
+            if len(row) < 2 or not row[1].strip():
+                continue  # a network not timed (yet): the template lists every one
+            try:
+                rows.append((row[0].strip(), float(row[1]), f"{path}:{i}"))
+            except ValueError:
+                raise PipelineError(f"{path}:{i}: '{row[1]}' is not a number of milliseconds") from None
+    return rows
+
+
+def _read_logs(folder: Path, b: Bundle) -> list[tuple[str, float, str]]:
+    tool = DEVICE_TOOLS.get(b.runner)
+    if tool is None:
+        raise PipelineError(f"'{folder}' is a folder, but target '{b.target}' has no device tool whose logs this "
+                            f"tool reads; write the times into {b.folder / CSV_NAME} and pass that")
+    rows = []
+    for log in sorted(folder.iterdir()):
+        m = _LOG_NAME.match(log.name)
+        if m is None:
+            continue  # a failed run's .tmp, or anything else the user keeps there
+        try:
+            ms = tool.parse(log.read_text(errors="replace"))
+        except ValueError as e:
+            raise PipelineError(f"{log}: {e}; delete it and run {SCRIPT} again to re-time that run") from None
+        rows.append((m["net"], ms, str(log)))
+    return rows
+
+
+# ---------------------------------------------------------------------------- the two steps
+def prepare(space: SearchSpace, space_arg: str, target: Target, ws: Workspace, cfg: ValidateConfig, device: str,
+            threads: int, table_path: Path | None = None, derived: tuple[Path, ...] = (),
+            progress: bool = True) -> Bundle:
+    """Step one for a device this machine is not: the bundle of the networks validate would time."""
+    from pipeline.validate import plan
+
+    p = plan(space, ws, target, cfg, device, table_path, derived)
+    # Named by what it is for: after its times have fitted a calibration, the next bundle
+    # (drawn to judge that fit) goes beside it rather than over its measurements.
+    folder = ws.root / "validate" / space.name / target.name / device / f"bundle-{'fit' if p.fit else 'judge'}-seed{cfg.seed}"
+    return write_bundle(list(p.archs), p.fit_idx, p.fit, space, space_arg, target, ws, device, threads, cfg.rounds,
+                        folder, progress)
+
+
+def validate_measured(space: SearchSpace, target: Target, ws: Workspace, cfg: ValidateConfig, device: str,
+                      measurements: Path, table_path: Path | None = None) -> ValidateReport:
+    """Step two: judge the table (fitting first, as the bundle planned or --fit/--no-fit say) on
+    the times measured on the device."""
+    from pipeline.validate import Plan, ValidateReport, judge, plan_table
+
+    b = load_bundle(bundle_folder(measurements))
+    for what, have, want in (("target", b.target, target.name), ("device", b.device, device),
+                             ("space", b.space_fingerprint, space.fingerprint)):
+        if have != want:
+            shown = (b.space, space.name) if what == "space" else (have, want)
+            raise PipelineError(f"the bundle at '{b.folder}' was written for {what} '{shown[0]}', not '{shown[1]}'; "
+                                f"pass the same --target, --device and --space as when it was written")
+    table, tpath, plain, stored = plan_table(space, target, ws, device, table_path)
+    fit = b.fit if cfg.fit is None else cfg.fit
+    if not fit:
+        fits: set[int] = set()
+    elif b.fit:
+        fits = {i for i, n in enumerate(b.networks) if n.fits}
+    else:  # drawn to judge the stored fit, refitted now (--fit): every other random network fits
+        fits = {i for i in range(0, len(b.networks), 2) if b.networks[i].origin == "random"}
+    times = read_measurements(measurements, b)
+    p = Plan(table, tpath, plain, stored, fit, tuple((n.blocks, n.origin) for n in b.networks), frozenset(fits))
+    keep = [i for i, n in enumerate(b.networks) if n.name in times]
+    p = p.subset(keep)
+    rounds = [times[b.networks[i].name] for i in keep]
+    paths: list[Path | None] = [(b.folder / b.networks[i].file).resolve() for i in keep]
+    report = ValidateReport([], tpath, {}, None, target=target.name, measured_on=device,
+                            measurements=measurements.resolve(), missing=[n.name for n in b.networks if n.name not in times])
+    return judge(p, space, rounds, paths, report, b.folder.parent)
