@@ -13,6 +13,7 @@ fit is stored in the device's table, so search and export predict that device wi
 from __future__ import annotations
 
 import csv
+import os
 import re
 import shutil
 from dataclasses import asdict, dataclass
@@ -251,12 +252,21 @@ def _refuse_other_networks(b: Bundle) -> None:
 
 
 def _copy(src: Path, dst: Path) -> None:
+    """Hard-link `src` (from the export cache) into the bundle, else copy it: FBNet-sized
+    networks are 10-20 MB each. A link is safe, since the cache replaces files, never edits them."""
+    def link_or_copy(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:  # another file system, or one without links
+            shutil.copy2(a, b)
+
     if src.is_dir():  # a Core ML .mlpackage
         with atomic_dir(dst) as tmp:
-            shutil.copytree(src, tmp)
+            shutil.copytree(src, tmp, copy_function=link_or_copy)
     else:
         with atomic_path(dst) as tmp:
-            shutil.copyfile(src, tmp)
+            tmp.unlink()
+            link_or_copy(str(src), str(tmp))
 
 
 def _readme(b: Bundle, tool: DeviceTool | None, space_arg: str) -> str:

@@ -267,3 +267,20 @@ def test_the_android_script_times_every_network_resumes_and_its_logs_fit_the_tab
                "--measurements", folder / "logs")
     assert r.exit_code == 2 and "net-05.r1.log: it has no 'Inference timings in us' line" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_an_iphone_bundle_holds_core_ml_packages_and_says_how_to_time_them(micro_space, micro_space_file: Path,
+                                                                           tmp_path: Path) -> None:
+    out = tmp_path / "ws"
+    make_table(micro_space, target="ios", device="iphone15").save(out / "tables/micro/ios/iphone15.json")
+    r = invoke("validate", "--space", micro_space_file, "--out", out, "--target", "ios", "--device", "iphone15",
+               "--samples", 4)
+    assert r.exit_code == 0, r.output
+    folder = out / "validate/micro/ios/iphone15/bundle-judge-seed0"  # 4 networks are too few to fit: they judge
+    assert f"--measurements {folder}/measurements.csv" in r.output
+    packages = sorted(folder.glob("networks/*.mlpackage"))
+    assert [p.name for p in packages] == [f"net-{i:02d}.mlpackage" for i in range(4)]
+    assert all((p / "Manifest.json").is_file() for p in packages) and not (folder / "time_on_device.sh").exists()
+    readme = (folder / "README.txt").read_text()
+    assert "open each .mlpackage in Xcode, choose the Performance tab" in readme and "thread" not in readme
