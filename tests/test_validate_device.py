@@ -23,6 +23,14 @@ def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
+def write_bundle(space, space_file: Path, out: Path, target: str, device: str, *args) -> str:
+    """A hand-made table for (target, device), then `validate --device` on it: the bundle's output."""
+    make_table(space, target=target, device=device).save(out / f"tables/micro/{target}/{device}.json")
+    r = invoke("validate", "--space", space_file, "--out", out, "--target", target, "--device", device, *args)
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
 def _ort_ms(path: Path) -> float:
     """The median of 30 runs with ONNX Runtime's own API: a stand-in for timing on the device."""
     import time
@@ -104,9 +112,8 @@ def test_a_device_bundle_is_timed_elsewhere_and_its_times_fit_the_device_table(m
 
 def test_device_measurements_bad_input(micro_space, micro_space_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "ws"
-    make_table(micro_space, device="laptop").save(out / "tables/micro/desktop/laptop.json")
-    r = invoke("validate", "--space", micro_space_file, "--out", out, "--device", "laptop", "--samples", 8, "--json")
-    folder = Path(json.loads(r.output)["bundle"])
+    folder = Path(json.loads(write_bundle(micro_space, micro_space_file, out, "desktop", "laptop", "--samples", 8,
+                                          "--json"))["bundle"])
     csv = folder / "measurements.csv"
 
     def judged(text: str | None, *extra):
@@ -214,12 +221,9 @@ print(f"INFO: Inference timings in us: Init: 1, First inference: 1, Warmup (avg)
 def test_the_android_script_times_every_network_resumes_and_its_logs_fit_the_table(micro_space, micro_space_file: Path,
                                                                                    tmp_path: Path) -> None:
     out = tmp_path / "ws"
-    make_table(micro_space, target="android", device="pixel1").save(out / "tables/micro/android/pixel1.json")
-    r = invoke("validate", "--space", micro_space_file, "--out", out, "--target", "android", "--device", "pixel1",
-               "--samples", 8, "--rounds", 2)
-    assert r.exit_code == 0, r.output
+    said = write_bundle(micro_space, micro_space_file, out, "android", "pixel1", "--samples", 8, "--rounds", 2)
     folder = out / "validate/micro/android/pixel1/bundle-fit-seed0"
-    assert f"sh {folder}/time_on_device.sh" in r.output and f"--measurements {folder}/logs" in r.output
+    assert f"sh {folder}/time_on_device.sh" in said and f"--measurements {folder}/logs" in said
     device = tmp_path / "device"
     tool = device / "data/local/tmp/benchmark_model"
     tool.parent.mkdir(parents=True)
@@ -273,12 +277,9 @@ def test_the_android_script_times_every_network_resumes_and_its_logs_fit_the_tab
 def test_an_iphone_bundle_holds_core_ml_packages_and_says_how_to_time_them(micro_space, micro_space_file: Path,
                                                                            tmp_path: Path) -> None:
     out = tmp_path / "ws"
-    make_table(micro_space, target="ios", device="iphone15").save(out / "tables/micro/ios/iphone15.json")
-    r = invoke("validate", "--space", micro_space_file, "--out", out, "--target", "ios", "--device", "iphone15",
-               "--samples", 4)
-    assert r.exit_code == 0, r.output
+    said = write_bundle(micro_space, micro_space_file, out, "ios", "iphone15", "--samples", 4)
     folder = out / "validate/micro/ios/iphone15/bundle-judge-seed0"  # 4 networks are too few to fit: they judge
-    assert f"--measurements {folder}/measurements.csv" in r.output
+    assert f"--measurements {folder}/measurements.csv" in said
     packages = sorted(folder.glob("networks/*.mlpackage"))
     assert [p.name for p in packages] == [f"net-{i:02d}.mlpackage" for i in range(4)]
     assert all((p / "Manifest.json").is_file() for p in packages) and not (folder / "time_on_device.sh").exists()
