@@ -13,8 +13,10 @@ fit is stored in the device's table, so search and export predict that device wi
 from __future__ import annotations
 
 import csv
+import math
 import os
 import re
+import shlex
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -63,6 +65,9 @@ class Bundle:
     threads: int
     rounds: int
     networks: tuple[BundleNetwork, ...]
+    # `pipeline validate` as it was run to write the bundle (workspace, table, target file and
+    # options, plugins), so the command that reads the times back works from where it was run
+    command: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -85,7 +90,8 @@ def load_bundle(folder: Path) -> Bundle:
         nets = tuple(BundleNetwork(str(n["name"]), tuple(n["blocks"]), str(n["origin"]), str(n["file"]), bool(n["fits"]))
                      for n in d["networks"])
         return Bundle(folder, str(d["target"]), str(d["runner"]), str(d["device"]), str(d["space"]),
-                      str(d["space_fingerprint"]), bool(d["fit"]), int(d["threads"]), int(d["rounds"]), nets)
+                      str(d["space_fingerprint"]), bool(d["fit"]), int(d["threads"]), int(d["rounds"]), nets,
+                      str(d["command"]))
     except (KeyError, TypeError, ValueError) as e:
         raise PipelineError(f"validate bundle manifest '{path}' is malformed ({e}); write the bundle again") from None
 
@@ -112,8 +118,9 @@ def parse_executor_runner(text: str) -> float:
     warm-up, so time enough runs that it does not matter)."""
     m = re.search(r"Model executed successfully (\d+) time\(s\) in ([0-9.eE+-]+) ms", text)
     if m is None:
-        raise ValueError("it has no 'Model executed successfully N time(s) in T ms' line (an executor_runner "
-                         "older than ExecuTorch 0.4 does not print its time; build a newer one)")
+        raise ValueError("it has no 'Model executed successfully N time(s) in T ms' line: build executor_runner "
+                         "with -DEXECUTORCH_ENABLE_LOGGING=ON and -DEXECUTORCH_PAL_DEFAULT=posix (a Release build "
+                         "logs nothing, the Android PAL logs to logcat), from ExecuTorch 0.4 or later")
     return float(m.group(2)) / int(m.group(1))
 
 
@@ -136,10 +143,12 @@ DEVICE_TOOLS: dict[str, DeviceTool] = {
         "BENCHMARK_MODEL", "/data/local/tmp/benchmark_model",
         "'$TOOL' --graph='$MODEL' --num_threads=$THREADS --use_xnnpack=true --warmup_runs=1 --num_runs=50 --min_secs=1",
         parse_benchmark_model,
-        "each run: one warm-up, then at least 50 timed runs and 1 s (benchmark_model's defaults), XNNPACK as the "
-        "table was timed"),
+        "each run: warm-up runs (at least one, and 0.5 s), then at least 50 timed runs and 1 s (benchmark_model's "
+        "defaults), with XNNPACK as the table was timed"),
     "executorch": DeviceTool(
-        "ExecuTorch's executor_runner built for Android with XNNPACK (cmake -DEXECUTORCH_BUILD_XNNPACK=ON)",
+        "ExecuTorch's executor_runner built for Android with XNNPACK and its log on stderr (cmake "
+        "-DEXECUTORCH_BUILD_EXECUTOR_RUNNER=ON -DEXECUTORCH_BUILD_XNNPACK=ON -DEXECUTORCH_ENABLE_LOGGING=ON "
+        "-DEXECUTORCH_PAL_DEFAULT=posix)",
         "EXECUTOR_RUNNER", "/data/local/tmp/executor_runner",
         "'$TOOL' --model_path='$MODEL' --num_executions=50 --cpu_threads=$THREADS",
         parse_executor_runner,
@@ -176,7 +185,7 @@ ROUNDS=${{ROUNDS:-{b.rounds}}}
 THREADS=${{THREADS:-{b.threads}}}
 TASKSET=${{TASKSET:-}}
 COOLDOWN=${{COOLDOWN:-1}}
-DIR=/data/local/tmp/pipeline-validate-{b.device}
+DIR=/data/local/tmp/pipeline-validate-{re.sub(r"[^A-Za-z0-9._-]", "_", b.device)}
 NETS="{names}"
 REVERSED=""
 for n in $NETS; do REVERSED="$n $REVERSED"; done
@@ -205,38 +214,38 @@ while [ "$r" -lt "$ROUNDS" ]; do
   echo "round $((r + 1)) of $ROUNDS done" >&2
   r=$((r + 1))
 done
-$ADB shell rm -r "$DIR" >/dev/null
+$ADB shell rm -r "$DIR" >/dev/null || true
 [ "$failed" -eq 0 ] || {{ echo "$failed run(s) failed (see {LOGS}/*.tmp); run this script again to retry them" >&2; exit 1; }}
 """
 
 
 # ---------------------------------------------------------------------------- writing a bundle
-def bundle_command(b: Bundle, space_arg: str, measurements: str) -> str:
-    return (f"pipeline validate --target {b.target} --device {b.device} --space {space_arg} "
-            f"--measurements {measurements}")
+def bundle_command(b: Bundle, measurements: Path) -> str:
+    return f"{b.command} --measurements {shlex.quote(str(measurements))}"
 
 
 def write_bundle(archs: list[tuple[tuple[str, ...], str]], fit_idx: frozenset[int], fit: bool, space: SearchSpace,
-                 space_arg: str, target: Target, ws: Workspace, device: str, threads: int, rounds: int, folder: Path,
+                 command: str, target: Target, ws: Workspace, device: str, threads: int, rounds: int, folder: Path,
                  progress: bool = True) -> Bundle:
     """Export `archs` for `target` into `folder` with a manifest, a CSV to fill in and (where a
     device tool exists for the target's runtime) the script that times them over adb."""
     exporter = target.make_exporter()
     nets = tuple(BundleNetwork(f"net-{i:02d}", blocks, origin, f"networks/net-{i:02d}{exporter.suffix}", i in fit_idx)
                  for i, (blocks, origin) in enumerate(archs))
-    b = Bundle(folder, target.name, target.runner, device, space.name, space.fingerprint, fit, threads, rounds, nets)
+    b = Bundle(folder, target.name, target.runner, device, space.name, space.fingerprint, fit, threads, rounds, nets,
+               command)
     _refuse_other_networks(b)
     for n in tqdm(nets, desc=f"export {target.name}", unit="net", disable=not progress):
         artifact, _ = export_architecture(Architecture(space, n.blocks, {}), target, ws.cache)
         _copy(artifact.path, folder / n.file)
     tool = DEVICE_TOOLS.get(target.runner)
     if tool is not None:
-        write_text_atomic(folder / SCRIPT, _script(b, tool, bundle_command(b, space_arg, f"{folder}/{LOGS}")))
+        write_text_atomic(folder / SCRIPT, _script(b, tool, bundle_command(b, folder / LOGS)))
         (folder / SCRIPT).chmod(0o755)
     csv_path = folder / CSV_NAME
     if not csv_path.exists():  # never over a file the user may have filled in
         write_text_atomic(csv_path, "network,ms\n" + "".join(f"{n.name},\n" for n in nets))
-    write_text_atomic(folder / "README.txt", _readme(b, tool, space_arg))
+    write_text_atomic(folder / "README.txt", _readme(b, tool))
     write_json_atomic(folder / MANIFEST, b.to_dict())
     return b
 
@@ -245,7 +254,10 @@ def _refuse_other_networks(b: Bundle) -> None:
     """A bundle already in the folder with other networks may hold their measurements: keep it."""
     if not (b.folder / MANIFEST).exists():
         return
-    old = load_bundle(b.folder)
+    try:
+        old = load_bundle(b.folder)
+    except PipelineError as e:
+        raise PipelineError(f"{e} (to write a new bundle, move '{b.folder}' away first)") from None
     if [(n.name, n.blocks) for n in old.networks] != [(n.name, n.blocks) for n in b.networks]:
         raise PipelineError(f"'{b.folder}' holds a bundle of other networks (and maybe their measurements; the table's "
                             "calibration has changed since it was written); move it away, or pass another --seed")
@@ -269,11 +281,12 @@ def _copy(src: Path, dst: Path) -> None:
             link_or_copy(str(src), str(tmp))
 
 
-def _readme(b: Bundle, tool: DeviceTool | None, space_arg: str) -> str:
+def _readme(b: Bundle, tool: DeviceTool | None) -> str:
     n_fit = sum(n.fits for n in b.networks)
     role = (f"{n_fit} of them fit a calibration of the {b.device} table, the other {len(b.networks) - n_fit} judge it"
             if b.fit else "they judge the table's prediction (no new fit)")
-    threads = "" if b.runner.endswith("coreml") else f" ({b.threads} thread(s))"  # Core ML picks its own
+    packages = all(n.file.endswith(".mlpackage") for n in b.networks)
+    threads = "" if packages else f" ({b.threads} thread(s))"  # Core ML picks its own compute units
     parts = [f"Networks of space '{b.space}' exported for target '{b.target}', to time on device '{b.device}'.\n"
              f"{len(b.networks)} networks in networks/; {role}. {MANIFEST} lists each one's blocks.\n\n"
              f"Time them on the device as the table was timed{threads}, each network several times\n"
@@ -281,11 +294,11 @@ def _readme(b: Bundle, tool: DeviceTool | None, space_arg: str) -> str:
              "commands below from the folder where 'pipeline validate' wrote this bundle.\n"]
     if tool is not None:
         parts.append(f"With {SCRIPT} (it needs adb and {tool.tool};\nits first lines list its settings), then:\n\n"
-                     f"    {bundle_command(b, space_arg, f'{b.folder}/{LOGS}')}\n")
+                     f"    {bundle_command(b, b.folder / LOGS)}\n")
     parts.append(f"{'Or time them with any tool you trust and write' if tool else 'Write'} one row per network and "
                  f"round into {CSV_NAME}\n(network,ms: milliseconds per inference, steady state), then:\n\n"
-                 f"    {bundle_command(b, space_arg, f'{b.folder}/{CSV_NAME}')}\n")
-    if b.runner.endswith("coreml"):
+                 f"    {bundle_command(b, b.folder / CSV_NAME)}\n")
+    if packages:
         parts.append(_COREML_HOWTO)
     return "\n".join(parts)
 
@@ -317,7 +330,7 @@ def read_measurements(path: Path, b: Bundle) -> dict[str, list[float]]:
         if name not in known:
             raise PipelineError(f"{where}: network '{name}' is not in the bundle (it has net-00 to "
                                 f"net-{len(known) - 1:02d}); these measurements belong to another bundle")
-        if not ms > 0:
+        if not (ms > 0 and math.isfinite(ms)):
             raise PipelineError(f"{where}: {ms} ms is not a latency; give milliseconds per inference, above 0")
         out.setdefault(name, []).append(ms)
     if not out:
@@ -328,20 +341,29 @@ def read_measurements(path: Path, b: Bundle) -> dict[str, list[float]]:
 
 def _read_csv(path: Path) -> list[tuple[str, float, str]]:
     rows = []
-    with path.open(newline="") as f:
-        reader = csv.reader(line for line in f if not line.lstrip().startswith("#"))
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header[:2]] != ["network", "ms"]:
-            raise PipelineError(f"{path}: the first line must be the header 'network,ms'")
-        for i, row in enumerate(reader, start=2):
-            if not row or not row[0].strip():
-                continue
-            if len(row) < 2 or not row[1].strip():
-                continue  # a network not timed (yet): the template lists every one
-            try:
-                rows.append((row[0].strip(), float(row[1]), f"{path}:{i}"))
-            except ValueError:
-                raise PipelineError(f"{path}:{i}: '{row[1]}' is not a number of milliseconds") from None
+    try:
+        # utf-8-sig: spreadsheets write a byte-order mark; comment lines are blanked, not
+        # dropped, so that line numbers in messages are the file's
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader("\n" if line.lstrip().startswith("#") else line for line in f)
+            header = next((r for r in reader if r), None)
+            if header is None or [h.strip() for h in header] != ["network", "ms"]:
+                raise PipelineError(f"{path}: the first line must be the header 'network,ms'")
+            for row in reader:
+                where = f"{path}:{reader.line_num}"
+                cells = [c.strip() for c in row]
+                if not any(cells) or len(cells) == 2 and not cells[1]:
+                    continue  # blank, or a network not timed (yet): the template lists every one
+                if len(cells) != 2:
+                    raise PipelineError(f"{where}: a row is 'network,ms' (two fields, a decimal point, no comma in "
+                                        f"the number), not '{','.join(row)}'")
+                try:
+                    ms = float(cells[1])
+                except ValueError:
+                    raise PipelineError(f"{where}: '{cells[1]}' is not a number of milliseconds") from None
+                rows.append((cells[0], ms, where))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise PipelineError(f"{path} is not a readable CSV ({e}); save it as UTF-8 text") from None
     return rows
 
 
@@ -351,10 +373,8 @@ def _read_logs(folder: Path, b: Bundle) -> list[tuple[str, float, str]]:
         raise PipelineError(f"'{folder}' is a folder, but target '{b.target}' has no device tool whose logs this "
                             f"tool reads; write the times into {b.folder / CSV_NAME} and pass that")
     rows = []
-    for log in sorted(folder.iterdir()):
-        m = _LOG_NAME.match(log.name)
-        if m is None:
-            continue  # a failed run's .tmp, or anything else the user keeps there
+    logs = [(m, p) for p in folder.iterdir() if (m := _LOG_NAME.match(p.name))]  # not a failed run's .tmp
+    for m, log in sorted(logs, key=lambda mp: (mp[0]["net"], int(mp[0]["round"]))):  # r10 after r2
         try:
             ms = tool.parse(log.read_text(errors="replace"))
         except ValueError as e:
@@ -364,7 +384,7 @@ def _read_logs(folder: Path, b: Bundle) -> list[tuple[str, float, str]]:
 
 
 # ---------------------------------------------------------------------------- the two steps
-def prepare(space: SearchSpace, space_arg: str, target: Target, ws: Workspace, cfg: ValidateConfig, device: str,
+def prepare(space: SearchSpace, command: str, target: Target, ws: Workspace, cfg: ValidateConfig, device: str,
             threads: int, table_path: Path | None = None, derived: tuple[Path, ...] = (),
             progress: bool = True) -> Bundle:
     """Step one for a device this machine is not: the bundle of the networks validate would time."""
@@ -374,7 +394,7 @@ def prepare(space: SearchSpace, space_arg: str, target: Target, ws: Workspace, c
     # Named by what it is for: after its times have fitted a calibration, the next bundle
     # (drawn to judge that fit) goes beside it rather than over its measurements.
     folder = ws.root / "validate" / space.name / target.name / device / f"bundle-{'fit' if p.fit else 'judge'}-seed{cfg.seed}"
-    return write_bundle(list(p.archs), p.fit_idx, p.fit, space, space_arg, target, ws, device, threads, cfg.rounds,
+    return write_bundle(list(p.archs), p.fit_idx, p.fit, space, command, target, ws, device, threads, cfg.rounds,
                         folder, progress)
 
 
@@ -385,6 +405,9 @@ def validate_measured(space: SearchSpace, target: Target, ws: Workspace, cfg: Va
     from pipeline.validate import Plan, ValidateReport, judge, plan_table
 
     b = load_bundle(bundle_folder(measurements))
+    if measurements.resolve() == b.folder.resolve():
+        raise PipelineError(f"--measurements {measurements} is the bundle itself; pass its {LOGS}/ folder or its "
+                            f"{CSV_NAME}")
     for what, have, want in (("target", b.target, target.name), ("device", b.device, device),
                              ("space", b.space_fingerprint, space.fingerprint)):
         if have != want:
@@ -400,6 +423,11 @@ def validate_measured(space: SearchSpace, target: Target, ws: Workspace, cfg: Va
     else:  # drawn to judge the stored fit, refitted now (--fit): every other random network fits
         fits = {i for i in range(0, len(b.networks), 2) if b.networks[i].origin == "random"}
     times = read_measurements(measurements, b)
+    untimed = [b.networks[i].name for i in sorted(fits) if b.networks[i].name not in times]
+    if untimed:  # a fit on some of its networks would be stored as if it were the planned one
+        raise PipelineError(f"{len(untimed)} network(s) the calibration fits on have no time yet ({', '.join(untimed)}); "
+                            "time them (run the script again), or draw others with another --seed, or --no-fit to "
+                            "judge without fitting")
     p = Plan(table, tpath, plain, stored, fit, tuple((n.blocks, n.origin) for n in b.networks), frozenset(fits))
     keep = [i for i, n in enumerate(b.networks) if n.name in times]
     p = p.subset(keep)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -442,10 +443,10 @@ def validate(target_name: str, target_options: tuple[str, ...], space_name: str,
         raise PipelineError("--measurements brings in times measured on another device; name it with --device NAME "
                             "(validate times this machine's networks itself)")
     if measurements is None and device != HOST_DEVICE:
-        b = bundle.prepare(space, space_name, target, ws, cfg, device, threads, table_path, archs,
-                           progress=not quiet and not as_json)
+        b = bundle.prepare(space, _validate_command(target_name, target_options, device, space_name, root, table_path),
+                           target, ws, cfg, device, threads, table_path, archs, progress=not quiet and not as_json)
         click.echo(json.dumps({"bundle": str(b.folder), "networks": len(b.networks), "device": device})
-                   if as_json else bundle_text(b, space_name))
+                   if as_json else bundle_text(b))
         return
     if measurements is not None:
         r = bundle.validate_measured(space, target, ws, cfg, device, measurements, table_path)
@@ -460,6 +461,19 @@ def validate(target_name: str, target_options: tuple[str, ...], space_name: str,
                                "plot": str(r.files["plot"])}))
         return
     click.echo(validate_text(r))
+
+
+def _validate_command(target_name: str, target_options: tuple[str, ...], device: str, space_name: str, root: Path,
+                      table_path: Path | None) -> str:
+    """This validate as typed (without its sampling options), for the bundle to say how to finish."""
+    plugins = click.get_current_context().find_root().params.get("plugin", ())
+    args = ["pipeline", *(a for p in plugins for a in ("--plugin", p)), "validate", "--target", target_name,
+            *(a for o in target_options for a in ("-o", o)), "--device", device, "--space", space_name]
+    if root != Path("pipeline-out"):
+        args += ["--out", str(root)]
+    if table_path is not None:
+        args += ["--table", str(table_path)]
+    return shlex.join(args)
 
 
 def _compare_spec(spec: str, ws: Workspace, default_space: str) -> tuple[Path, Path, str | None]:

@@ -172,7 +172,7 @@ def validate_text(r: "ValidateReport") -> str:
                      f"{r.noise['median_pct']:.1f}% (worst {r.noise['max_pct']:.1f}%), so each measurement, the "
                      f"median of its rounds, is uncertain by about ±{r.noise['median_se_pct']:.1f}% "
                      f"(standard error): errors of that size are {who}, not the table's")
-        if r.noise["retimed"]:
+        if r.noise["retimed"] and not r.measured_on:  # a device's times come as they were taken there
             lines.append(f"       {r.noise['retimed']} network(s) whose rounds differed by more than "
                          f"{r.noise['retime_above_pct']:.0f}% were timed "
                          "again; their measurement is the median of all their rounds")
@@ -192,7 +192,7 @@ def validate_text(r: "ValidateReport") -> str:
     return "\n".join(lines)
 
 
-def bundle_text(b: Bundle, space_arg: str) -> str:
+def bundle_text(b: Bundle) -> str:
     """What `validate --device NAME` wrote, and the two commands that finish the job."""
     from pipeline.bundle import CSV_NAME, DEVICE_TOOLS, LOGS, SCRIPT, bundle_command
 
@@ -203,12 +203,12 @@ def bundle_text(b: Bundle, space_arg: str) -> str:
     tool = DEVICE_TOOLS.get(b.runner)
     if tool is not None:
         lines += [f"time them on the device:  sh {b.folder / SCRIPT}   (adb and {tool.tool})",
-                  f"then:                     {bundle_command(b, space_arg, str(b.folder / LOGS))}",
+                  f"then:                     {bundle_command(b, b.folder / LOGS)}",
                   f"(or write the times into {b.folder / CSV_NAME} and pass that)"]
     else:
         lines += [f"time them on the device ({b.folder / 'README.txt'} says how) and write the times into "
                   f"{b.folder / CSV_NAME} (network,ms; one row per round)",
-                  f"then: {bundle_command(b, space_arg, str(b.folder / CSV_NAME))}"]
+                  f"then: {bundle_command(b, b.folder / CSV_NAME)}"]
     return "\n".join(lines)
 
 

@@ -116,8 +116,10 @@ def test_device_measurements_bad_input(micro_space, micro_space_file: Path, tmp_
                                           "--json"))["bundle"])
     csv = folder / "measurements.csv"
 
-    def judged(text: str | None, *extra):
-        if text is not None:
+    def judged(text: str | bytes | None, *extra):
+        if isinstance(text, bytes):
+            csv.write_bytes(text)
+        elif text is not None:
             csv.write_text(text)
         return invoke("validate", "--space", micro_space_file, "--out", out, "--device", "laptop",
                       "--measurements", csv, *extra)
@@ -128,8 +130,11 @@ def test_device_measurements_bad_input(micro_space, micro_space_file: Path, tmp_
         ("network,ms\nnet-00,1.0\nnet-99,2.0\n", "measurements.csv:3: network 'net-99' is not in the bundle"),
         ("network,ms\nnet-00,fast\n", "measurements.csv:2: 'fast' is not a number of milliseconds"),
         ("network,ms\nnet-00,-1\n", "measurements.csv:2: -1.0 ms is not a latency"),
-        ("network,ms\n" + "".join(f"net-{i:02d},1.0\n" for i in range(1, 8, 2)),  # no fitting network timed
-         "a calibration needs at least 4 measured networks, got 0"),
+        ("\ufeffnetwork,ms\n# a comment\nnet-00,12,5\n", "measurements.csv:3: a row is 'network,ms' (two fields"),
+        ("network,ms\n\n#\nnet-00,inf\n", "measurements.csv:4: inf ms is not a latency"),
+        (b"network,ms\nnet-00,\xff\n", "is not a readable CSV"),
+        ("network,ms\n" + "".join(f"net-{i:02d},1.0\n" for i in (0, 1, 2, 3, 5, 7)),  # two fitting ones missing
+         "2 network(s) the calibration fits on have no time yet (net-04, net-06); time them"),
     ]
     for text, message in cases:
         r = judged(text)
@@ -143,12 +148,17 @@ def test_device_measurements_bad_input(micro_space, micro_space_file: Path, tmp_
     assert r.exit_code == 2 and "no manifest.json beside" in r.stderr
     r = invoke("validate", "--space", micro_space_file, "--out", out, "--device", "phone", "--samples", 8)
     assert r.exit_code == 2 and "validate needs a complete table: no latency table for space 'micro' on desktop/phone" in r.stderr
-    r = judged("network,ms\n", "--measurements", folder)  # a folder: only device tools write logs
+    (folder / "logs").mkdir()
+    r = judged("network,ms\n", "--measurements", folder / "logs")  # a folder: only device tools write logs
     assert r.exit_code == 2 and "has no device tool whose logs this tool reads" in r.stderr
+    r = judged(None, "--measurements", folder)
+    assert r.exit_code == 2 and "is the bundle itself; pass its logs/ folder or its measurements.csv" in r.stderr
     manifest = json.loads((folder / MANIFEST).read_text())
     (folder / MANIFEST).write_text(json.dumps({**manifest, "version": 2}))
     r = judged(None)
     assert r.exit_code == 2 and "is version 2, this tool reads version 1" in r.stderr
+    r = invoke("validate", "--space", micro_space_file, "--out", out, "--device", "laptop", "--samples", 8)
+    assert r.exit_code == 2 and f"(to write a new bundle, move '{folder}' away first)" in r.stderr
 
 
 BENCHMARK_MODEL_LOG = """\
@@ -172,7 +182,7 @@ def test_device_tool_logs_are_read_as_their_tools_print_them() -> None:
         parse_benchmark_model(BENCHMARK_MODEL_LOG.rsplit("INFO: Inference", 1)[0])
     assert parse_executor_runner("I 00:00:01 executor_runner.cpp:190] Model executed successfully 50 time(s) in "
                                  "612.500000 ms.\n") == pytest.approx(12.25)
-    with pytest.raises(ValueError, match="does not print its time"):
+    with pytest.raises(ValueError, match="build executor_runner with -DEXECUTORCH_ENABLE_LOGGING=ON"):
         parse_executor_runner("Model executed successfully 1 time(s).\n")
 
 
@@ -223,7 +233,10 @@ def test_the_android_script_times_every_network_resumes_and_its_logs_fit_the_tab
     out = tmp_path / "ws"
     said = write_bundle(micro_space, micro_space_file, out, "android", "pixel1", "--samples", 8, "--rounds", 2)
     folder = out / "validate/micro/android/pixel1/bundle-fit-seed0"
-    assert f"sh {folder}/time_on_device.sh" in said and f"--measurements {folder}/logs" in said
+    assert f"sh {folder}/time_on_device.sh" in said
+    then = f"pipeline validate --target android --device pixel1 --space {micro_space_file} --out {out} " \
+           f"--measurements {folder}/logs"
+    assert then in said and then in (folder / "time_on_device.sh").read_text() and then in (folder / "README.txt").read_text()
     device = tmp_path / "device"
     tool = device / "data/local/tmp/benchmark_model"
     tool.parent.mkdir(parents=True)
