@@ -18,12 +18,17 @@ import os
 import re
 import shlex
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+import numpy as np
 from tqdm import tqdm
 
+from benchmarks.harness import rows_to_measure
+from benchmarks.protocol import Protocol, Samples
+from benchmarks.table import LatencyTable, Row, row_key
 from blocks.architecture import Architecture
 from blocks.space import SearchSpace
 from pipeline.errors import PipelineError
@@ -41,7 +46,11 @@ MANIFEST = "manifest.json"
 CSV_NAME = "measurements.csv"
 LOGS = "logs"
 SCRIPT = "time_on_device.sh"
-_LOG_NAME = re.compile(r"^(?P<net>net-\d+)\.r(?P<round>\d+)\.log$")
+_LOG_NAME = re.compile(r"^(?P<net>(?:net|block)-\d+)\.r(?P<round>\d+)\.log$")
+KINDS = {"validate": "network", "benchmark": "block"}
+# Rounds over a table's blocks on a device: each run of benchmark_model is already >= 50 runs
+# and 1 s, so 3 rounds (median of 3 outvotes one slow spell) keep FBNet's 123 rows near 10 min.
+BLOCK_ROUNDS = 3  # what a bundle holds -> what its items are called
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,7 @@ class BundleNetwork:
     origin: str  # "random" or the architecture file it came from
     file: str  # the exported network, relative to the bundle folder
     fits: bool  # the calibration is fitted on it; the others judge it
+    row: str = ""  # in a benchmark bundle: the table row it times (blocks = (block,), origin = its shape key)
 
 
 @dataclass(frozen=True)
@@ -65,9 +75,16 @@ class Bundle:
     threads: int
     rounds: int
     networks: tuple[BundleNetwork, ...]
-    # `pipeline validate` as it was run to write the bundle (workspace, table, target file and
-    # options, plugins), so the command that reads the times back works from where it was run
+    # `pipeline validate` (or benchmark) as it was run to write the bundle (workspace, table,
+    # target file and options, plugins), so the command that reads the times back works from
+    # where it was run
     command: str = ""
+    kind: str = "validate"  # or "benchmark": the blocks of a latency table
+    unavailable: dict[str, str] = field(default_factory=dict)  # benchmark: rows the format cannot express, why
+
+    @property
+    def item(self) -> str:
+        return KINDS[self.kind]
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -87,11 +104,13 @@ def load_bundle(folder: Path) -> Bundle:
         raise PipelineError(f"validate bundle '{path}' is version {d.get('version')}, this tool reads version "
                             f"{BUNDLE_VERSION}; write the bundle again with this version's 'pipeline validate --device ...'")
     try:
-        nets = tuple(BundleNetwork(str(n["name"]), tuple(n["blocks"]), str(n["origin"]), str(n["file"]), bool(n["fits"]))
-                     for n in d["networks"])
+        nets = tuple(BundleNetwork(str(n["name"]), tuple(n["blocks"]), str(n["origin"]), str(n["file"]), bool(n["fits"]),
+                                   str(n.get("row", ""))) for n in d["networks"])
+        if d.get("kind", "validate") not in KINDS:
+            raise ValueError(f"kind {d.get('kind')!r}")
         return Bundle(folder, str(d["target"]), str(d["runner"]), str(d["device"]), str(d["space"]),
                       str(d["space_fingerprint"]), bool(d["fit"]), int(d["threads"]), int(d["rounds"]), nets,
-                      str(d["command"]))
+                      str(d["command"]), str(d.get("kind", "validate")), dict(d.get("unavailable", {})))
     except (KeyError, TypeError, ValueError) as e:
         raise PipelineError(f"validate bundle manifest '{path}' is malformed ({e}); write the bundle again") from None
 
@@ -160,19 +179,21 @@ def _script(b: Bundle, tool: DeviceTool, then: str) -> str:
     names = " ".join(n.name for n in b.networks)
     suffixes = {Path(n.file).suffix for n in b.networks}
     (suffix,) = suffixes
+    (local,) = {str(Path(n.file).parent) for n in b.networks}
     command = tool.command.replace("$MODEL", '$DIR/$n' + suffix)
+    what = "networks" if b.kind == "validate" else "blocks"
     return f"""#!/bin/sh
-# Time the {len(b.networks)} networks of this bundle on an Android device ({b.device}) over adb with
+# Time the {len(b.networks)} {what} of this bundle on an Android device ({b.device}) over adb with
 # {tool.tool}.
 # {tool.notes}.
-# Rounds alternate direction, so no network is always timed first or last; every run's log is
-# kept in {LOGS}/ (net-NN.rK.log), and a run whose log is already there is not repeated, so an
+# Rounds alternate direction, so none is always timed first or last; every run's log is
+# kept in {LOGS}/ ({b.item}-N.rK.log), and a run whose log is already there is not repeated, so an
 # interrupted run resumes where it stopped. Then, where this bundle was written:
 #   {then}
 #
 # Settings (environment variables):
 #   {tool.env}  the tool on the device [{tool.default_path}]
-#   ROUNDS    rounds over all networks [{b.rounds}]
+#   ROUNDS    rounds over all {what} [{b.rounds}]
 #   THREADS   runtime threads, as the table was timed [{b.threads}]
 #   TASKSET   a prefix that pins the tool to cores, e.g. "taskset f0" for the big cores []
 #   COOLDOWN  seconds to rest between runs, against thermal throttling [1]
@@ -194,7 +215,7 @@ mkdir -p {LOGS}
 $ADB shell "test -x '$TOOL'" || {{ echo "no executable tool at $TOOL on the device: push it there (adb push TOOL $TOOL; adb shell chmod +x $TOOL) or set {tool.env}" >&2; exit 1; }}
 $ADB shell mkdir -p "$DIR" >/dev/null
 for n in $NETS; do
-  $ADB push "networks/$n{suffix}" "$DIR/$n{suffix}" >/dev/null
+  $ADB push "{local}/$n{suffix}" "$DIR/$n{suffix}" >/dev/null
 done
 failed=0
 r=0
@@ -221,7 +242,9 @@ $ADB shell rm -r "$DIR" >/dev/null || true
 
 # ---------------------------------------------------------------------------- writing a bundle
 def bundle_command(b: Bundle, measurements: Path) -> str:
-    return f"{b.command} --measurements {shlex.quote(str(measurements))}"
+    """The command that reads `measurements` back: validate judges them, benchmark import tables them."""
+    option = "--measurements " if b.kind == "validate" else ""
+    return f"{b.command} {option}{shlex.quote(str(measurements))}"
 
 
 def write_bundle(archs: list[tuple[tuple[str, ...], str]], fit_idx: frozenset[int], fit: bool, space: SearchSpace,
@@ -235,18 +258,25 @@ def write_bundle(archs: list[tuple[tuple[str, ...], str]], fit_idx: frozenset[in
     b = Bundle(folder, target.name, target.runner, device, space.name, space.fingerprint, fit, threads, rounds, nets,
                command)
     _refuse_other_networks(b)
-    for n in tqdm(nets, desc=f"export {target.name}", unit="net", disable=not progress):
-        artifact, _ = export_architecture(Architecture(space, n.blocks, {}), target, ws.cache)
-        _copy(artifact.path, folder / n.file)
-    tool = DEVICE_TOOLS.get(target.runner)
+    files = {n.name: export_architecture(Architecture(space, n.blocks, {}), target, ws.cache)[0].path
+             for n in tqdm(nets, desc=f"export {target.name}", unit="net", disable=not progress)}
+    return _write(b, files)
+
+
+def _write(b: Bundle, files: dict[str, Path]) -> Bundle:
+    """The bundle's files: each item's artifact (`files`: name -> exported file), the device
+    script where the runtime has a tool, the CSV to fill in, the README and, last, the manifest."""
+    for n in b.networks:
+        _copy(files[n.name], b.folder / n.file)
+    tool = DEVICE_TOOLS.get(b.runner)
     if tool is not None:
-        write_text_atomic(folder / SCRIPT, _script(b, tool, bundle_command(b, folder / LOGS)))
-        (folder / SCRIPT).chmod(0o755)
-    csv_path = folder / CSV_NAME
+        write_text_atomic(b.folder / SCRIPT, _script(b, tool, bundle_command(b, b.folder / LOGS)))
+        (b.folder / SCRIPT).chmod(0o755)
+    csv_path = b.folder / CSV_NAME
     if not csv_path.exists():  # never over a file the user may have filled in
-        write_text_atomic(csv_path, "network,ms\n" + "".join(f"{n.name},\n" for n in nets))
-    write_text_atomic(folder / "README.txt", _readme(b, tool))
-    write_json_atomic(folder / MANIFEST, b.to_dict())
+        write_text_atomic(csv_path, f"{b.item},ms\n" + "".join(f"{n.name},\n" for n in b.networks))
+    write_text_atomic(b.folder / "README.txt", _readme(b, tool))
+    write_json_atomic(b.folder / MANIFEST, b.to_dict())
     return b
 
 
@@ -282,21 +312,26 @@ def _copy(src: Path, dst: Path) -> None:
 
 
 def _readme(b: Bundle, tool: DeviceTool | None) -> str:
-    n_fit = sum(n.fits for n in b.networks)
-    role = (f"{n_fit} of them fit a calibration of the {b.device} table, the other {len(b.networks) - n_fit} judge it"
-            if b.fit else "they judge the table's prediction (no new fit)")
+    what = "networks" if b.kind == "validate" else "blocks"
+    if b.kind == "benchmark":
+        role = f"each is one row of the {b.device} latency table ({MANIFEST} says which)"
+    elif b.fit:
+        n_fit = sum(n.fits for n in b.networks)
+        role = f"{n_fit} of them fit a calibration of the {b.device} table, the other {len(b.networks) - n_fit} judge it"
+    else:
+        role = "they judge the table's prediction (no new fit)"
     packages = all(n.file.endswith(".mlpackage") for n in b.networks)
-    threads = "" if packages else f" ({b.threads} thread(s))"  # Core ML picks its own compute units
-    parts = [f"Networks of space '{b.space}' exported for target '{b.target}', to time on device '{b.device}'.\n"
-             f"{len(b.networks)} networks in networks/; {role}. {MANIFEST} lists each one's blocks.\n\n"
-             f"Time them on the device as the table was timed{threads}, each network several times\n"
-             "(the median is taken), in rounds over all of them, with the device cool and idle. Run the\n"
-             "commands below from the folder where 'pipeline validate' wrote this bundle.\n"]
+    threads = "" if packages else f" with {b.threads} thread(s)"  # Core ML picks its own compute units
+    folder = Path(b.networks[0].file).parent if b.networks else "."
+    parts = [f"{what.capitalize()} of space '{b.space}' exported for target '{b.target}', to time on device "
+             f"'{b.device}'.\n{len(b.networks)} {what} in {folder}/; {role}.\n\n"
+             f"Time each{threads}, several times (the median is taken), in rounds over all of them, with the\n"
+             "device cool and idle. Run the commands below from the folder where 'pipeline' wrote this bundle.\n"]
     if tool is not None:
         parts.append(f"With {SCRIPT} (it needs adb and {tool.tool};\nits first lines list its settings), then:\n\n"
                      f"    {bundle_command(b, b.folder / LOGS)}\n")
-    parts.append(f"{'Or time them with any tool you trust and write' if tool else 'Write'} one row per network and "
-                 f"round into {CSV_NAME}\n(network,ms: milliseconds per inference, steady state), then:\n\n"
+    parts.append(f"{'Or time them with any tool you trust and write' if tool else 'Write'} one row per {b.item} and "
+                 f"round into {CSV_NAME}\n({b.item},ms: milliseconds per inference, steady state), then:\n\n"
                  f"    {bundle_command(b, b.folder / CSV_NAME)}\n")
     if packages:
         parts.append(_COREML_HOWTO)
@@ -314,8 +349,13 @@ def bundle_folder(measurements: Path) -> Path:
     for folder in (measurements, measurements.parent):
         if folder.is_dir() and (folder / MANIFEST).is_file():
             return folder
-    raise PipelineError(f"no {MANIFEST} beside '{measurements}'; --measurements takes the {CSV_NAME} or the "
-                        f"{LOGS}/ folder of a bundle that 'pipeline validate --device NAME' wrote")
+    raise PipelineError(f"no {MANIFEST} beside '{measurements}'; pass the {CSV_NAME} or the {LOGS}/ folder of a "
+                        "bundle that 'pipeline validate --device NAME' (or benchmark) wrote")
+
+
+def is_bundle_measurements(path: Path) -> bool:
+    """Is `path` a bundle's logs folder or CSV (rather than a table file)?"""
+    return path.is_dir() or (path.parent / MANIFEST).is_file()
 
 
 def read_measurements(path: Path, b: Bundle) -> dict[str, list[float]]:
@@ -325,21 +365,21 @@ def read_measurements(path: Path, b: Bundle) -> dict[str, list[float]]:
         raise PipelineError(f"measurements '{path}' do not exist; check the path")
     known = {n.name for n in b.networks}
     out: dict[str, list[float]] = {}
-    rows = _read_logs(path, b) if path.is_dir() else _read_csv(path)
+    rows = _read_logs(path, b) if path.is_dir() else _read_csv(path, b.item)
     for name, ms, where in rows:
         if name not in known:
-            raise PipelineError(f"{where}: network '{name}' is not in the bundle (it has net-00 to "
-                                f"net-{len(known) - 1:02d}); these measurements belong to another bundle")
+            raise PipelineError(f"{where}: {b.item} '{name}' is not in the bundle (it has {b.networks[0].name} to "
+                                f"{b.networks[-1].name}); these measurements belong to another bundle")
         if not (ms > 0 and math.isfinite(ms)):
             raise PipelineError(f"{where}: {ms} ms is not a latency; give milliseconds per inference, above 0")
         out.setdefault(name, []).append(ms)
     if not out:
-        raise PipelineError(f"'{path}' holds no measurements yet; time the networks first (see "
+        raise PipelineError(f"'{path}' holds no measurements yet; time the {b.item}s first (see "
                             f"{b.folder / 'README.txt'})")
     return out
 
 
-def _read_csv(path: Path) -> list[tuple[str, float, str]]:
+def _read_csv(path: Path, item: str) -> list[tuple[str, float, str]]:
     rows = []
     try:
         # utf-8-sig: spreadsheets write a byte-order mark; comment lines are blanked, not
@@ -347,15 +387,15 @@ def _read_csv(path: Path) -> list[tuple[str, float, str]]:
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.reader("\n" if line.lstrip().startswith("#") else line for line in f)
             header = next((r for r in reader if r), None)
-            if header is None or [h.strip() for h in header] != ["network", "ms"]:
-                raise PipelineError(f"{path}: the first line must be the header 'network,ms'")
+            if header is None or [h.strip() for h in header] != [item, "ms"]:
+                raise PipelineError(f"{path}: the first line must be the header '{item},ms'")
             for row in reader:
                 where = f"{path}:{reader.line_num}"
                 cells = [c.strip() for c in row]
                 if not any(cells) or len(cells) == 2 and not cells[1]:
                     continue  # blank, or a network not timed (yet): the template lists every one
                 if len(cells) != 2:
-                    raise PipelineError(f"{where}: a row is 'network,ms' (two fields, a decimal point, no comma in "
+                    raise PipelineError(f"{where}: a row is '{item},ms' (two fields, a decimal point, no comma in "
                                         f"the number), not '{','.join(row)}'")
                 try:
                     ms = float(cells[1])
@@ -408,12 +448,10 @@ def validate_measured(space: SearchSpace, target: Target, ws: Workspace, cfg: Va
     if measurements.resolve() == b.folder.resolve():
         raise PipelineError(f"--measurements {measurements} is the bundle itself; pass its {LOGS}/ folder or its "
                             f"{CSV_NAME}")
-    for what, have, want in (("target", b.target, target.name), ("device", b.device, device),
-                             ("space", b.space_fingerprint, space.fingerprint)):
-        if have != want:
-            shown = (b.space, space.name) if what == "space" else (have, want)
-            raise PipelineError(f"the bundle at '{b.folder}' was written for {what} '{shown[0]}', not '{shown[1]}'; "
-                                f"pass the same --target, --device and --space as when it was written")
+    _check_bundle_is_for(b, target, device, space)
+    if b.kind != "validate":
+        raise PipelineError(f"the bundle at '{b.folder}' holds the blocks of a table; bring their times in with "
+                            f"'{bundle_command(b, measurements)}'")
     table, tpath, plain, stored = plan_table(space, target, ws, device, table_path)
     fit = b.fit if cfg.fit is None else cfg.fit
     if not fit:
@@ -436,3 +474,82 @@ def validate_measured(space: SearchSpace, target: Target, ws: Workspace, cfg: Va
     report = ValidateReport([], tpath, {}, None, target=target.name, measured_on=device,
                             measurements=measurements.resolve(), missing=[n.name for n in b.networks if n.name not in times])
     return judge(p, space, rounds, paths, report, b.folder.parent)
+
+
+# ---------------------------------------------------------------------------- a latency table timed on the device
+def prepare_blocks(space: SearchSpace, command: str, target: Target, ws: Workspace, device: str, threads: int,
+                   rounds: int, jobs: int = 1, progress: bool = True) -> Bundle:
+    """`pipeline benchmark --device NAME`: every row the table needs, exported (and checked
+    against PyTorch where the runtime runs here), in a bundle to time on the device."""
+    from benchmarks.harness import BenchmarkJob, export_rows, row_module
+    from export.verify import check_against_torch
+    from pipeline.targets import require_exporter
+
+    require_exporter(target)
+    exporter = target.make_exporter()
+    job = BenchmarkJob(space, exporter, None, target.tolerance_for(exporter), Protocol(threads=threads),
+                       ws.table(space.name, target.name, device), ws.cache, jobs=jobs)
+    rows = rows_to_measure(space, exporter)
+    artifacts = export_rows(job, rows, progress)
+    runner = target.make_runner(1) if target.measurable_here() is None else None
+    items, files, unavailable = [], {}, {}
+    for block, shape in rows:
+        key = row_key(block, shape)
+        artifact = artifacts[key]
+        if isinstance(artifact, str):
+            unavailable[key] = artifact
+            continue
+        if runner is not None:
+            module, x = row_module(block, shape)
+            check_against_torch(module, (x,), runner.load(artifact), job.tolerance, f"{key} ({exporter.format})")
+        else:
+            exporter.inspect(artifact)
+        name = f"block-{len(items):03d}"
+        items.append(BundleNetwork(name, (block,), shape.key, f"blocks/{name}{exporter.suffix}", False, key))
+        files[name] = artifact.path
+    b = Bundle(ws.root / "benchmark" / space.name / target.name / device / "bundle", target.name, target.runner, device,
+               space.name, space.fingerprint, False, threads, rounds, tuple(items), command, "benchmark", unavailable)
+    _refuse_other_networks(b)
+    return _write(b, files)
+
+
+def table_from_measurements(measurements: Path, space: SearchSpace, target: Target, device: str) -> LatencyTable:
+    """`pipeline benchmark import BUNDLE/logs`: the device's latency table from the times of a
+    benchmark bundle, every row the median of its rounds with their spread."""
+    b = load_bundle(bundle_folder(measurements))
+    _check_bundle_is_for(b, target, device, space)
+    if b.kind != "benchmark":
+        raise PipelineError(f"the bundle at '{b.folder}' holds whole networks for validate; read its times with "
+                            f"'{bundle_command(b, measurements)}'")
+    times = read_measurements(measurements, b)
+    untimed = [f"{n.name} ({n.row})" for n in b.networks if n.name not in times]
+    if untimed:
+        raise PipelineError(f"{len(untimed)} of the {len(b.networks)} blocks have no time yet ({', '.join(untimed[:3])}"
+                            f"{', ...' if len(untimed) > 3 else ''}); time them (run {SCRIPT} again) or write them "
+                            f"into {b.folder / CSV_NAME}")
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    tool = DEVICE_TOOLS.get(b.runner)
+    table = LatencyTable({"target": target.name, "device": device, "unit": "ms", "threads": b.threads,
+                          "space": space.name, "space_fingerprint": space.fingerprint, "block_set": list(space.blocks),
+                          "runtime": target.runner_class().runtime, "exporter": target.exporter,
+                          "measured_by": tool.tool if tool and measurements.is_dir() else f"times in {measurements.name}",
+                          "source": str(measurements.resolve()), "created": now, "updated": now})
+    shapes = {row_key(blk, shape): shape for blk, shape in rows_to_measure(space, target.make_exporter())}
+    for n in b.networks:
+        ms = times[n.name]
+        stats = {k: v for k, v in Samples(tuple(ms), 1, 0.0, ms[0]).stats().items()
+                 if k not in ("median_ms", "number", "load_ms", "first_ms")}  # the device tool times those itself
+        table.add(Row(n.blocks[0], shapes[n.row], "ok", float(np.median(ms)), stats))
+    for key, reason in b.unavailable.items():
+        table.add(Row(key.split("/")[0], shapes[key], "unavailable", reason=reason))
+    table.check_fits(space)
+    return table
+
+
+def _check_bundle_is_for(b: Bundle, target: Target, device: str, space: SearchSpace) -> None:
+    for what, have, want in (("target", b.target, target.name), ("device", b.device, device),
+                             ("space", b.space_fingerprint, space.fingerprint)):
+        if have != want:
+            shown = (b.space, space.name) if what == "space" else (have, want)
+            raise PipelineError(f"the bundle at '{b.folder}' was written for {what} '{shown[0]}', not '{shown[1]}'; "
+                                f"pass the same --target, --device and --space as when it was written")

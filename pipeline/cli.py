@@ -224,12 +224,22 @@ def benchmark(ctx: click.Context, target_name: str, target_options: tuple[str, .
     """Export and time every (layer, block) of the space on the target: a latency table.
 
     \b
-    pipeline benchmark --target android          measure here
-    pipeline benchmark import FILE --target ...  bring in a table measured on a device
+    pipeline benchmark --target android                  measure here
+    pipeline benchmark --target android --device pixel7  a bundle of the blocks to time on the phone
+    pipeline benchmark import FILE --target ...          bring in a table (or a bundle's times) measured there
     """
     if ctx.invoked_subcommand is not None:
         return
     target, space, ws = _ctx(target_name, target_options, space_name, root)
+    if device != HOST_DEVICE:  # a table belongs to where it was timed: for another device, time it there
+        from pipeline import bundle
+
+        command = _command("benchmark", "import", target_name=target_name, device=device, space_name=space_name,
+                           root=root, table_path=table_path)
+        click.echo(bundle_text(bundle.prepare_blocks(space, command, target, ws, device, threads,
+                                                     bundle.BLOCK_ROUNDS, jobs,
+                                                     progress=not quiet)))
+        return
     report = workflow.benchmark(space, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout), device,
                                 table_path, force, progress=not quiet, jobs=jobs)
     click.echo(benchmark_text(report, space))
@@ -384,9 +394,13 @@ def run(target_name: str, target_options: tuple[str, ...], space_name: str, devi
     protocol = _protocol(threads, repeats, min_repeat_ms, row_timeout)
     cfg = _search_config(config_file, compute, **flags)
     check_device(cfg.device)  # before minutes of benchmarking
-    click.echo(f"== benchmark: {space.name} on {target.name}/{device}")
-    bench = workflow.benchmark(space, target, ws, protocol, device, progress=not quiet, jobs=os.cpu_count() or 1)
-    click.echo(benchmark_text(bench, space))
+    if device == HOST_DEVICE:
+        click.echo(f"== benchmark: {space.name} on {target.name}/{device}")
+        bench = workflow.benchmark(space, target, ws, protocol, device, progress=not quiet, jobs=os.cpu_count() or 1)
+        click.echo(benchmark_text(bench, space))
+    else:  # a device's table is timed there (benchmark --device writes the bundle) or imported
+        _, path = workflow.find_table(space, target, ws, device, None)
+        click.echo(f"== benchmark: {target.name}/{device} is not this machine; using its table {path}")
     click.echo(f"\n== search: {cfg.epochs} epochs, loss '{cfg.loss}', data '{data}'")
     splits = load_data(data, cfg.resolution or space.resolution, space.in_channels, cfg.seed)
     s = workflow.search(space, target, ws, cfg, splits, device, progress=not quiet)
@@ -443,8 +457,10 @@ def validate(target_name: str, target_options: tuple[str, ...], space_name: str,
         raise PipelineError("--measurements brings in times measured on another device; name it with --device NAME "
                             "(validate times this machine's networks itself)")
     if measurements is None and device != HOST_DEVICE:
-        b = bundle.prepare(space, _validate_command(target_name, target_options, device, space_name, root, table_path),
-                           target, ws, cfg, device, threads, table_path, archs, progress=not quiet and not as_json)
+        command = _command("validate", target_name=target_name, target_options=target_options, device=device,
+                           space_name=space_name, root=root, table_path=table_path)
+        b = bundle.prepare(space, command, target, ws, cfg, device, threads, table_path, archs,
+                           progress=not quiet and not as_json)
         click.echo(json.dumps({"bundle": str(b.folder), "networks": len(b.networks), "device": device})
                    if as_json else bundle_text(b))
         return
@@ -463,11 +479,12 @@ def validate(target_name: str, target_options: tuple[str, ...], space_name: str,
     click.echo(validate_text(r))
 
 
-def _validate_command(target_name: str, target_options: tuple[str, ...], device: str, space_name: str, root: Path,
-                      table_path: Path | None) -> str:
-    """This validate as typed (without its sampling options), for the bundle to say how to finish."""
+def _command(*words: str, target_name: str, device: str, space_name: str, root: Path, table_path: Path | None,
+             target_options: tuple[str, ...] = ()) -> str:
+    """The command a bundle prints to finish with (`words` then the options as typed), so it
+    works from where this one was run: same workspace, table, target file and options, plugins."""
     plugins = click.get_current_context().find_root().params.get("plugin", ())
-    args = ["pipeline", *(a for p in plugins for a in ("--plugin", p)), "validate", "--target", target_name,
+    args = ["pipeline", *(a for p in plugins for a in ("--plugin", p)), *words, "--target", target_name,
             *(a for o in target_options for a in ("-o", o)), "--device", device, "--space", space_name]
     if root != Path("pipeline-out"):
         args += ["--out", str(root)]

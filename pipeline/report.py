@@ -193,13 +193,17 @@ def validate_text(r: "ValidateReport") -> str:
 
 
 def bundle_text(b: Bundle) -> str:
-    """What `validate --device NAME` wrote, and the two commands that finish the job."""
+    """What `validate` or `benchmark --device NAME` wrote, and the commands that finish the job."""
     from pipeline.bundle import CSV_NAME, DEVICE_TOOLS, LOGS, SCRIPT, bundle_command
 
-    n_fit = sum(n.fits for n in b.networks)
-    role = f"{n_fit} fit a calibration, {len(b.networks) - n_fit} judge it" if b.fit else "all judge the table's prediction"
-    lines = [f"{b.device} is not this machine, so its networks go to a bundle to time there: {len(b.networks)} "
-             f"networks for {b.target} ({role}) in {b.folder}"]
+    if b.kind == "benchmark":
+        skipped = f"; {len(b.unavailable)} the format cannot express" if b.unavailable else ""
+        what = f"{len(b.networks)} blocks of '{b.space}' for {b.target}{skipped}"
+    else:
+        n_fit = sum(n.fits for n in b.networks)
+        role = f"{n_fit} fit a calibration, {len(b.networks) - n_fit} judge it" if b.fit else "all judge the table's prediction"
+        what = f"{len(b.networks)} networks for {b.target} ({role})"
+    lines = [f"{b.device} is not this machine, so the {b.item}s go to a bundle to time there: {what} in {b.folder}"]
     tool = DEVICE_TOOLS.get(b.runner)
     if tool is not None:
         lines += [f"time them on the device:  sh {b.folder / SCRIPT}   (adb and {tool.tool})",
@@ -207,7 +211,7 @@ def bundle_text(b: Bundle) -> str:
                   f"(or write the times into {b.folder / CSV_NAME} and pass that)"]
     else:
         lines += [f"time them on the device ({b.folder / 'README.txt'} says how) and write the times into "
-                  f"{b.folder / CSV_NAME} (network,ms; one row per round)",
+                  f"{b.folder / CSV_NAME} ({b.item},ms; one row per round)",
                   f"then: {bundle_command(b, b.folder / CSV_NAME)}"]
     return "\n".join(lines)
 

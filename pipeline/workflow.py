@@ -63,6 +63,10 @@ def benchmark(space: SearchSpace, target: Target, ws: Workspace, protocol: Proto
     Where the target's runtime does not exist here (Core ML off macOS), every block is still
     exported and checked, then PlatformUnsupported says how to obtain the table instead.
     """
+    if device != HOST_DEVICE:  # a table belongs to where it was timed (a phone's is never timed here)
+        raise PipelineError(f"benchmark times blocks on this machine ('{HOST_DEVICE}'); for '{device}', "
+                            f"'pipeline benchmark --target {target.name} --device {device}' writes them to a bundle to "
+                            "time there, or 'pipeline benchmark import' brings in a table measured there")
     require_exporter(target)
     exporter = target.make_exporter()
     unavailable = target.measurable_here()
@@ -102,7 +106,12 @@ def import_table(file: Path, space: SearchSpace, target: Target, ws: Workspace, 
     path = table_path or ws.table(space.name, target.name, device)
     if path.exists() and not force:
         raise PipelineError(f"a table already exists at '{path}'; pass --force to replace it or --device NAME for another")
-    table = importers.import_table(file, target.name, device, space)
+    from pipeline import bundle  # it builds on this module
+
+    if bundle.is_bundle_measurements(file):  # the times of a `benchmark --device` bundle
+        table = bundle.table_from_measurements(file, space, target, device)
+    else:
+        table = importers.import_table(file, target.name, device, space)
     table.save(path)
     return BenchmarkReport(table, path, 0)
 
@@ -112,8 +121,9 @@ def find_table(space: SearchSpace, target: Target, ws: Workspace, device: str,
     path = table_path or ws.table(space.name, target.name, device)
     if table_path is None and not path.exists():
         how = (f"run 'pipeline benchmark --target {target.name} --space {space.name}' first" if device == HOST_DEVICE
-               else f"measure it on that device ('pipeline benchmark --target {target.name} --space {space.name} "
-                    f"--device {device}') or bring it in with 'pipeline benchmark import FILE ... --device {device}'")
+               else f"time it on that device ('pipeline benchmark --target {target.name} --space {space.name} "
+                    f"--device {device}' writes its blocks to a bundle to time there) or bring in a table measured "
+                    f"there with 'pipeline benchmark import FILE ... --device {device}'")
         raise PipelineError(f"no latency table for space '{space.name}' on {target.name}/{device} at '{path}'; {how}")
     table = load_table(path)
     expect_table_for(table, target.name, device, path)

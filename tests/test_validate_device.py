@@ -298,3 +298,54 @@ def test_an_iphone_bundle_holds_core_ml_packages_and_says_how_to_time_them(micro
     assert all((p / "Manifest.json").is_file() for p in packages) and not (folder / "time_on_device.sh").exists()
     readme = (folder / "README.txt").read_text()
     assert "open each .mlpackage in Xcode, choose the Performance tab" in readme and "thread" not in readme
+
+
+@pytest.mark.slow
+def test_a_phone_s_table_is_timed_there_from_a_bundle_of_its_blocks(micro_space, micro_space_file: Path,
+                                                                    tmp_path: Path) -> None:
+    """`benchmark --device pixel7` writes every row's block to time on the phone; the script's logs
+    (here from the adb stand-in, which runs LiteRT) become the pixel7 table, which search uses."""
+    out = tmp_path / "ws"
+    r = invoke("benchmark", "--space", micro_space_file, "--out", out, "--target", "android", "--device", "pixel7", "-q")
+    assert r.exit_code == 0, r.output
+    folder = out / "benchmark/micro/android/pixel7/bundle"
+    then = f"pipeline benchmark import --target android --device pixel7 --space {micro_space_file} --out {out} {folder}/logs"
+    assert "19 blocks of 'micro' for android" in r.output and then in r.output  # 15 rows and 4 no-op rows
+    assert not (out / "tables/micro/android/pixel7.json").exists()  # nothing was timed here
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert manifest["kind"] == "benchmark" and len({n["row"] for n in manifest["networks"]}) == 19
+    device = tmp_path / "device"
+    (device / "data/local/tmp").mkdir(parents=True)
+    (device / "data/local/tmp/benchmark_model").write_text("")
+    (device / "data/local/tmp/benchmark_model").chmod(0o755)
+    adb = tmp_path / "adb"
+    adb.write_text(FAKE_ADB.format(python=sys.executable))
+    adb.chmod(0o755)
+    done = subprocess.run(["sh", folder / "time_on_device.sh"], capture_output=True, text=True,
+                          env={**os.environ, "ADB": str(adb), "FAKE_DEVICE": str(device), "COOLDOWN": "0"})
+    assert done.returncode == 0, done.stderr
+    assert len(list((folder / "logs").glob("block-*.r*.log"))) == 19 * 3  # 3 rounds by default
+    r = invoke("benchmark", "import", folder / "logs", "--target", "android", "--device", "pixel7", "--space",
+               micro_space_file, "--out", out)
+    assert r.exit_code == 0, r.output
+    table = json.loads((out / "tables/micro/android/pixel7.json").read_text())
+    assert table["provenance"]["device"] == "pixel7" and "benchmark_model" in table["provenance"]["measured_by"]
+    rows = {row["key"]: row for row in table["rows"]}
+    for n in manifest["networks"]:
+        times = [parse_benchmark_model((folder / f"logs/{n['name']}.r{k}.log").read_text()) for k in range(3)]
+        row = rows[n["row"]]
+        assert row["median_ms"] == pytest.approx(np.median(times)) and row["count"] == 3
+        assert sorted(row["samples_ms"]) == pytest.approx(sorted(times), abs=1e-6)
+    r = invoke("search", "--space", micro_space_file, "--out", out, "--target", "android", "--device", "pixel7",
+               "--epochs", 1, "--warmup-epochs", 0, "-q")
+    assert r.exit_code == 0 and "on android/pixel7" in r.output
+    # a bundle's times for the wrong device, or a validate bundle, are refused in one line
+    r = invoke("benchmark", "import", folder / "logs", "--target", "android", "--device", "pixel8", "--space",
+               micro_space_file, "--out", out)
+    assert r.exit_code == 2 and "was written for device 'pixel7', not 'pixel8'" in r.stderr
+    (folder / "logs/block-004.r1.log").unlink()
+    (folder / "logs/block-004.r0.log").unlink()
+    (folder / "logs/block-004.r2.log").unlink()
+    r = invoke("benchmark", "import", folder / "logs", "--target", "android", "--device", "pixel7", "--space",
+               micro_space_file, "--out", out, "--force")
+    assert r.exit_code == 2 and "1 of the 19 blocks have no time yet (block-004 (" in r.stderr
