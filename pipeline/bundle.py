@@ -1,13 +1,14 @@
-"""Validating a device this machine is not: a bundle of networks to time there, and the times brought back.
+"""Timing on a device this machine is not: bundles of what to time there, and the times brought back.
 
-`pipeline validate --device pixel1` cannot time a phone from here. It draws the networks a
-validate of that table would (seeded, so the same every time), exports each for the target and
-writes them into a bundle folder with a manifest, a `measurements.csv` to fill in and, where the
-runtime has a command-line timer that runs over adb, a script that times every network on the
-device with it (LiteRT's `benchmark_model`, ExecuTorch's `executor_runner`) and keeps each run's
-log. `pipeline validate --device pixel1 --measurements PATH` reads the times back (the CSV, or
-the script's folder of logs), and fits and judges the calibration as a validate here does; the
-fit is stored in the device's table, so search and export predict that device with it.
+A phone cannot be timed from here. `pipeline validate --device pixel1` draws the networks a
+validate of that table would (seeded, so the same every time), and `pipeline benchmark --device
+pixel1` takes every row the table needs; each is exported for the target and written into a
+bundle folder with a manifest, a `measurements.csv` to fill in and, where the runtime has a
+command-line timer that runs over adb, a script that times everything on the device with it
+(LiteRT's `benchmark_model`, ExecuTorch's `executor_runner`) and keeps each run's log.
+`pipeline validate --device pixel1 --measurements PATH` reads a validate bundle's times back and
+fits and judges the calibration as a validate here does; `pipeline benchmark import PATH` makes
+the device's latency table from a benchmark bundle's times.
 """
 
 from __future__ import annotations
@@ -532,8 +533,10 @@ def table_from_measurements(measurements: Path, space: SearchSpace, target: Targ
     table = LatencyTable({"target": target.name, "device": device, "unit": "ms", "threads": b.threads,
                           "space": space.name, "space_fingerprint": space.fingerprint, "block_set": list(space.blocks),
                           "runtime": target.runner_class().runtime, "exporter": target.exporter,
-                          "measured_by": tool.tool if tool and measurements.is_dir() else f"times in {measurements.name}",
-                          "source": str(measurements.resolve()), "created": now, "updated": now})
+                          "imported_from": {"file": str(measurements), "bundle": str(b.folder.resolve())},
+                          "source": (f"timed on {device} with {tool.tool.split(' (')[0]}" if tool and measurements.is_dir()
+                                     else f"times written into {measurements.name}"),
+                          "statistic": "median of the rounds", "imported": now, "created": now, "updated": now})
     shapes = {row_key(blk, shape): shape for blk, shape in rows_to_measure(space, target.make_exporter())}
     for n in b.networks:
         ms = times[n.name]

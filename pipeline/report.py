@@ -53,7 +53,10 @@ def benchmark_text(r: BenchmarkReport, space: SearchSpace) -> str:
 
 
 def _counts(r: BenchmarkReport) -> str:
-    if r.table.provenance.get("imported_from"):
+    source = r.table.provenance.get("imported_from")
+    if isinstance(source, dict) and "bundle" in source:  # timed on the device from a bundle of ours
+        return f"{len(r.table.rows)} rows imported, statistic: {r.table.provenance.get('statistic')}"
+    if source:
         return f"{len(r.table.rows)} rows imported, statistic: published {r.table.provenance.get('statistic', 'median')}"
     return f"{r.measured} row(s) measured now, {len(r.table.rows) - r.measured} reused"
 

@@ -329,7 +329,7 @@ def test_a_phone_s_table_is_timed_there_from_a_bundle_of_its_blocks(micro_space,
                micro_space_file, "--out", out)
     assert r.exit_code == 0, r.output
     table = json.loads((out / "tables/micro/android/pixel7.json").read_text())
-    assert table["provenance"]["device"] == "pixel7" and "benchmark_model" in table["provenance"]["measured_by"]
+    assert table["provenance"]["device"] == "pixel7" and "benchmark_model" in table["provenance"]["source"]
     rows = {row["key"]: row for row in table["rows"]}
     for n in manifest["networks"]:
         times = [parse_benchmark_model((folder / f"logs/{n['name']}.r{k}.log").read_text()) for k in range(3)]
