@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,15 @@ class LayerShape:
     @property
     def key(self) -> str:
         return f"{self.in_ch}x{self.height}x{self.width}-{self.out_ch}-s{self.stride}"
+
+    @classmethod
+    def from_key(cls, key: str) -> "LayerShape":
+        """The shape `key` names (`16x8x8-16-s1`); ValueError if it names none."""
+        m = re.fullmatch(r"(\d+)x(\d+)x(\d+)-(\d+)-s(\d+)", key)
+        if m is None:
+            raise ValueError(f"'{key}' is not a layer shape (CINxHxW-COUT-sSTRIDE)")
+        c, h, w, o, st = (int(g) for g in m.groups())
+        return cls(c, o, st, h, w)
 
 
 # The fixed parts of every space, keyed by the row name they take in a latency table.

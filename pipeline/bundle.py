@@ -31,7 +31,7 @@ from benchmarks.harness import rows_to_measure
 from benchmarks.protocol import Protocol, Samples
 from benchmarks.table import LatencyTable, Row, row_key
 from blocks.architecture import Architecture
-from blocks.space import SearchSpace
+from blocks.space import LayerShape, SearchSpace
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_dir, atomic_path, read_json, write_json_atomic, write_text_atomic
 from pipeline.targets import Target
@@ -48,7 +48,7 @@ CSV_NAME = "measurements.csv"
 LOGS = "logs"
 SCRIPT = "time_on_device.sh"
 _LOG_NAME = re.compile(r"^(?P<net>(?:net|block)-\d+)\.r(?P<round>\d+)\.log$")
-KINDS = {"validate": "network", "benchmark": "block"}
+KINDS = {"validate": "network", "benchmark": "block"}  # what a bundle holds -> what its items are called
 # Rounds over a table's blocks on a device: each run of benchmark_model is already >= 50 runs
 # and 1 s, so 3 rounds (median of 3 outvotes one slow spell) keep FBNet's 123 rows near 10 min.
 BLOCK_ROUNDS = 3  # what a bundle holds -> what its items are called
@@ -81,7 +81,8 @@ class Bundle:
     # where it was run
     command: str = ""
     kind: str = "validate"  # or "benchmark": the blocks of a latency table
-    unavailable: dict[str, str] = field(default_factory=dict)  # benchmark: rows the format cannot express, why
+    # The exporter's name, format, options and versions: times are only good for the files timed.
+    exporter: dict[str, Any] = field(default_factory=dict)
 
     @property
     def item(self) -> str:
@@ -99,11 +100,12 @@ def load_bundle(folder: Path) -> Bundle:
     path = folder / MANIFEST
     d = read_json(path, "validate bundle manifest")
     if not isinstance(d, dict) or d.get("format") != BUNDLE_FORMAT:
-        raise PipelineError(f"'{path}' is not a validate bundle manifest; point --measurements at a bundle's "
+        raise PipelineError(f"'{path}' is not the manifest of a bundle this tool wrote; pass a bundle's "
                             f"{CSV_NAME} or {LOGS}/ folder")
     if d.get("version") != BUNDLE_VERSION:
         raise PipelineError(f"validate bundle '{path}' is version {d.get('version')}, this tool reads version "
-                            f"{BUNDLE_VERSION}; write the bundle again with this version's 'pipeline validate --device ...'")
+                            f"{BUNDLE_VERSION}; write the bundle again with this version ('pipeline validate' or "
+                            "'pipeline benchmark' with --device NAME)")
     try:
         nets = tuple(BundleNetwork(str(n["name"]), tuple(n["blocks"]), str(n["origin"]), str(n["file"]), bool(n["fits"]),
                                    str(n.get("row", ""))) for n in d["networks"])
@@ -111,7 +113,7 @@ def load_bundle(folder: Path) -> Bundle:
             raise ValueError(f"kind {d.get('kind')!r}")
         return Bundle(folder, str(d["target"]), str(d["runner"]), str(d["device"]), str(d["space"]),
                       str(d["space_fingerprint"]), bool(d["fit"]), int(d["threads"]), int(d["rounds"]), nets,
-                      str(d["command"]), str(d.get("kind", "validate")), dict(d.get("unavailable", {})))
+                      str(d["command"]), str(d.get("kind", "validate")), dict(d.get("exporter", {})))
     except (KeyError, TypeError, ValueError) as e:
         raise PipelineError(f"validate bundle manifest '{path}' is malformed ({e}); write the bundle again") from None
 
@@ -207,7 +209,7 @@ ROUNDS=${{ROUNDS:-{b.rounds}}}
 THREADS=${{THREADS:-{b.threads}}}
 TASKSET=${{TASKSET:-}}
 COOLDOWN=${{COOLDOWN:-1}}
-DIR=/data/local/tmp/pipeline-validate-{re.sub(r"[^A-Za-z0-9._-]", "_", b.device)}
+DIR=/data/local/tmp/pipeline-{b.kind}-{re.sub(r"[^A-Za-z0-9._-]", "_", b.device)}
 NETS="{names}"
 REVERSED=""
 for n in $NETS; do REVERSED="$n $REVERSED"; done
@@ -257,7 +259,7 @@ def write_bundle(archs: list[tuple[tuple[str, ...], str]], fit_idx: frozenset[in
     nets = tuple(BundleNetwork(f"net-{i:02d}", blocks, origin, f"networks/net-{i:02d}{exporter.suffix}", i in fit_idx)
                  for i, (blocks, origin) in enumerate(archs))
     b = Bundle(folder, target.name, target.runner, device, space.name, space.fingerprint, fit, threads, rounds, nets,
-               command)
+               command, "validate", _exporter_identity(exporter))
     _refuse_other_networks(b)
     files = {n.name: export_architecture(Architecture(space, n.blocks, {}), target, ws.cache)[0].path
              for n in tqdm(nets, desc=f"export {target.name}", unit="net", disable=not progress)}
@@ -281,17 +283,26 @@ def _write(b: Bundle, files: dict[str, Path]) -> Bundle:
     return b
 
 
+def _exporter_identity(exporter: Any) -> dict[str, Any]:
+    return {"name": exporter.name, "format": exporter.format, **exporter.fingerprint()}
+
+
 def _refuse_other_networks(b: Bundle) -> None:
-    """A bundle already in the folder with other networks may hold their measurements: keep it."""
+    """A bundle already in the folder of other files (networks, blocks, space, exporter options,
+    threads) may hold their measurements, which the new files would inherit: keep it."""
     if not (b.folder / MANIFEST).exists():
         return
     try:
         old = load_bundle(b.folder)
     except PipelineError as e:
         raise PipelineError(f"{e} (to write a new bundle, move '{b.folder}' away first)") from None
-    if [(n.name, n.blocks) for n in old.networks] != [(n.name, n.blocks) for n in b.networks]:
-        raise PipelineError(f"'{b.folder}' holds a bundle of other networks (and maybe their measurements; the table's "
-                            "calibration has changed since it was written); move it away, or pass another --seed")
+    def same(x: Bundle) -> tuple:
+        return ([(n.name, n.blocks, n.row) for n in x.networks], x.kind, x.space_fingerprint, x.threads, x.exporter)
+
+    if same(old) != same(b):
+        again = ", or pass another --seed" if b.kind == "validate" else ""
+        raise PipelineError(f"'{b.folder}' holds a bundle of other {b.item}s, space, exporter options or threads "
+                            f"(and maybe their measurements); move it away{again}")
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -356,7 +367,7 @@ def bundle_folder(measurements: Path) -> Path:
 
 def is_bundle_measurements(path: Path) -> bool:
     """Is `path` a bundle's logs folder or CSV (rather than a table file)?"""
-    return path.is_dir() or (path.parent / MANIFEST).is_file()
+    return path.is_dir() or path.suffix == ".csv" and (path.parent / MANIFEST).is_file()
 
 
 def read_measurements(path: Path, b: Bundle) -> dict[str, list[float]]:
@@ -445,14 +456,7 @@ def validate_measured(space: SearchSpace, target: Target, ws: Workspace, cfg: Va
     the times measured on the device."""
     from pipeline.validate import Plan, ValidateReport, judge, plan_table
 
-    b = load_bundle(bundle_folder(measurements))
-    if measurements.resolve() == b.folder.resolve():
-        raise PipelineError(f"--measurements {measurements} is the bundle itself; pass its {LOGS}/ folder or its "
-                            f"{CSV_NAME}")
-    _check_bundle_is_for(b, target, device, space)
-    if b.kind != "validate":
-        raise PipelineError(f"the bundle at '{b.folder}' holds the blocks of a table; bring their times in with "
-                            f"'{bundle_command(b, measurements)}'")
+    b = open_bundle(measurements, target, device, space, "validate")
     table, tpath, plain, stored = plan_table(space, target, ws, device, table_path)
     fit = b.fit if cfg.fit is None else cfg.fit
     if not fit:
@@ -482,6 +486,7 @@ def prepare_blocks(space: SearchSpace, command: str, target: Target, ws: Workspa
                    rounds: int, jobs: int = 1, progress: bool = True) -> Bundle:
     """`pipeline benchmark --device NAME`: every row the table needs, exported (and checked
     against PyTorch where the runtime runs here), in a bundle to time on the device."""
+    from benchmarks.boundary import NOOP_PARTS
     from benchmarks.harness import BenchmarkJob, export_rows, row_module
     from export.verify import check_against_torch
     from pipeline.targets import require_exporter
@@ -492,24 +497,32 @@ def prepare_blocks(space: SearchSpace, command: str, target: Target, ws: Workspa
                        ws.table(space.name, target.name, device), ws.cache, jobs=jobs)
     rows = rows_to_measure(space, exporter)
     artifacts = export_rows(job, rows, progress)
+    # Before anyone times anything on the phone: a row the format cannot express leaves the
+    # table unusable (a no-op row only prices identities, and predictions do without it).
+    missing = [f"{row_key(b, s)} ({artifacts[row_key(b, s)]})" for b, s in rows
+               if isinstance(artifacts[row_key(b, s)], str) and b not in NOOP_PARTS]
+    if missing:
+        raise PipelineError(f"{exporter.format} cannot express {len(missing)} block(s) of '{space.name}', so no table "
+                            f"for it can be timed: {missing[0]}; pick a space without it or another target")
     runner = target.make_runner(1) if target.measurable_here() is None else None
-    items, files, unavailable = [], {}, {}
+    items, files = [], {}
     for block, shape in rows:
-        key = row_key(block, shape)
-        artifact = artifacts[key]
+        artifact = artifacts[row_key(block, shape)]
         if isinstance(artifact, str):
-            unavailable[key] = artifact
             continue
         if runner is not None:
             module, x = row_module(block, shape)
-            check_against_torch(module, (x,), runner.load(artifact), job.tolerance, f"{key} ({exporter.format})")
+            check_against_torch(module, (x,), runner.load(artifact), job.tolerance,
+                                f"{row_key(block, shape)} ({exporter.format})")
         else:
             exporter.inspect(artifact)
         name = f"block-{len(items):03d}"
-        items.append(BundleNetwork(name, (block,), shape.key, f"blocks/{name}{exporter.suffix}", False, key))
+        items.append(BundleNetwork(name, (block,), shape.key, f"blocks/{name}{exporter.suffix}", False,
+                                   row_key(block, shape)))
         files[name] = artifact.path
     b = Bundle(ws.root / "benchmark" / space.name / target.name / device / "bundle", target.name, target.runner, device,
-               space.name, space.fingerprint, False, threads, rounds, tuple(items), command, "benchmark", unavailable)
+               space.name, space.fingerprint, False, threads, rounds, tuple(items), command, "benchmark",
+               _exporter_identity(exporter))
     _refuse_other_networks(b)
     return _write(b, files)
 
@@ -517,11 +530,7 @@ def prepare_blocks(space: SearchSpace, command: str, target: Target, ws: Workspa
 def table_from_measurements(measurements: Path, space: SearchSpace, target: Target, device: str) -> LatencyTable:
     """`pipeline benchmark import BUNDLE/logs`: the device's latency table from the times of a
     benchmark bundle, every row the median of its rounds with their spread."""
-    b = load_bundle(bundle_folder(measurements))
-    _check_bundle_is_for(b, target, device, space)
-    if b.kind != "benchmark":
-        raise PipelineError(f"the bundle at '{b.folder}' holds whole networks for validate; read its times with "
-                            f"'{bundle_command(b, measurements)}'")
+    b = open_bundle(measurements, target, device, space, "benchmark")
     times = read_measurements(measurements, b)
     untimed = [f"{n.name} ({n.row})" for n in b.networks if n.name not in times]
     if untimed:
@@ -530,23 +539,37 @@ def table_from_measurements(measurements: Path, space: SearchSpace, target: Targ
                             f"into {b.folder / CSV_NAME}")
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     tool = DEVICE_TOOLS.get(b.runner)
+    exp = b.exporter
     table = LatencyTable({"target": target.name, "device": device, "unit": "ms", "threads": b.threads,
                           "space": space.name, "space_fingerprint": space.fingerprint, "block_set": list(space.blocks),
-                          "runtime": target.runner_class().runtime, "exporter": target.exporter,
+                          "runtime": target.runner_class().runtime, "exporter": exp.get("name"),
+                          "format": exp.get("format"), "exporter_options": {k: v for k, v in exp.items()
+                                                                            if k not in ("name", "format")},
                           "imported_from": {"file": str(measurements), "bundle": str(b.folder.resolve())},
                           "source": (f"timed on {device} with {tool.tool.split(' (')[0]}" if tool and measurements.is_dir()
                                      else f"times written into {measurements.name}"),
                           "statistic": "median of the rounds", "imported": now, "created": now, "updated": now})
-    shapes = {row_key(blk, shape): shape for blk, shape in rows_to_measure(space, target.make_exporter())}
     for n in b.networks:
         ms = times[n.name]
         stats = {k: v for k, v in Samples(tuple(ms), 1, 0.0, ms[0]).stats().items()
                  if k not in ("median_ms", "number", "load_ms", "first_ms")}  # the device tool times those itself
-        table.add(Row(n.blocks[0], shapes[n.row], "ok", float(np.median(ms)), stats))
-    for key, reason in b.unavailable.items():
-        table.add(Row(key.split("/")[0], shapes[key], "unavailable", reason=reason))
+        table.add(Row(n.blocks[0], LayerShape.from_key(n.origin), "ok", float(np.median(ms)), stats))
     table.check_fits(space)
     return table
+
+
+def open_bundle(measurements: Path, target: Target, device: str, space: SearchSpace, kind: str) -> Bundle:
+    """The bundle `measurements` (its logs/ folder or CSV) belong to, checked against what the
+    command says it is for."""
+    b = load_bundle(bundle_folder(measurements))
+    if measurements.resolve() == b.folder.resolve():
+        raise PipelineError(f"{measurements} is the bundle itself; pass its {LOGS}/ folder or its {CSV_NAME}")
+    _check_bundle_is_for(b, target, device, space)
+    if b.kind != kind:
+        held = "whole networks for validate" if b.kind == "validate" else "the blocks of a table"
+        raise PipelineError(f"the bundle at '{b.folder}' holds {held}; bring its times in with "
+                            f"'{bundle_command(b, measurements)}'")
+    return b
 
 
 def _check_bundle_is_for(b: Bundle, target: Target, device: str, space: SearchSpace) -> None:

@@ -123,6 +123,9 @@ def export_text(r: ExportReport) -> str:
                      f"{m['count']} repeats x {m['number']} calls)")
     if r.not_measured_because is not None:
         lines.append(f"checked with the converter's tools only; not run or timed here: {r.not_measured_because}")
+    elif r.measured is None:
+        lines.append(f"not timed here: the prediction is for {r.device}; 'pipeline validate --target {r.target} --device "
+                     f"{r.device} --arch {r.arch_path}' puts it in a bundle to time there")
     if r.predicted_ms is not None:
         err = f", {r.error_pct:+.1f}% vs measured" if r.error_pct is not None else ""
         lines.append(f"predicted ({r.predictor}): {r.predicted_ms:.4f} ms{err} (table {r.table_path})")
@@ -200,8 +203,7 @@ def bundle_text(b: Bundle) -> str:
     from pipeline.bundle import CSV_NAME, DEVICE_TOOLS, LOGS, SCRIPT, bundle_command
 
     if b.kind == "benchmark":
-        skipped = f"; {len(b.unavailable)} the format cannot express" if b.unavailable else ""
-        what = f"{len(b.networks)} blocks of '{b.space}' for {b.target}{skipped}"
+        what = f"{len(b.networks)} blocks of '{b.space}' for {b.target}"
     else:
         n_fit = sum(n.fits for n in b.networks)
         role = f"{n_fit} fit a calibration, {len(b.networks) - n_fit} judge it" if b.fit else "all judge the table's prediction"

@@ -259,6 +259,9 @@ class ExportReport:
     table_path: Path | None
     not_measured_because: str | None = None
     predictor: str = "table sum"
+    device: str = HOST_DEVICE  # the table's device: not this machine, so not timed here
+    arch_path: Path | None = None
+    target: str = ""
 
     @property
     def error_pct(self) -> float | None:
@@ -296,12 +299,13 @@ def export(arch_path: Path, target: Target, ws: Workspace, protocol: Protocol, d
         runner = target.make_runner(protocol.threads)
         check = check_against_torch(net, (x,), runner.load(artifact), target.tolerance_for(exporter),
                                     f"derived network ({exporter.format})")
-        with NetworkTimer(runner, protocol) as timer:
-            measured = timer.stats(timer.load(artifact, [x.numpy()]))
+        if device == HOST_DEVICE:  # another device's prediction is not judged by this machine's time
+            with NetworkTimer(runner, protocol) as timer:
+                measured = timer.stats(timer.load(artifact, [x.numpy()]))
     else:
         exporter.inspect(artifact)
     predicted, tpath, predictor = _prediction(arch, target, ws, device, table_path)
-    return ExportReport(artifact, source, acc, check, measured, predicted, tpath, not_here, predictor)
+    return ExportReport(artifact, source, acc, check, measured, predicted, tpath, not_here, predictor, device, arch_path, target.name)
 
 
 def _prediction(arch: Architecture, target: Target, ws: Workspace, device: str,

@@ -290,7 +290,7 @@ def test_cli_devices_bad_input(cli_ws):
     ws = cli_ws[cli_ws.index("--out") + 1]
     assert "'benchmark' names the device a latency table belongs to" in _one_line_error(
         _invoke("benchmark", "--out", ws, "--device", "cuda"))
-    assert "--device pixel9') or bring it in with 'pipeline benchmark import" in _one_line_error(
+    assert "--device pixel9' writes its blocks to a bundle to time there) or bring in a table" in _one_line_error(
         _invoke("search", "--out", ws, "--device", "pixel9"))
 
 

@@ -336,9 +336,21 @@ def test_a_phone_s_table_is_timed_there_from_a_bundle_of_its_blocks(micro_space,
         row = rows[n["row"]]
         assert row["median_ms"] == pytest.approx(np.median(times)) and row["count"] == 3
         assert sorted(row["samples_ms"]) == pytest.approx(sorted(times), abs=1e-6)
+    assert table["provenance"]["format"] == "tflite" and "versions" in table["provenance"]["exporter_options"]
     r = invoke("search", "--space", micro_space_file, "--out", out, "--target", "android", "--device", "pixel7",
                "--epochs", 1, "--warmup-epochs", 0, "-q")
     assert r.exit_code == 0 and "on android/pixel7" in r.output
+    # export checks the derived network here, but does not judge the phone's prediction by this machine's time
+    r = invoke("export", "--space", micro_space_file, "--out", out, "--target", "android", "--device", "pixel7")
+    assert r.exit_code == 0 and "check against PyTorch" in r.output and "measured end to end" not in r.output
+    assert "not timed here: the prediction is for pixel7; 'pipeline validate --target android --device pixel7" in r.output
+    # the same bundle for other threads would inherit these logs: refused, so is the bundle folder itself
+    r = invoke("benchmark", "--space", micro_space_file, "--out", out, "--target", "android", "--device", "pixel7",
+               "--threads", 2, "-q")
+    assert r.exit_code == 2 and "holds a bundle of other blocks, space, exporter options or threads" in r.stderr
+    r = invoke("benchmark", "import", folder, "--target", "android", "--device", "pixel7", "--space",
+               micro_space_file, "--out", out, "--force")
+    assert r.exit_code == 2 and "is the bundle itself; pass its logs/ folder or its measurements.csv" in r.stderr
     # a bundle's times for the wrong device, or a validate bundle, are refused in one line
     r = invoke("benchmark", "import", folder / "logs", "--target", "android", "--device", "pixel8", "--space",
                micro_space_file, "--out", out)
