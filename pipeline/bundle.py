@@ -374,7 +374,8 @@ def read_measurements(path: Path, b: Bundle) -> dict[str, list[float]]:
     """Each network's measured ms, one per round, from a CSV (network,ms) or a folder of logs
     of the target's device tool. Networks without any are absent."""
     if not path.exists():
-        raise PipelineError(f"measurements '{path}' do not exist; check the path")
+        hint = f"run {b.folder / SCRIPT} with the device attached first" if path.name == LOGS else "check the path"
+        raise PipelineError(f"measurements '{path}' do not exist; {hint}")
     known = {n.name for n in b.networks}
     out: dict[str, list[float]] = {}
     rows = _read_logs(path, b) if path.is_dir() else _read_csv(path, b.item)

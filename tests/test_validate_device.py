@@ -143,6 +143,8 @@ def test_device_measurements_bad_input(micro_space, micro_space_file: Path, tmp_
     assert r.exit_code == 2 and "--measurements brings in times measured on another device" in r.stderr
     r = invoke("validate", "--space", micro_space_file, "--out", out, "--device", "phone", "--measurements", csv)
     assert r.exit_code == 2 and "was written for device 'laptop', not 'phone'" in r.stderr
+    r = judged(None, "--measurements", folder / "logs")
+    assert r.exit_code == 2 and f"logs' do not exist; run {folder}/time_on_device.sh with the device attached" in r.stderr
     r = invoke("validate", "--space", micro_space_file, "--out", out, "--device", "laptop", "--measurements",
                tmp_path / "times.csv")
     assert r.exit_code == 2 and "no manifest.json beside" in r.stderr
