@@ -211,22 +211,50 @@ if words[0] == "rm":
     shutil.rmtree(here(words[2]))
     sys.exit(0)
 flags = dict(w[2:].split("=", 1) for w in words[1:])
-if os.path.basename(flags["graph"]) == os.environ.get("FAIL_ON", ""):
+model = flags.get("graph") or flags["model_path"]
+if os.path.basename(model) == os.environ.get("FAIL_ON", ""):
     print("ERROR: the tool crashed"); sys.exit(3)
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter
-it = Interpreter(model_path=here(flags["graph"]), num_threads=int(flags["num_threads"]))
-it.allocate_tensors()
-d = it.get_input_details()[0]
-it.set_tensor(d["index"], np.zeros(d["shape"], np.float32))
-it.invoke()
-us = []
-for _ in range(20):
-    t = time.perf_counter(); it.invoke(); us.append((time.perf_counter() - t) * 1e6)
-print(f"INFO: count=20 first={{us[0]:.0f}} curr={{us[-1]:.0f}} min={{min(us):.0f}} max={{max(us):.0f}} "
-      f"avg={{np.mean(us):.1f}} std=1 p5=1 median={{np.median(us):.1f}} p95=1")
-print(f"INFO: Inference timings in us: Init: 1, First inference: 1, Warmup (avg): 1, Inference (avg): {{np.mean(us):.1f}}")
+if "graph" in flags:  # benchmark_model, timing with LiteRT
+    from ai_edge_litert.interpreter import Interpreter
+    it = Interpreter(model_path=here(model), num_threads=int(flags["num_threads"]))
+    it.allocate_tensors()
+    d = it.get_input_details()[0]
+    it.set_tensor(d["index"], np.zeros(d["shape"], np.float32))
+    it.invoke()
+    us = []
+    for _ in range(20):
+        t = time.perf_counter(); it.invoke(); us.append((time.perf_counter() - t) * 1e6)
+    print(f"INFO: count=20 first={{us[0]:.0f}} curr={{us[-1]:.0f}} min={{min(us):.0f}} max={{max(us):.0f}} "
+          f"avg={{np.mean(us):.1f}} std=1 p5=1 median={{np.median(us):.1f}} p95=1")
+    print(f"INFO: Inference timings in us: Init: 1, First inference: 1, Warmup (avg): 1, Inference (avg): {{np.mean(us):.1f}}")
+else:  # executor_runner, timing with the ExecuTorch runtime
+    import torch
+    from executorch.runtime import Runtime
+    method = Runtime.get().load_program(here(model)).load_method("forward")
+    x = torch.ones(*method.metadata.input_tensor_meta(0).sizes())
+    n = int(flags["num_executions"])
+    t = time.perf_counter()
+    for _ in range(n):
+        method.execute([x])
+    print(f"I 00:00:00.100 executorch:executor_runner.cpp:320] Model executed successfully {{n}} time(s) in "
+          f"{{(time.perf_counter() - t) * 1e3:.6f}} ms.")
 """
+
+
+def time_on_fake_phone(folder: Path, tmp_path: Path, tool: str) -> Path:
+    """Run the bundle's script against the adb stand-in, `tool` installed on the phone; its folder."""
+    device = tmp_path / "device"
+    (device / "data/local/tmp").mkdir(parents=True)
+    (device / "data/local/tmp" / tool).write_text("")
+    (device / "data/local/tmp" / tool).chmod(0o755)
+    adb = tmp_path / "adb"
+    adb.write_text(FAKE_ADB.format(python=sys.executable))
+    adb.chmod(0o755)
+    done = subprocess.run(["sh", folder / "time_on_device.sh"], capture_output=True, text=True,
+                          env={**os.environ, "ADB": str(adb), "FAKE_DEVICE": str(device), "COOLDOWN": "0"})
+    assert done.returncode == 0, done.stderr
+    return device
 
 
 @pytest.mark.slow
@@ -316,16 +344,7 @@ def test_a_phone_s_table_is_timed_there_from_a_bundle_of_its_blocks(micro_space,
     assert not (out / "tables/micro/android/pixel7.json").exists()  # nothing was timed here
     manifest = json.loads((folder / MANIFEST).read_text())
     assert manifest["kind"] == "benchmark" and len({n["row"] for n in manifest["networks"]}) == 19
-    device = tmp_path / "device"
-    (device / "data/local/tmp").mkdir(parents=True)
-    (device / "data/local/tmp/benchmark_model").write_text("")
-    (device / "data/local/tmp/benchmark_model").chmod(0o755)
-    adb = tmp_path / "adb"
-    adb.write_text(FAKE_ADB.format(python=sys.executable))
-    adb.chmod(0o755)
-    done = subprocess.run(["sh", folder / "time_on_device.sh"], capture_output=True, text=True,
-                          env={**os.environ, "ADB": str(adb), "FAKE_DEVICE": str(device), "COOLDOWN": "0"})
-    assert done.returncode == 0, done.stderr
+    time_on_fake_phone(folder, tmp_path, "benchmark_model")
     assert len(list((folder / "logs").glob("block-*.r*.log"))) == 19 * 3  # 3 rounds by default
     r = invoke("benchmark", "import", folder / "logs", "--target", "android", "--device", "pixel7", "--space",
                micro_space_file, "--out", out)
@@ -363,3 +382,21 @@ def test_a_phone_s_table_is_timed_there_from_a_bundle_of_its_blocks(micro_space,
     r = invoke("benchmark", "import", folder / "logs", "--target", "android", "--device", "pixel7", "--space",
                micro_space_file, "--out", out, "--force")
     assert r.exit_code == 2 and "1 of the 19 blocks have no time yet (block-004 (" in r.stderr
+
+
+@pytest.mark.slow
+def test_the_executorch_script_times_with_executor_runner_flags_and_its_logs_fit(micro_space, micro_space_file: Path,
+                                                                               tmp_path: Path) -> None:
+    out = tmp_path / "ws"
+    write_bundle(micro_space, micro_space_file, out, "android-executorch", "pixel1", "--samples", 8, "--rounds", 1)
+    folder = out / "validate/micro/android-executorch/pixel1/bundle-fit-seed0"
+    device = time_on_fake_phone(folder, tmp_path, "executor_runner")
+    runs = [line for line in (device / "calls.txt").read_text().splitlines() if "--model_path=" in line]
+    assert len(runs) == 8 and all("--num_executions=50 --cpu_threads=1" in line and ".pte" in line for line in runs)
+    r = invoke("validate", "--space", micro_space_file, "--out", out, "--target", "android-executorch", "--device",
+               "pixel1", "--measurements", folder / "logs", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["samples"] == 4
+    saved = json.loads((out / "validate/micro/android-executorch/pixel1/validate.json").read_text())
+    log = (folder / "logs/net-00.r0.log").read_text()
+    assert saved["samples"][0]["rounds_ms"] == [pytest.approx(parse_executor_runner(log))]
