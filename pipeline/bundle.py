@@ -22,26 +22,25 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.harness import rows_to_measure
+from benchmarks.boundary import NOOP_PARTS
+from benchmarks.harness import BenchmarkJob, export_rows, row_module, rows_to_measure
 from benchmarks.protocol import Protocol, Samples
 from benchmarks.table import LatencyTable, Row, row_key
 from blocks.architecture import Architecture
 from blocks.space import LayerShape, SearchSpace
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_dir, atomic_path, read_json, write_json_atomic, write_text_atomic
-from pipeline.targets import Target
-from pipeline.workflow import export_architecture
+from pipeline.targets import Target, require_exporter
+from pipeline.validate import Plan, ValidateConfig, ValidateReport, judge, plan, plan_table
+from pipeline.workflow import export_architecture, verify_here
 from pipeline.workspace import Workspace
 
-if TYPE_CHECKING:
-    from pipeline.validate import ValidateConfig, ValidateReport
-
-BUNDLE_FORMAT = "pipeline-validate-bundle"
+BUNDLE_FORMAT = "pipeline-device-bundle"  # validate's networks or a table's blocks
 BUNDLE_VERSION = 1
 MANIFEST = "manifest.json"
 CSV_NAME = "measurements.csv"
@@ -441,8 +440,6 @@ def prepare(space: SearchSpace, command: str, target: Target, ws: Workspace, cfg
             threads: int, table_path: Path | None = None, derived: tuple[Path, ...] = (),
             progress: bool = True) -> Bundle:
     """Step one for a device this machine is not: the bundle of the networks validate would time."""
-    from pipeline.validate import plan
-
     p = plan(space, ws, target, cfg, device, table_path, derived)
     # Named by what it is for: after its times have fitted a calibration, the next bundle
     # (drawn to judge that fit) goes beside it rather than over its measurements.
@@ -455,8 +452,6 @@ def validate_measured(space: SearchSpace, target: Target, ws: Workspace, cfg: Va
                       measurements: Path, table_path: Path | None = None) -> ValidateReport:
     """Step two: judge the table (fitting first, as the bundle planned or --fit/--no-fit say) on
     the times measured on the device."""
-    from pipeline.validate import Plan, ValidateReport, judge, plan_table
-
     b = open_bundle(measurements, target, device, space, "validate")
     table, tpath, plain, stored = plan_table(space, target, ws, device, table_path)
     fit = b.fit if cfg.fit is None else cfg.fit
@@ -487,11 +482,6 @@ def prepare_blocks(space: SearchSpace, command: str, target: Target, ws: Workspa
                    rounds: int, jobs: int = 1, progress: bool = True) -> Bundle:
     """`pipeline benchmark --device NAME`: every row the table needs, exported (and checked
     against PyTorch where the runtime runs here), in a bundle to time on the device."""
-    from benchmarks.boundary import NOOP_PARTS
-    from benchmarks.harness import BenchmarkJob, export_rows, row_module
-    from export.verify import check_against_torch
-    from pipeline.targets import require_exporter
-
     require_exporter(target)
     exporter = target.make_exporter()
     job = BenchmarkJob(space, exporter, None, target.tolerance_for(exporter), Protocol(threads=threads),
@@ -505,18 +495,12 @@ def prepare_blocks(space: SearchSpace, command: str, target: Target, ws: Workspa
     if missing:
         raise PipelineError(f"{exporter.format} cannot express {len(missing)} block(s) of '{space.name}', so no table "
                             f"for it can be timed: {missing[0]}; pick a space without it or another target")
-    runner = target.make_runner(1) if target.measurable_here() is None else None
     items, files = [], {}
     for block, shape in rows:
         artifact = artifacts[row_key(block, shape)]
         if isinstance(artifact, str):
             continue
-        if runner is not None:
-            module, x = row_module(block, shape)
-            check_against_torch(module, (x,), runner.load(artifact), job.tolerance,
-                                f"{row_key(block, shape)} ({exporter.format})")
-        else:
-            exporter.inspect(artifact)
+        verify_here(target, exporter, *row_module(block, shape), artifact, f"{row_key(block, shape)} ({exporter.format})")
         name = f"block-{len(items):03d}"
         items.append(BundleNetwork(name, (block,), shape.key, f"blocks/{name}{exporter.suffix}", False,
                                    row_key(block, shape)))

@@ -25,7 +25,7 @@ from benchmarks.table import LatencyTable, expect_table_for, load_table
 from blocks.architecture import Architecture, load_architecture
 from blocks.network import DerivedNet
 from blocks.space import SearchSpace
-from export.base import Artifact
+from export.base import Artifact, Exporter
 from export.verify import CheckResult, check_against_torch
 from pipeline.data import Splits
 from pipeline.errors import PipelineError, PlatformUnsupported
@@ -334,12 +334,18 @@ def export_architecture(arch: Architecture, target: Target, cache_dir: Path) -> 
     exporter = target.make_exporter()
     ident = {"architecture": list(arch.blocks), "space": arch.space.fingerprint}
     artifact = cached_export(exporter, net, (x,), cache_dir, ident)
+    verify_here(target, exporter, net, x, artifact, f"architecture on {target.name}")
+    return artifact, x.numpy()
+
+
+def verify_here(target: Target, exporter: Exporter, module: torch.nn.Module, x: torch.Tensor, artifact: Artifact,
+                label: str) -> None:
+    """Check `artifact` against PyTorch on `x` where the target's runtime runs here, else with
+    the converter's own tools (Core ML off macOS)."""
     if target.measurable_here() is None:
-        check_against_torch(net, (x,), target.make_runner(1).load(artifact), target.tolerance_for(exporter),
-                            f"architecture on {target.name}")
+        check_against_torch(module, (x,), target.make_runner(1).load(artifact), target.tolerance_for(exporter), label)
     else:
         exporter.inspect(artifact)
-    return artifact, x.numpy()
 
 
 def measure_architecture(arch: Architecture, target: Target, protocol: Protocol, cache_dir: Path) -> float | None:
