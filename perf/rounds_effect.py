@@ -6,7 +6,9 @@
 twice more. This script takes a validate.json and measures each network as the median of its
 first N rounds only (N = 1, 3, 5, ... up to the regular rounds) and as the median of all of
 them. For each it refits the calibration on the run's own fitted half and prints the held-out
-metrics. One half/half split is a single draw, so it also refits on `--splits` random halves
+metrics. When validate timed a reference network around every measurement (`--reference`, the
+default), it does the same on the rounds as timed, before dividing by the reference: the two
+measurements of one run, side by side, show what the reference is worth on this machine. One half/half split is a single draw, so it also refits on `--splits` random halves
 of the random networks and prints their mean median error and how many of them had a held-out
 network outside ±10% (with 20 held out, one such network already fails a 99% goal).
 """
@@ -83,14 +85,17 @@ def main() -> None:
     print(f"{len(held)} held-out networks; {sum(len(s['rounds_ms']) > base for s in samples)} of {len(samples)} "
           f"had extra rounds")
     splits = opts.splits if fit and len(pool) >= 8 else 0
-    print(f"{'measured as':<26} {'predictor':<11} {'median %':>9} {'within 10%':>11} {'worst %':>8} {'spearman':>9}"
+    kinds = [("rounds_ms", "")] + ([("raw_rounds_ms", "as timed: ")] if all(s.get("raw_rounds_ms") for s in samples) else [])
+    if len(kinds) > 1:
+        print("each relative to the reference network timed around it, then as timed (without it)")
+    print(f"{'measured as':<36} {'predictor':<11} {'median %':>9} {'within 10%':>11} {'worst %':>8} {'spearman':>9}"
           + (f"   over {splits} splits: median %, splits with a miss" if splits else ""))
     measures: list[tuple[str, int | None]] = [
         (f"median of first {n} round{'s' if n > 1 else ''}", n) for n in sorted({*range(1, base + 1, 2), base})]
-    for label, keep in measures + [("median of all rounds", None)]:
-        measured = [float(np.median(s["rounds_ms"][:keep])) for s in samples]
+    for (key, kind), (label, keep) in ((k, m) for k in kinds for m in measures + [("median of all rounds", None)]):
+        measured = [float(np.median(s[key][:keep])) for s in samples]
         for name, m in held_out(plain, space, archs, measured, fit, held).items():
-            line = (f"{label:<26} {name:<11} {m['median_abs_err_pct']:9.1f} {m['within_10_pct']:10.0f}% "
+            line = (f"{kind + label:<36} {name:<11} {m['median_abs_err_pct']:9.1f} {m['within_10_pct']:10.0f}% "
                     f"{m['max_abs_err_pct']:8.1f} {m['spearman']:9.3f}")
             if splits and name == "calibrated":
                 err, missed = split_misses(plain, space, archs, measured, pool, splits, opts.seed)

@@ -36,7 +36,7 @@ from blocks.space import LayerShape, SearchSpace
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_dir, atomic_path, read_json, write_json_atomic, write_text_atomic
 from pipeline.targets import Target, require_exporter
-from pipeline.validate import Plan, ValidateConfig, ValidateReport, judge, plan, plan_table
+from pipeline.validate import Plan, Timed, ValidateConfig, ValidateReport, judge, plan, plan_table
 from pipeline.workflow import export_architecture, verify_here
 from pipeline.workspace import Workspace
 
@@ -474,7 +474,7 @@ def validate_measured(space: SearchSpace, target: Target, ws: Workspace, cfg: Va
     paths: list[Path | None] = [(b.folder / b.networks[i].file).resolve() for i in keep]
     report = ValidateReport([], tpath, {}, None, target=target.name, measured_on=device,
                             measurements=measurements.resolve(), missing=[n.name for n in b.networks if n.name not in times])
-    return judge(p, space, rounds, paths, report, b.folder.parent)
+    return judge(p, space, Timed(rounds), paths, report, b.folder.parent)  # a device's times come as taken there
 
 
 # ---------------------------------------------------------------------------- a latency table timed on the device

@@ -430,6 +430,9 @@ def run(target_name: str, target_options: tuple[str, ...], space_name: str, devi
                    f"{ValidateConfig.extra_rounds} more).")
 @click.option("--recheck/--no-recheck", default=ValidateConfig.recheck, show_default=True,
               help="Re-time a few table rows around every round: does the table still describe this machine?")
+@click.option("--reference/--no-reference", default=ValidateConfig.reference, show_default=True,
+              help="Time a reference network just before and after every network and measure each relative to it, "
+                   "so the machine's speed wandering under the run cancels (doubles the timing).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--table", "table_path", type=click.Path(path_type=Path), help="Table to check [the workspace's].")
 @click.option("--measurements", type=click.Path(path_type=Path),
@@ -439,8 +442,8 @@ def run(target_name: str, target_options: tuple[str, ...], space_name: str, devi
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def validate(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, root: Path,
              threads: int, repeats: int, min_repeat_ms: float, row_timeout: float, samples: int, archs: tuple[Path, ...],
-             fit: bool | None, rounds: int, recheck: bool, seed: int, table_path: Path | None, measurements: Path | None,
-             as_json: bool, quiet: bool) -> None:
+             fit: bool | None, rounds: int, recheck: bool, reference: bool, seed: int, table_path: Path | None,
+             measurements: Path | None, as_json: bool, quiet: bool) -> None:
     """Time whole random networks end to end and report how well the table predicts them.
 
     \b
@@ -452,7 +455,7 @@ def validate(target_name: str, target_options: tuple[str, ...], space_name: str,
     from pipeline.validate import METRIC_KEYS, validate as run_validate
 
     target, space, ws = _ctx(target_name, target_options, space_name, root)
-    cfg = ValidateConfig(samples, seed, fit, rounds, recheck)
+    cfg = ValidateConfig(samples, seed, fit, rounds, recheck, reference=reference)
     if measurements is not None and device == HOST_DEVICE:
         raise PipelineError("--measurements brings in times measured on another device; name it with --device NAME "
                             "(validate times this machine's networks itself)")

@@ -178,6 +178,9 @@ def validate_text(r: "ValidateReport") -> str:
                      f"{r.noise['median_pct']:.1f}% (worst {r.noise['max_pct']:.1f}%), so each measurement, the "
                      f"median of its rounds, is uncertain by about ±{r.noise['median_se_pct']:.1f}% "
                      f"(standard error): errors of that size are {who}, not the table's")
+        if "raw_median_pct" in r.noise:
+            lines.append(f"       each relative to a reference network timed just before and after it (as timed, "
+                         f"{r.noise['raw_median_pct']:.1f}% apart: the machine's speed moved under all of them)")
         if r.noise["retimed"] and not r.measured_on:  # a device's times come as they were taken there
             lines.append(f"       {r.noise['retimed']} network(s) whose rounds differed by more than "
                          f"{r.noise['retime_above_pct']:.0f}% were timed "

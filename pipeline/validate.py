@@ -61,6 +61,15 @@ class ValidateConfig:
     # a slow spell: it is timed `extra_rounds` more times and its median taken over all.
     wide_pct: float = WIDE_PCT
     extra_rounds: int = 2
+    # Time a reference network (the one of median predicted latency) right before and after
+    # every measurement and divide by the mean of the two: on a shared VM the machine's speed
+    # wanders by 5-10% over seconds, under every network alike (the deviations of two networks
+    # timed one after the other correlated 0.62), so the ratio to a network timed a moment
+    # apart cancels most of it. On this project's 2-core VM (40 FBNet networks, desktop, 7
+    # rounds) it took the rounds' spread from 20.9% to 9.4% in a noisy spell, and two runs
+    # minutes apart agreed network by network within 3.9% (p10-p90) instead of 7.0%; see the
+    # README for what it did to the held-out error. It doubles the timing.
+    reference: bool = True
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -77,8 +86,27 @@ class Sample:
     table_sum_ms: float
     calibrated_ms: float | None = None
     fitted: bool = False  # used to fit the calibration (so not evidence for it)
-    rounds_ms: tuple[float, ...] = ()  # each round's measurement
+    rounds_ms: tuple[float, ...] = ()  # each round's measurement (relative to the reference, when one was timed)
     artifact: Path | None = None  # the file timed, for anyone who re-times it with other tools
+    raw_rounds_ms: tuple[float, ...] = ()  # each round as timed, before dividing by the reference
+    reference_ms: tuple[float, ...] = ()  # the reference network's time around each round
+
+
+@dataclass(frozen=True)
+class Timed:
+    """Each network's rounds, the median of which is its measurement. With a reference network
+    timed around every measurement, `rounds` are the times divided by the reference's time
+    around them and multiplied by its median over the run (so still milliseconds, at the run's
+    typical speed); `raw` and `reference` keep what was timed."""
+
+    rounds: list[list[float]]
+    raw: list[list[float]] | None = None
+    reference: list[list[float]] | None = None
+
+    @staticmethod
+    def relative(raw: list[list[float]], reference: list[list[float]]) -> "Timed":
+        scale = float(np.median([ms for ref in reference for ms in ref]))
+        return Timed([[m / r * scale for m, r in zip(ms, ref)] for ms, ref in zip(raw, reference)], raw, reference)
 
 
 @dataclass
@@ -108,9 +136,12 @@ class ValidateReport:
         if base < 2:
             return None
         spread = np.array([_spread_pct(s.rounds_ms[:base]) for s in self.samples])
-        return {"median_pct": float(np.median(spread)), "max_pct": float(spread.max()), "rounds": base,
-                "retimed": sum(len(s.rounds_ms) > base for s in self.samples), "retime_above_pct": self.wide_pct,
-                "median_se_pct": float(np.median([median_se_pct(s.rounds_ms) for s in self.samples]))}
+        out = {"median_pct": float(np.median(spread)), "max_pct": float(spread.max()), "rounds": base,
+               "retimed": sum(len(s.rounds_ms) > base for s in self.samples), "retime_above_pct": self.wide_pct,
+               "median_se_pct": float(np.median([median_se_pct(s.rounds_ms) for s in self.samples]))}
+        if all(s.raw_rounds_ms for s in self.samples):  # what dividing by the reference took away
+            out["raw_median_pct"] = float(np.median([_spread_pct(s.raw_rounds_ms[:base]) for s in self.samples]))
+        return out
 
     @property
     def drift(self) -> dict[str, float] | None:
@@ -199,24 +230,24 @@ def validate(space: SearchSpace, target: Target, ws: Workspace, protocol: Protoc
         raise PlatformUnsupported(f"cannot validate '{target.name}' here: {reason}; or name the device "
                                   "(--device NAME) to get a bundle of networks to time there")
     p = plan(space, ws, target, cfg, device, table_path, derived)
-    paths, rounds, rechecks = _measure_all(list(p.archs), space, target, protocol, ws, cfg, p.table, progress)
+    paths, timed, rechecks = _measure_all(list(p.archs), space, target, protocol, ws, cfg, p.table, progress)
     report = ValidateReport([], p.table_path, {}, None, rechecks=rechecks, target=target.name, protocol=protocol,
                             wide_pct=cfg.wide_pct, rounds=cfg.rounds)
-    return judge(p, space, rounds, paths, report, out_dir or ws.root / "validate" / space.name / target.name / device)
+    return judge(p, space, timed, paths, report, out_dir or ws.root / "validate" / space.name / target.name / device)
 
 
-def judge(p: Plan, space: SearchSpace, rounds: list[list[float]], paths: list[Path | None], report: ValidateReport,
+def judge(p: Plan, space: SearchSpace, timed: Timed, paths: list[Path | None], report: ValidateReport,
           out_dir: Path) -> ValidateReport:
     """Fit (when the plan says so) on the fitting networks, judge on the others, store the fit in
     the table, and write validate.json and the plot. `report` brings how the networks were
     measured (protocol, rechecks, source); its samples, metrics and calibration are filled here."""
-    fit_idx = sorted(p.fit_idx)
+    fit_idx, rounds = sorted(p.fit_idx), timed.rounds
     cal = fit_calibration(p.plain, space, [p.archs[i][0] for i in fit_idx],
                           [float(np.median(rounds[i])) for i in fit_idx]) if p.fit else p.stored
     # Judging a stored fit: a network it was fitted on is no evidence for it (a derived one can be).
     fitted = set(fit_idx) if p.fit else {i for i, (b, _) in enumerate(p.archs)
                                          if cal is not None and arch_key(b) in cal.fitted_keys}
-    report.samples = _samples(list(p.archs), paths, rounds, p.plain, cal, space, fitted)
+    report.samples = _samples(list(p.archs), paths, timed, p.plain, cal, space, fitted)
     if not any(not s.fitted for s in report.samples):
         raise PipelineError("every measured network was fitted on, so none can judge the calibration; "
                             "measure more networks (--samples)")
@@ -260,7 +291,7 @@ def _recheck_inputs(rows: list[tuple[str, LayerShape]], table: LatencyTable, tar
 
 def _measure_all(archs: list[tuple[tuple[str, ...], str]], space: SearchSpace, target: Target, protocol: Protocol,
                  ws: Workspace, cfg: ValidateConfig, table: LatencyTable,
-                 progress: bool) -> tuple[list[Path], list[list[float]], list[list[float]]]:
+                 progress: bool) -> tuple[list[Path], Timed, list[list[float]]]:
     """Each network's artifact (exported and checked once), its measurements (see `in_rounds`)
     and, with `recheck`, the rechecked rows' ratios around each regular round."""
     artifacts = [export_architecture(Architecture(space, blocks, {}), target, ws.cache)
@@ -276,34 +307,53 @@ def _measure_all(archs: list[tuple[tuple[str, ...], str]], space: SearchSpace, t
                 rechecks.append([timer.median_ms(i) / table_ms for i, table_ms in checked])
 
         with tqdm(total=cfg.rounds * len(archs), desc=f"validate {target.name}", unit="net", disable=not progress) as bar:
-            out = in_rounds(len(archs), lambda i: timer.median_ms(nets[i]), cfg, recheck, bar)
+            # the reference: the network of median predicted latency, one of those drawn
+            plain = LatencyModel.from_table(table, space, calibrated=False)
+            ref = nets[int(np.argsort([plain.predict(space, blocks) for blocks, _ in archs])[len(archs) // 2])]
+            out = in_rounds(len(archs), lambda i: timer.median_ms(nets[i]), cfg, recheck, bar,
+                            (lambda: timer.median_ms(ref)) if cfg.reference else None)
     return [a.path.resolve() for a, _ in artifacts], out, rechecks
 
 
 def in_rounds(n: int, time_one: Callable[[int], float], cfg: ValidateConfig, between: Callable[[], None],
-              bar: tqdm) -> list[list[float]]:
+              bar: tqdm, time_reference: Callable[[], float] | None = None) -> Timed:
     """Time networks 0..n-1 in `cfg.rounds` rounds (odd rounds go backwards, so no network is
-    always first or last; `between` runs before, between and after them). Each network whose
-    rounds are over `cfg.wide_pct` apart then gets `cfg.extra_rounds` more, so its median can
-    outvote that many slow spells."""
-    out: list[list[float]] = [[] for _ in range(n)]
+    always first or last; `between` runs before, between and after them). With `time_reference`,
+    the reference is timed before the first network of a pass and after each one, and each
+    measurement is taken relative to the mean of the two around it (see `Timed`). Each network
+    whose rounds are over `cfg.wide_pct` apart then gets `cfg.extra_rounds` more, so its median
+    can outvote that many slow spells."""
+    raw: list[list[float]] = [[] for _ in range(n)]
+    ref: list[list[float]] = [[] for _ in range(n)]
+
+    def one_pass(order: list[int]) -> None:
+        if not order:
+            return
+        before = time_reference() if time_reference else 0.0
+        for i in order:
+            raw[i].append(time_one(i))
+            if time_reference:
+                after = time_reference()
+                ref[i].append((before + after) / 2)
+                before = after
+            bar.update(1)
+
+    def timed() -> Timed:
+        return Timed.relative(raw, ref) if time_reference else Timed(raw)
+
     for r in range(cfg.rounds):
         between()
-        for i in range(n) if r % 2 == 0 else reversed(range(n)):
-            out[i].append(time_one(i))
-            bar.update(1)
+        one_pass(list(range(n)) if r % 2 == 0 else list(reversed(range(n))))
     between()
-    wide = [i for i, ms in enumerate(out) if len(ms) > 1 and _spread_pct(ms) > cfg.wide_pct]
+    wide = [i for i, ms in enumerate(timed().rounds) if len(ms) > 1 and _spread_pct(ms) > cfg.wide_pct]
     bar.total = (bar.total or 0) + len(wide) * cfg.extra_rounds
     # The extra rounds go on alternating direction, so that when the machine itself drifts
     # (every network is then wide) no network's extras are all timed later than another's. Both
     # in one direction, an android-executorch run whose machine slowed 15% over it had a
     # held-out median error of 2.0% on its 7 regular rounds and 3.4% with the extras.
     for r in range(cfg.rounds, cfg.rounds + cfg.extra_rounds):
-        for i in wide if r % 2 == 0 else reversed(wide):
-            out[i].append(time_one(i))
-            bar.update(1)
-    return out
+        one_pass(wide if r % 2 == 0 else wide[::-1])
+    return timed()
 
 
 def _spread_pct(rounds_ms: list[float] | tuple[float, ...]) -> float:
@@ -321,14 +371,15 @@ def median_se_pct(rounds_ms: list[float] | tuple[float, ...]) -> float:
     return float(np.sqrt(np.pi / 2) * median_abs_deviation(a, scale="normal") / np.sqrt(len(a)) / np.median(a) * 100)
 
 
-def _samples(archs: list, paths: list[Path | None], rounds: list[list[float]], plain: LatencyModel, cal: Calibration | None,
+def _samples(archs: list, paths: list[Path | None], timed: Timed, plain: LatencyModel, cal: Calibration | None,
              space: SearchSpace, fit_idx: set[int]) -> list[Sample]:
     # An identity fit predicts what the plain sum does: no second column for it.
     calibrated = plain.with_calibration(cal, space) if cal is not None and not cal.is_identity else None
     return [
         Sample(blocks, origin, float(np.median(ms)), plain.predict(space, blocks),
-               calibrated.predict(space, blocks) if calibrated else None, i in fit_idx, tuple(ms), path)
-        for i, ((blocks, origin), path, ms) in enumerate(zip(archs, paths, rounds))
+               calibrated.predict(space, blocks) if calibrated else None, i in fit_idx, tuple(ms), path,
+               tuple(timed.raw[i]) if timed.reference else (), tuple(timed.reference[i]) if timed.reference else ())
+        for i, ((blocks, origin), path, ms) in enumerate(zip(archs, paths, timed.rounds))
     ]
 
 
@@ -356,7 +407,8 @@ def _write_outputs(r: ValidateReport, out_dir: Path) -> dict[str, Path]:
         "missing": r.missing,
         "metrics": r.metrics, "noise": r.noise,
         "samples": [{"blocks": list(s.blocks), "origin": s.origin, "measured_ms": s.measured_ms,
-                     "rounds_ms": list(s.rounds_ms), "table_sum_ms": s.table_sum_ms,
+                     "rounds_ms": list(s.rounds_ms), "raw_rounds_ms": list(s.raw_rounds_ms) or None,
+                     "reference_ms": list(s.reference_ms) or None, "table_sum_ms": s.table_sum_ms,
                      "calibrated_ms": s.calibrated_ms, "fitted": s.fitted,
                      "artifact": str(s.artifact) if s.artifact else None} for s in r.samples],
         "drift": r.drift, "recheck_passes": r.rechecks,

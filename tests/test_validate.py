@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -106,11 +107,18 @@ def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, t
     effect = subprocess.run([sys.executable, rounds_effect,
                              out / "validate/micro/desktop/host/validate.json", "--space", micro_space_file,
                              "--splits", "3"], capture_output=True, text=True, check=True).stdout.splitlines()
-    # first 1, 3, 5 and 7 rounds, then all of them; each judged for the table sum and the calibration
-    measures = [line.split("  ")[0] for line in effect[2:]]
+    # first 1, 3, 5 and 7 rounds, then all of them; each judged for the table sum and the calibration,
+    # relative to the reference network (validate's default), then as timed
+    assert effect[1].startswith("each relative to the reference network")
+    measures = [line.split("  ")[0] for line in effect[3:]]
     assert effect[0].startswith("6 held-out networks;") and measures == [
-        m for m in ("median of first 1 round", "median of first 3 rounds", "median of first 5 rounds",
-                    "median of first 7 rounds", "median of all rounds") for _ in range(2)]
+        kind + m for kind in ("", "as timed: ")
+        for m in ("median of first 1 round", "median of first 3 rounds", "median of first 5 rounds",
+                  "median of first 7 rounds", "median of all rounds") for _ in range(2)]
+    report = json.loads((out / "validate/micro/desktop/host/validate.json").read_text())
+    for s in report["samples"]:  # the rounds as timed and the reference around each are kept
+        assert len(s["raw_rounds_ms"]) == len(s["reference_ms"]) == len(s["rounds_ms"]) >= 7
+    assert "raw_median_pct" in report["noise"]
     *_, median_pct, miss_pct = effect[-1].split()  # refit on 3 random splits of the 12: a mean error, a share
     assert float(median_pct) >= 0 and miss_pct.endswith("%") and 0 <= float(miss_pct[:-1]) <= 100
     bad = subprocess.run([sys.executable, rounds_effect, out / "tables/micro/desktop/host.json"], capture_output=True, text=True)
@@ -311,13 +319,55 @@ def test_networks_whose_rounds_disagree_are_timed_again() -> None:
     # rounds alternate direction; the table rows are rechecked before, between and after them;
     # the two wide networks get two more rounds each, going on alternating direction
     assert "".join(calls) == "|012|210|012|" + "2112"
-    assert out == [[10.0] * 3, [10.0, 13.0, 10.0, 12.5, 10.1], [20.0, 20.0, 25.0, 20.1, 99.0]]
-    assert [statistics.median(r) for r in out] == [10.0, 10.1, 20.1]  # two slow rounds outvoted
+    assert out.rounds == [[10.0] * 3, [10.0, 13.0, 10.0, 12.5, 10.1], [20.0, 20.0, 25.0, 20.1, 99.0]]
+    assert out.raw is None and out.reference is None  # no reference: the rounds are as timed
+    assert [statistics.median(r) for r in out.rounds] == [10.0, 10.1, 20.1]  # two slow rounds outvoted
     # one round has no spread to judge; extra_rounds 0 turns retiming off
-    assert in_rounds(2, lambda i: float(i + 1), ValidateConfig(rounds=1), lambda: None, tqdm(disable=True)) == [[1.0], [2.0]]
+    assert in_rounds(2, lambda i: float(i + 1), ValidateConfig(rounds=1), lambda: None,
+                     tqdm(disable=True)).rounds == [[1.0], [2.0]]
     noisy = iter([1.0, 2.0, 1.0])
     assert in_rounds(1, lambda i: next(noisy), ValidateConfig(rounds=3, extra_rounds=0), lambda: None,
-                     tqdm(disable=True)) == [[1.0, 2.0, 1.0]]
+                     tqdm(disable=True)).rounds == [[1.0, 2.0, 1.0]]
+
+
+def test_a_reference_timed_around_every_network_cancels_the_machine_s_speed() -> None:
+    from tqdm import tqdm
+
+    from pipeline.validate import Sample, ValidateConfig, ValidateReport, in_rounds
+
+    # The machine's speed wanders (x0.75 to x1.25, smoothly, as on a shared VM) under two steady
+    # networks of 10 and 20 ms and a 4 ms reference; each timing is one step of the machine.
+    speed = iter([1 + 0.25 * math.sin(k / 2) for k in range(64)])
+    calls: list[str] = []
+
+    def time_one(i: int) -> float:
+        calls.append(str(i))
+        return (10.0, 20.0)[i] * next(speed)
+
+    def time_ref() -> float:
+        calls.append("r")
+        return 4.0 * next(speed)
+
+    out = in_rounds(2, time_one, ValidateConfig(rounds=3), lambda: calls.append("|"), tqdm(disable=True), time_ref)
+    # the reference before each pass and after every network; rounds alternate as before
+    assert "".join(calls) == "|r0r1r|r1r0r|r0r1r|"
+    # As timed, the rounds wander with the machine (more than wide_pct apart, which would have
+    # bought extra rounds); relative to the reference around them, they do so far less, and no
+    # network is timed again.
+    spread = [(max(r) - min(r)) / statistics.median(r) * 100 for r in out.raw]
+    assert min(spread) > 20
+    assert len(out.rounds[0]) == len(out.rounds[1]) == 3 and len(out.reference[0]) == 3
+    for ms, want in zip(out.rounds, (10.0, 20.0)):
+        assert max(ms) / min(ms) < 1.1 and statistics.median(ms) == pytest.approx(want, rel=0.08)
+    # each round: as timed / (mean of the reference before and after) x the reference's median
+    scale = statistics.median([x for ref in out.reference for x in ref])
+    assert out.rounds[0][0] == pytest.approx(out.raw[0][0] / out.reference[0][0] * scale)
+    assert out.reference[0][0] == pytest.approx(4.0 * (2 + 0.25 * math.sin(0) + 0.25 * math.sin(1)) / 2)
+    # the report says what the reference took away
+    samples = [Sample(("a",), "random", statistics.median(r), 1.0, rounds_ms=tuple(r), raw_rounds_ms=tuple(raw),
+                      reference_ms=tuple(ref)) for r, raw, ref in zip(out.rounds, out.raw, out.reference)]
+    noise = ValidateReport(samples, Path("t.json"), {}, None, rounds=3).noise
+    assert noise["raw_median_pct"] > 20 > noise["median_pct"]
 
 
 def test_noise_is_judged_on_the_regular_rounds_even_when_every_network_was_retimed() -> None:
