@@ -65,9 +65,9 @@ class ValidateConfig:
     # every measurement and divide by the mean of the two: on a shared VM the machine's speed
     # wanders by 5-10% over seconds, under every network alike (the deviations of two networks
     # timed one after the other correlated 0.62), so the ratio to a network timed a moment
-    # apart cancels most of it. In six FBNet runs on this project's 2-core VM (two per local
+    # apart cancels most of it. In nine FBNet runs on this project's 2-core VM (three per local
     # target), the calibrated held-out error was lower relative to the reference than as timed
-    # in all six (README: "A reference network timed around every measurement"). It doubles
+    # in all nine (README: "A reference network timed around every measurement"). It doubles
     # the timing.
     reference: bool = True
 
