@@ -8,8 +8,9 @@ first N rounds only (N = 1, 3, 5, ... up to the regular rounds) and as the media
 them. For each it refits the calibration on the run's own fitted half and prints the held-out
 metrics. When validate timed a reference network around every measurement (`--reference`, the
 default), it does the same on the rounds as timed, before dividing by the reference: the two
-measurements of one run, side by side, show what the reference is worth on this machine. One half/half split is a single draw, so it also refits on `--splits` random halves
-of the random networks and prints their mean median error and how many of them had a held-out
+measurements of one run, side by side, show what the reference is worth on this machine. One
+half/half split is a single draw, so it also refits on `--splits` random halves of the random
+networks and prints their mean median error and how many of them had a held-out
 network outside ±10% (with 20 held out, one such network already fails a 99% goal).
 """
 

@@ -230,7 +230,10 @@ def validate(space: SearchSpace, target: Target, ws: Workspace, protocol: Protoc
         raise PlatformUnsupported(f"cannot validate '{target.name}' here: {reason}; or name the device "
                                   "(--device NAME) to get a bundle of networks to time there")
     p = plan(space, ws, target, cfg, device, table_path, derived)
-    paths, timed, rechecks = _measure_all(list(p.archs), space, target, protocol, ws, cfg, p.table, progress)
+    # the reference: the drawn network of median predicted latency
+    order = np.argsort([p.plain.predict(space, blocks) for blocks, _ in p.archs])
+    reference = int(order[len(order) // 2]) if cfg.reference else None
+    paths, timed, rechecks = _measure_all(list(p.archs), space, target, protocol, ws, cfg, p.table, reference, progress)
     report = ValidateReport([], p.table_path, {}, None, rechecks=rechecks, target=target.name, protocol=protocol,
                             wide_pct=cfg.wide_pct, rounds=cfg.rounds)
     return judge(p, space, timed, paths, report, out_dir or ws.root / "validate" / space.name / target.name / device)
@@ -290,10 +293,11 @@ def _recheck_inputs(rows: list[tuple[str, LayerShape]], table: LatencyTable, tar
 
 
 def _measure_all(archs: list[tuple[tuple[str, ...], str]], space: SearchSpace, target: Target, protocol: Protocol,
-                 ws: Workspace, cfg: ValidateConfig, table: LatencyTable,
+                 ws: Workspace, cfg: ValidateConfig, table: LatencyTable, reference: int | None,
                  progress: bool) -> tuple[list[Path], Timed, list[list[float]]]:
-    """Each network's artifact (exported and checked once), its measurements (see `in_rounds`)
-    and, with `recheck`, the rechecked rows' ratios around each regular round."""
+    """Each network's artifact (exported and checked once), its measurements (see `in_rounds`;
+    relative to network `reference` unless None) and, with `recheck`, the rechecked rows'
+    ratios around each regular round."""
     artifacts = [export_architecture(Architecture(space, blocks, {}), target, ws.cache)
                  for blocks, _ in tqdm(archs, desc=f"export {target.name}", unit="net", disable=not progress)]
     rows = _recheck_inputs(recheck_rows(table, space), table, target, ws) if cfg.recheck else []
@@ -307,11 +311,8 @@ def _measure_all(archs: list[tuple[tuple[str, ...], str]], space: SearchSpace, t
                 rechecks.append([timer.median_ms(i) / table_ms for i, table_ms in checked])
 
         with tqdm(total=cfg.rounds * len(archs), desc=f"validate {target.name}", unit="net", disable=not progress) as bar:
-            # the reference: the network of median predicted latency, one of those drawn
-            plain = LatencyModel.from_table(table, space, calibrated=False)
-            ref = nets[int(np.argsort([plain.predict(space, blocks) for blocks, _ in archs])[len(archs) // 2])]
             out = in_rounds(len(archs), lambda i: timer.median_ms(nets[i]), cfg, recheck, bar,
-                            (lambda: timer.median_ms(ref)) if cfg.reference else None)
+                            None if reference is None else lambda: timer.median_ms(nets[reference]))
     return [a.path.resolve() for a, _ in artifacts], out, rechecks
 
 
