@@ -418,7 +418,8 @@ def run(target_name: str, target_options: tuple[str, ...], space_name: str, devi
 @main.command()
 @_common
 @_protocol_options
-@click.option("--samples", type=click.IntRange(1), default=20, show_default=True, help="Random architectures to time.")
+@click.option("--samples", type=click.IntRange(1), default=ValidateConfig.samples, show_default=True,
+              help="Random architectures to time (when fitting: half fit the calibration, half judge it).")
 @click.option("--arch", "archs", multiple=True, type=click.Path(path_type=Path), help="Also time this derived architecture.")
 @click.option("--fit/--no-fit", default=None,
               help="Fit a calibration on half the samples, judge it on the other half, store it in the table "

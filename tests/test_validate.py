@@ -144,6 +144,15 @@ def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, t
     assert len(edged) == len(rows) and edged[1].split()[:3] == rows[1].split()[:3] and edged[1] != rows[1]
     bad = subprocess.run([sys.executable, terms, out / "tables/micro/desktop/host.json"], capture_output=True, text=True)
     assert bad.returncode == 1 and "not a validate.json" in bad.stderr and "Traceback" not in bad.stderr
+    # perf/sample_size.py: random subsets of 8 and of all 12 networks, half fit, half judge
+    sizes = Path(__file__).parents[1] / "perf/sample_size.py"
+    run = out / "validate/micro/desktop/host/validate.json"
+    rows = subprocess.run([sys.executable, sizes, run, "--space", micro_space_file, "--splits", "3", "--sizes", "8", "12"],
+                          capture_output=True, text=True, check=True).stdout.splitlines()
+    assert [r.split()[:4] for r in rows[1:]] == [["desktop", "1", "8", "4"], ["desktop", "1", "12", "6"]]
+    assert all(0 <= float(r.split()[5][:-1]) <= 100 for r in rows[1:])  # how often the goal was missed
+    bad = subprocess.run([sys.executable, sizes, run, "--space", micro_space_file, "--sizes", "13"], capture_output=True, text=True)
+    assert bad.returncode == 1 and "give sizes from 8 to 12" in bad.stderr and "Traceback" not in bad.stderr
     r = invoke("search", "--space", micro_space_file, "--out", out, "--epochs", 2, "--warmup-epochs", 1, "-q")
     assert "by calibrated table sum" in r.output and "'pipeline validate' (same" not in r.output
     # every network was timed in 7 rounds; the measurement is their median, their spread the noise
