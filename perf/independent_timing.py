@@ -15,7 +15,9 @@ the predictor can each be checked without trusting our timing code.
 By default every network is loaded once, all in this process, before any is timed. With
 `--alone`, each is timed in its own fresh process (per round) that imports only its runtime,
 as `benchmark_model` runs a model (see the README's validate figures for how far apart the two
-were on this project's VM).
+were on this project's VM). With `--paired`, each network is timed both ways back to back in
+every round (which way first alternates), and the two ways' ratio is printed pair by pair, so
+that the machine's drift between them is as small as it can be.
 """
 
 from __future__ import annotations
@@ -119,8 +121,12 @@ def main() -> None:
     ap.add_argument("--alone", action="store_true",
                     help="time each network in its own fresh process per round, as benchmark_model runs, "
                          "instead of all of them loaded once in this one")
+    ap.add_argument("--paired", action="store_true",
+                    help="time each network both loaded here and alone, back to back, and print their ratio")
     ap.add_argument("--limit", type=int, help="only the first N networks")
     opts = ap.parse_args()
+    if opts.alone and opts.paired:
+        sys.exit("--alone and --paired: pick one (--paired times both ways)")
     if opts.limit is not None and opts.limit < 1:
         sys.exit(f"--limit {opts.limit}: give a number of networks, at least 1")
     try:
@@ -137,22 +143,30 @@ def main() -> None:
     threads = opts.threads or (report.get("protocol") or {}).get("threads", 1)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
+    def alone_ms(i: int) -> float:
+        return time_alone(samples[i]["artifact"], threads, opts.min_runs, opts.min_s)
+
     if opts.alone:
-        def time_one(i: int) -> float:
-            return time_alone(samples[i]["artifact"], threads, opts.min_runs, opts.min_s)
+        time_one = alone_ms
     else:
         calls = [OPENERS[Path(s["artifact"]).suffix](s["artifact"], threads) for s in samples]
 
         def time_one(i: int) -> float:
             return time_loop(calls[i], opts.min_runs, opts.min_s)
     rounds: list[list[float]] = [[] for _ in samples]
+    alone: list[list[float]] = [[] for _ in samples]  # --paired: each network's fresh-process rounds
     for r in range(opts.rounds):
         for i in (range(len(samples)) if r % 2 == 0 else reversed(range(len(samples)))):
+            alone_first = opts.paired and (r + i) % 2 == 1
+            if alone_first:
+                alone[i].append(alone_ms(i))
             rounds[i].append(time_one(i))
+            if opts.paired and not alone_first:
+                alone[i].append(alone_ms(i))
     ours = np.array([np.median(r) for r in rounds])
     theirs = np.array([s["measured_ms"] for s in samples])
-    print(f"{len(samples)} networks of {report.get('target', '?')}, {threads} thread(s), {opts.rounds} rounds"
-          f"{', each alone in a fresh process' if opts.alone else ''}")
+    how = ", each alone in a fresh process" if opts.alone else ", loaded here and alone, paired" if opts.paired else ""
+    print(f"{len(samples)} networks of {report.get('target', '?')}, {threads} thread(s), {opts.rounds} rounds{how}")
     print(f"{'#':>3} {'independent ms':>15} {'validate ms':>12} {'ratio':>6} {'table sum':>10} {'calibrated':>11}  held out")
     for i, s in enumerate(samples):
         cal = f"{s['calibrated_ms']:11.3f}" if s.get("calibrated_ms") is not None else f"{'-':>11}"
@@ -162,12 +176,20 @@ def main() -> None:
     spread = np.array([(max(r) - min(r)) / np.median(r) * 100 for r in rounds])
     print(f"\nindependent / validate: median {np.median(ratio):.3f}, range {ratio.min():.3f}–{ratio.max():.3f}; "
           f"independent rounds {np.median(spread):.1f}% apart (median)")
+    if opts.paired:
+        pairs = np.array([a / t for al, tl in zip(alone, rounds) for a, t in zip(al, tl)])
+        q25, q75 = np.percentile(pairs, [25, 75])
+        print(f"alone in a fresh process / loaded here, timed back to back: median {np.median(pairs):.3f}, "
+              f"quartiles {q25:.3f}–{q75:.3f} ({len(pairs)} pairs)")
     held = [i for i, s in enumerate(samples) if not s["fitted"]]
-    if len(held) > 2:
-        print("held-out networks, prediction vs independent timing:")
-        print(f"  table sum:  {judge(np.array([samples[i]['table_sum_ms'] for i in held]), ours[held])}")
+    timings = [("independent timing", ours)]
+    if opts.paired:
+        timings.append(("each alone in a fresh process", np.array([np.median(a) for a in alone])))
+    for what, measured in timings if len(held) > 2 else []:
+        print(f"held-out networks, prediction vs {what}:")
+        print(f"  table sum:  {judge(np.array([samples[i]['table_sum_ms'] for i in held]), measured[held])}")
         if samples[held[0]].get("calibrated_ms") is not None:
-            print(f"  calibrated: {judge(np.array([samples[i]['calibrated_ms'] for i in held]), ours[held])}")
+            print(f"  calibrated: {judge(np.array([samples[i]['calibrated_ms'] for i in held]), measured[held])}")
 
 
 if __name__ == "__main__":

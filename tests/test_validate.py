@@ -193,6 +193,16 @@ def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, t
     assert sum(1 for line in lines if line.rstrip().endswith(" yes")) == 2
     ratios = [float(line.split()[3]) for line in lines[2:4]]
     assert all(0.2 < r < 5 for r in ratios)  # the same networks, timed in another process
+    paired = subprocess.run([sys.executable, script, out / "validate/micro/desktop/host/validate.json", "--rounds", "2",
+                             "--min-runs", "3", "--min-s", "0", "--paired", "--limit", "3"],
+                            capture_output=True, text=True, check=True).stdout
+    assert paired.splitlines()[0] == "3 networks of desktop, 1 thread(s), 2 rounds, loaded here and alone, paired"
+    ratio = paired.split("timed back to back: median ")[1].splitlines()[0]
+    assert 0.2 < float(ratio.split(",")[0]) < 5 and ratio.endswith("(6 pairs)")  # 3 networks x 2 rounds
+    assert "prediction vs each alone in a fresh process:" in paired
+    both = subprocess.run([sys.executable, script, out / "validate/micro/desktop/host/validate.json", "--alone", "--paired"],
+                          capture_output=True, text=True)
+    assert both.returncode == 1 and "--alone and --paired: pick one" in both.stderr
 
 
 def test_validate_rechecks_table_rows_and_says_when_the_table_is_stale(micro_space_file: Path, tmp_path: Path) -> None:
