@@ -54,6 +54,10 @@ class BenchmarkJob:
     provenance: dict[str, Any] = field(default_factory=dict)  # target, device, host, ...
     force: bool = False
     jobs: int = 1  # export worker processes
+    # Every row measured this many times, in rounds over all the rows measured now, and kept as
+    # its median round: a row is timed in well under a second, so a slow spell of the machine
+    # (seconds) lands whole in one row's measurement and would stay in the table.
+    rounds: int = 1
 
 
 def example_input(shape: LayerShape, seed: int) -> torch.Tensor:
@@ -266,3 +270,34 @@ def _measure_rows(job: BenchmarkJob, table: LatencyTable, bar: Any, artifacts: d
         row.layers = layers_of.get(row.key, [])
         table.add(row)
         table.save(job.table_path)  # after every row: an interruption loses at most one
+    _more_rounds(job, table, artifacts, measure, disable=bar.disable)
+
+
+def _more_rounds(job: BenchmarkJob, table: LatencyTable, artifacts: dict,
+                 measure: Callable[[str, LayerShape, Artifact], Row], disable: bool) -> None:
+    """Rounds 2..`job.rounds` over the rows just measured (odd rounds backwards, so no row is
+    always timed first or last); after each measurement the row becomes its median round so far,
+    so the table on disk is whole and valid at every moment."""
+    keys = [k for k, a in artifacts.items() if not isinstance(a, str) and k in table.rows and table.rows[k].status == "ok"]
+    if job.rounds < 2 or not keys:
+        return
+    timed = {k: [table.rows[k]] for k in keys}
+    with tqdm(total=(job.rounds - 1) * len(keys), desc=f"more rounds {job.provenance.get('target')}", unit="block",
+              disable=disable) as bar:
+        for r in range(1, job.rounds):
+            for k in keys if r % 2 == 0 else keys[::-1]:
+                first = timed[k][0]
+                row = measure(first.block, first.shape, artifacts[k])
+                if row.status == "ok":  # a round that failed (a hang) leaves the others standing
+                    timed[k].append(row)
+                table.add(median_round(timed[k]))
+                table.save(job.table_path)
+                bar.update(1)
+
+
+def median_round(rounds: list[Row]) -> Row:
+    """The round whose median is the median of all rounds (the lower one of an even count),
+    whole, so its samples still give its median; the other rounds' medians go in its stats."""
+    pick = sorted(rounds, key=lambda r: r.median_ms or 0.0)[(len(rounds) - 1) // 2]
+    stats = {**pick.stats, "rounds": len(rounds), "round_medians_ms": [r.median_ms for r in rounds]}
+    return Row(pick.block, pick.shape, pick.status, pick.median_ms, stats, pick.reason, rounds[0].layers)

@@ -12,6 +12,10 @@ measurements of one run, side by side, show what the reference is worth on this 
 half/half split is a single draw, so it also refits on `--splits` random halves of the random
 networks and prints their mean median error and how many of them had a held-out
 network outside ±10% (with 20 held out, one such network already fails a 99% goal).
+
+`--table PATH` judges the same measurements against another table of the same space and target
+(one re-measured since, or measured another way, e.g. `benchmark --rounds 5`) instead of the one
+validate used: how much of the error was the table's.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ def main() -> None:
     ap.add_argument("--space", default="fbnet", help="the space validate ran on: a name or file [fbnet]")
     ap.add_argument("--splits", type=int, default=100, help="random half/half splits to refit on [100]; 0: none")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--table", type=Path, help="judge against this table instead of the one validate used")
     opts = ap.parse_args()
     try:
         report = json.loads(opts.validate_json.read_text())
@@ -75,7 +80,7 @@ def main() -> None:
         sys.exit(f"{opts.validate_json}: not a validate.json ({e}); pass the one 'pipeline validate' wrote")
     try:
         space = resolve_space(opts.space)
-        plain = LatencyModel.from_table(load_table(table_path), space, calibrated=False)
+        plain = LatencyModel.from_table(load_table(opts.table or table_path), space, calibrated=False)
     except PipelineError as e:
         sys.exit(f"{opts.validate_json}: {e}")
     archs = [tuple(s["blocks"]) for s in samples]

@@ -216,11 +216,15 @@ def list_blocks() -> None:
 @click.option("--force", is_flag=True, help="Re-measure every row, even those already in the table.")
 @click.option("--jobs", type=click.IntRange(1), default=os.cpu_count() or 1, show_default=True,
               help="Worker processes that export blocks in parallel.")
+@click.option("--rounds", type=click.IntRange(1),
+              help="Time every row this many times, in rounds over all the rows measured now, and keep its median "
+                   "round: it outvotes slow spells of a shared machine, each round costing what the first did "
+                   "[default: 1 here, 3 in a device's bundle].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def benchmark(ctx: click.Context, target_name: str, target_options: tuple[str, ...], space_name: str, device: str,
               root: Path, threads: int, repeats: int, min_repeat_ms: float, row_timeout: float, table_path: Path | None, force: bool,
-              jobs: int, quiet: bool) -> None:
+              jobs: int, rounds: int, quiet: bool) -> None:
     """Export and time every (layer, block) of the space on the target: a latency table.
 
     \b
@@ -237,11 +241,11 @@ def benchmark(ctx: click.Context, target_name: str, target_options: tuple[str, .
         command = _command("benchmark", "import", target_name=target_name, device=device, space_name=space_name,
                            root=root, table_path=table_path)
         click.echo(bundle_text(bundle.prepare_blocks(space, command, target, ws, device, threads,
-                                                     bundle.BLOCK_ROUNDS, jobs,
+                                                     rounds or bundle.BLOCK_ROUNDS, jobs,
                                                      progress=not quiet)))
         return
     report = workflow.benchmark(space, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout), device,
-                                table_path, force, progress=not quiet, jobs=jobs)
+                                table_path, force, progress=not quiet, jobs=jobs, rounds=rounds or 1)
     click.echo(benchmark_text(report, space))
 
 

@@ -57,8 +57,9 @@ class BenchmarkReport:
 
 def benchmark(space: SearchSpace, target: Target, ws: Workspace, protocol: Protocol,
               device: str = HOST_DEVICE, table_path: Path | None = None, force: bool = False,
-              progress: bool = True, jobs: int = 1) -> BenchmarkReport:
-    """Measure every (layer, block) of `space` for `target` on this host and write the table.
+              progress: bool = True, jobs: int = 1, rounds: int = 1) -> BenchmarkReport:
+    """Measure every (layer, block) of `space` for `target` on this host and write the table
+    (each row in `rounds` rounds, keeping its median round).
 
     Where the target's runtime does not exist here (Core ML off macOS), every block is still
     exported and checked, then PlatformUnsupported says how to obtain the table instead.
@@ -77,12 +78,12 @@ def benchmark(space: SearchSpace, target: Target, ws: Workspace, protocol: Proto
         "format": exporter.format, "exporter": exporter.name, "exporter_versions": exporter.versions(),
         "exporter_options": exporter.fingerprint(), "runtime": target.runner_class().runtime,
         "runtime_version": runner.version() if runner else None, "runner_options": dict(target.runner_options),
-        "threads": protocol.threads, "protocol": protocol.to_dict(),
+        "threads": protocol.threads, "protocol": protocol.to_dict(), "rounds": rounds,
         "space": space.name, "space_fingerprint": space.fingerprint, "block_set": list(space.blocks),
         "unit": "ms",
     }
     job = BenchmarkJob(space, exporter, runner, target.tolerance_for(exporter), protocol, path, ws.cache,
-                       provenance, force, jobs)
+                       provenance, force, jobs, rounds)
     if runner is None:
         checked, bad = inspect_rows(job, progress)
         skipped = f"; {len(bad)} cannot be expressed: {bad[0]}" if bad else ""

@@ -120,6 +120,56 @@ def test_rows_keep_raw_samples_and_record_affinity(micro_space, tmp_path):
         assert report.table.provenance["affinity"] == sorted(os.sched_getaffinity(0))[:FAST.threads]
 
 
+def test_rows_in_rounds_keep_their_median_round_and_survive_on_disk_after_every_one(micro_space, tmp_path):
+    """Round 1 is the usual pass; rounds 2..N go over the same rows (alternating direction) and
+    each row becomes its median round, whole, so the file is valid after every measurement."""
+    from benchmarks.harness import BenchmarkJob, _more_rounds, median_round
+    from benchmarks.table import LatencyTable, Row
+    from blocks.space import LayerShape
+
+    shape = LayerShape(8, 8, 1, 8, 8)
+    keys = {b: f"{b}/{shape.key}" for b in ("k3_e1", "k5_e3")}
+
+    def row(block: str, ms: float) -> Row:  # a row whose raw samples give its median
+        return Row(block, shape, "ok", ms, {"samples_ms": [ms * 0.9, ms, ms * 1.1], "count": 3})
+
+    table = LatencyTable({"target": "desktop"})
+    for b in keys:
+        table.add(row(b, 1.0))
+        table.rows[keys[b]].layers = [0]
+    later = {"k3_e1": iter([5.0, 2.0, 3.0]), "k5_e3": iter([0.5, 0.7, 0.6])}  # rounds 2, 3, 4
+    order: list[str] = []
+
+    def measure(block: str, shape_: LayerShape, artifact: object) -> Row:
+        order.append(block)
+        if len(order) > 1:  # saved after every measurement: a whole, valid table with both rows
+            assert set(load_table(tmp_path / "t.json").rows) == set(keys.values())
+        return row(block, next(later[block]))
+
+    job = BenchmarkJob(space=None, exporter=None, runner=None, tolerance=None, protocol=FAST,
+                       table_path=tmp_path / "t.json", cache_dir=tmp_path, rounds=4)
+    _more_rounds(job, table, {k: object() for k in keys.values()}, measure, disable=True)
+    assert order == ["k5_e3", "k3_e1", "k3_e1", "k5_e3", "k5_e3", "k3_e1"]  # backwards, forwards, backwards
+    slow, fast = table.rows[keys["k3_e1"]], table.rows[keys["k5_e3"]]
+    # rounds 1.0, 5.0, 2.0, 3.0 -> lower median 2.0; 1.0, 0.5, 0.7, 0.6 -> 0.6
+    assert (slow.median_ms, fast.median_ms) == (2.0, 0.6)
+    assert slow.stats["round_medians_ms"] == [1.0, 5.0, 2.0, 3.0] and slow.stats["rounds"] == 4
+    assert slow.stats["samples_ms"] == [1.8, 2.0, 2.2] and slow.layers == [0]  # the median round, whole
+    on_disk = load_table(tmp_path / "t.json")
+    assert on_disk.rows[keys["k3_e1"]].median_ms == 2.0 and on_disk.rows[keys["k5_e3"]].stats["rounds"] == 4
+    assert median_round([row("k3_e1", 3.0)]).stats["round_medians_ms"] == [3.0]
+
+
+def test_benchmark_in_rounds_records_them_per_row(micro_space, tmp_path):
+    report = workflow.benchmark(micro_space, TARGETS.get("desktop"), Workspace(tmp_path), FAST, progress=False, rounds=3)
+    table = load_table(report.path)
+    assert table.provenance["rounds"] == 3 and report.measured == len(table.rows)
+    for row in table.rows.values():
+        medians = row.stats["round_medians_ms"]
+        assert row.stats["rounds"] == len(medians) == 3 and row.median_ms == float(np.median(medians))
+        assert row.median_ms == pytest.approx(float(np.median(row.stats["samples_ms"])), rel=1e-3)
+
+
 def _hang() -> None:
     import time as _t
 

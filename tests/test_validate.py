@@ -123,6 +123,27 @@ def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, t
     assert float(median_pct) >= 0 and miss_pct.endswith("%") and 0 <= float(miss_pct[:-1]) <= 100
     bad = subprocess.run([sys.executable, rounds_effect, out / "tables/micro/desktop/host.json"], capture_output=True, text=True)
     assert bad.returncode == 1 and "not a validate.json" in bad.stderr and "Traceback" not in bad.stderr
+    # --table: the same measurements judged against another table (here a copy, as slow as twice the first)
+    doubled = json.loads((out / "tables/micro/desktop/host.json").read_text())
+    for row in doubled["rows"]:
+        if row["status"] == "ok":
+            row["samples_ms"] = [2 * v for v in row["samples_ms"]]
+            row["median_ms"] = 2 * row["median_ms"]
+    (tmp_path / "doubled.json").write_text(json.dumps(doubled))
+    other = subprocess.run([sys.executable, rounds_effect, out / "validate/micro/desktop/host/validate.json", "--space",
+                            micro_space_file, "--splits", "0", "--table", tmp_path / "doubled.json"],
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    same = subprocess.run([sys.executable, rounds_effect, out / "validate/micro/desktop/host/validate.json", "--space",
+                           micro_space_file, "--splits", "0"], capture_output=True, text=True, check=True).stdout.splitlines()
+    sums = [(a.split(), b.split()) for a, b in zip(same[3:], other[3:]) if "table sum" in a]
+    assert sums and all(a[-1] == b[-1] and a[-4] != b[-4] for a, b in sums)  # the same Spearman, other errors
+    spread = Path(__file__).parents[1] / "perf/table_spread.py"
+    lines = subprocess.run([sys.executable, spread, out / "tables/micro/desktop/host.json", tmp_path / "doubled.json"],
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    assert lines[0].endswith("rows in common; each table's scale: 0.667 / 1.333")  # each over the median of both
+    assert lines[1] == "a row's spread over the tables, scale removed: median 0.0%, 90th percentile 0.0%"
+    one = subprocess.run([sys.executable, spread, out / "tables/micro/desktop/host.json"], capture_output=True, text=True)
+    assert one.returncode == 1 and "give at least two tables" in one.stderr
     terms = Path(__file__).parents[1] / "perf/calibration_terms.py"
     rows = subprocess.run([sys.executable, terms, out / "validate/micro/desktop/host/validate.json", "--space",
                            micro_space_file, "--splits", "3"], capture_output=True, text=True, check=True).stdout.splitlines()
