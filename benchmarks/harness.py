@@ -17,7 +17,7 @@ import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from functools import partial
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from benchmarks.isolate import RowWorker
-from benchmarks.protocol import Protocol, measure, pinned
+from benchmarks.protocol import Protocol, Reference, measure, pinned, warm_reference
 from benchmarks.runners.base import Run, Runner
 from benchmarks.boundary import NOOP_PARTS, build_noop, noop_rows
 from benchmarks.table import LatencyTable, Row, load_table, required_rows, row_key
@@ -58,6 +58,12 @@ class BenchmarkJob:
     # its median round: a row is timed in well under a second, so a slow spell of the machine
     # (seconds) lands whole in one row's measurement and would stay in the table.
     rounds: int = 1
+    # Every row timed against a reference row, repeat by repeat (`benchmarks.protocol`), and kept
+    # as its ratio to it. Six `android` tables of `fbnet` built one after another here: a row's
+    # time differed from its median over the tables by a median of 2.4% as timed and 1.8% as a
+    # ratio, and its spread over the six was 21% and 10% (perf/table_spread.py). Costs ~30% more
+    # timing.
+    reference: bool = True
 
 
 def example_input(shape: LayerShape, seed: int) -> torch.Tensor:
@@ -162,9 +168,37 @@ def _load(job: BenchmarkJob, block: str, shape: LayerShape, artifact: Artifact) 
         return job.runner.load(again)
 
 
-def measure_row(job: BenchmarkJob, block: str, shape: LayerShape, artifact: Artifact) -> Row:
-    """Time one exported row, loaded once as whole networks are (`NetworkTimer`), then check
-    the same loaded artifact against PyTorch (a mismatch is an error)."""
+def reference_row(space: SearchSpace) -> tuple[str, LayerShape]:
+    """The row every other is timed against: the middle layer's candidate of median size
+    (parameters), so that it takes about as long as a typical row."""
+    i = len(space.layers) // 2
+    shape = space.layers[i]
+    sized = sorted((sum(p.numel() for p in build_part(b, shape).parameters()), b) for b in space.candidates(i))
+    sized = [s for s in sized if s[0] > 0] or sized  # not an identity, where the space has other blocks
+    return sized[len(sized) // 2][1], shape
+
+
+class RowTimer:
+    """`measure_row` for one row after another, against `reference` (block, shape, artifact),
+    which it loads on first use and keeps, when given."""
+
+    def __init__(self, job: BenchmarkJob, reference: tuple[str, LayerShape, Artifact] | None = None) -> None:
+        self.job, self.reference_row = job, reference
+        self.reference: Reference | None = None
+
+    def __call__(self, block: str, shape: LayerShape, artifact: Artifact) -> Row:
+        if self.reference_row is not None and self.reference is None:
+            b, s, a = self.reference_row
+            run, x = _load(self.job, b, s, a), [row_module(b, s)[1].numpy()]
+            self.reference = warm_reference(lambda: run(x), self.job.protocol)
+        return measure_row(self.job, block, shape, artifact, self.reference)
+
+
+def measure_row(job: BenchmarkJob, block: str, shape: LayerShape, artifact: Artifact,
+                reference: Reference | None = None) -> Row:
+    """Time one exported row (against `reference` when given), loaded once as whole networks
+    are (`NetworkTimer`), then check the same loaded artifact against PyTorch (a mismatch is an
+    error)."""
     assert job.runner is not None
     module, x = row_module(block, shape)
     start = time.perf_counter()
@@ -174,7 +208,7 @@ def measure_row(job: BenchmarkJob, block: str, shape: LayerShape, artifact: Arti
     attempts: list[dict[str, Any]] = []
 
     def attempt() -> dict[str, Any]:
-        attempts.append(measure(lambda: run(inputs), job.protocol, load_ms).stats())
+        attempts.append(measure(lambda: run(inputs), job.protocol, load_ms, reference).stats())
         return attempts[-1]
 
     try:
@@ -229,9 +263,35 @@ def _start_table(job: BenchmarkJob) -> LatencyTable:
     return old
 
 
+def _reference_for(job: BenchmarkJob, table: LatencyTable) -> tuple[str, LayerShape] | None:
+    """The row to time the others against: the table's own when it has one (resumed rows must
+    share its scale); none for a table already measured without one (for the same reason);
+    else `reference_row`, recorded in the table's provenance."""
+    ref = table.reference
+    if ref is not None:
+        if not job.reference:
+            raise PipelineError(f"table '{job.table_path}' was measured against a reference row; drop --no-reference, "
+                                "or pass --force to remeasure it without one")
+        try:
+            return str(ref["block"]), LayerShape(*(int(ref[k]) for k in ("in_ch", "out_ch", "stride", "height", "width")))
+        except (KeyError, TypeError, ValueError):
+            raise PipelineError(f"table '{job.table_path}': its reference row is malformed; the file is damaged: "
+                                "remeasure it with 'pipeline benchmark --force'") from None
+    if not job.reference:
+        return None
+    if any(r.status == "ok" for r in table.rows.values()):
+        log.info("%s was measured without a reference row, so new rows are too (--force remeasures it against one)",
+                 job.table_path)
+        return None
+    block, shape = reference_row(job.space)
+    table.provenance["reference"] = {"row": row_key(block, shape), "block": block, **asdict(shape), "median_ms": None}
+    return block, shape
+
+
 def benchmark_space(job: BenchmarkJob, progress: bool = True) -> tuple[LatencyTable, int]:
     """Measure every row `job.space` needs that the table lacks. Returns (table, rows measured)."""
     table = _start_table(job)
+    ref = _reference_for(job, table)
     layers_of: dict[str, list[int]] = {}
     for i, shape in enumerate(job.space.layers):
         for b in job.space.candidates(i):
@@ -241,19 +301,29 @@ def benchmark_space(job: BenchmarkJob, progress: bool = True) -> tuple[LatencyTa
     # Export first (in parallel), then time one artifact at a time: timings taken while
     # converters load the other cores would be noise.
     artifacts = export_rows(job, todo, progress)
+    timer = partial(RowTimer, job, _reference_artifact(job, ref) if ref and todo else None)
     bar = tqdm(todo, desc=f"measure {job.provenance.get('target')}", unit="block", disable=not progress or not todo)
     isolated = job.protocol.row_timeout_s > 0 and bool(todo)
     with pinned(job.protocol.threads, job.protocol.pin) as cores:  # a worker inherits the pinning
         table.provenance["affinity"] = cores
         if isolated:
-            with RowWorker(job, job.protocol.row_timeout_s) as worker:
+            with RowWorker(timer, job.protocol.row_timeout_s) as worker:
                 _measure_rows(job, table, bar, artifacts, layers_of, worker.measure)
     if not isolated:  # not inside `pinned`: `measure` pins after each artifact's first run
-        _measure_rows(job, table, bar, artifacts, layers_of, partial(measure_row, job))
+        _measure_rows(job, table, bar, artifacts, layers_of, timer())
     for key, row in table.rows.items():  # keep layer lists current for rows measured earlier
         row.layers = layers_of.get(key, row.layers)
+    table.apply_reference()
     table.save(job.table_path)
     return table, len(todo)
+
+
+def _reference_artifact(job: BenchmarkJob, ref: tuple[str, LayerShape]) -> tuple[str, LayerShape, Artifact]:
+    artifact = export_rows(job, [ref], progress=False)[row_key(*ref)]
+    if isinstance(artifact, str):
+        raise PipelineError(f"the reference row {row_key(*ref)} cannot be exported ({artifact}); "
+                            "pass --no-reference to time rows without one")
+    return (*ref, artifact)
 
 
 def _measure_rows(job: BenchmarkJob, table: LatencyTable, bar: Any, artifacts: dict, layers_of: dict,
@@ -269,6 +339,7 @@ def _measure_rows(job: BenchmarkJob, table: LatencyTable, bar: Any, artifacts: d
                 log.warning("%s failed: %s", row.key, row.reason)
         row.layers = layers_of.get(row.key, [])
         table.add(row)
+        table.apply_reference()
         table.save(job.table_path)  # after every row: an interruption loses at most one
     _more_rounds(job, table, artifacts, measure, disable=bar.disable)
 
@@ -291,13 +362,15 @@ def _more_rounds(job: BenchmarkJob, table: LatencyTable, artifacts: dict,
                 if row.status == "ok":  # a round that failed (a hang) leaves the others standing
                     timed[k].append(row)
                 table.add(median_round(timed[k]))
+                table.apply_reference()
                 table.save(job.table_path)
                 bar.update(1)
 
 
 def median_round(rounds: list[Row]) -> Row:
     """The round whose median is the median of all rounds (the lower one of an even count),
-    whole, so its samples still give its median; the other rounds' medians go in its stats."""
-    pick = sorted(rounds, key=lambda r: r.median_ms or 0.0)[(len(rounds) - 1) // 2]
+    whole, so its samples still give its median; the other rounds' medians go in its stats.
+    Rows timed against the reference are ranked by their ratio to it."""
+    pick = sorted(rounds, key=lambda r: r.stats.get("ratio", r.median_ms or 0.0))[(len(rounds) - 1) // 2]
     stats = {**pick.stats, "rounds": len(rounds), "round_medians_ms": [r.median_ms for r in rounds]}
     return Row(pick.block, pick.shape, pick.status, pick.median_ms, stats, pick.reason, rounds[0].layers)

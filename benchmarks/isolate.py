@@ -143,20 +143,20 @@ class Child:
         self.kill()
 
 
-def _row_handler(job: Any) -> Callable[[Any], Row]:
-    from benchmarks.harness import measure_row  # the child imports what the parent had
-
-    return lambda request: measure_row(job, *request)
+def _row_handler(make_timer: Callable[[], Callable[[str, LayerShape, Artifact], Row]]) -> Callable[[Any], Row]:
+    timer = make_timer()
+    return lambda request: timer(*request)
 
 
 class RowWorker:
-    """`measure(block, shape, artifact) -> Row` in a child process with a time limit per row.
+    """`measure(block, shape, artifact) -> Row` in a child process with a time limit per row,
+    answered there by the row timer `make_timer()` makes (`benchmarks.harness.RowTimer`).
 
     The caller pins this process before starting it (the worker inherits the pinning)."""
 
-    def __init__(self, job: Any, timeout_s: float) -> None:
+    def __init__(self, make_timer: Callable[[], Callable[[str, LayerShape, Artifact], Row]], timeout_s: float) -> None:
         self.timeout_s = timeout_s
-        self.child = Child(partial(_row_handler, job))
+        self.child = Child(partial(_row_handler, make_timer))
 
     def __enter__(self) -> "RowWorker":
         return self

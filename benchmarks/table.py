@@ -77,6 +77,9 @@ class Row:
         return row
 
 
+_AT_SCALE = ("p10_ms", "p90_ms", "iqr_ms", "mean_ms")  # a row's summary statistics in ms, beside its median
+
+
 @dataclass
 class LatencyTable:
     provenance: dict[str, Any]
@@ -95,6 +98,29 @@ class LatencyTable:
 
     def add(self, row: Row) -> None:
         self.rows[row.key] = row
+
+    @property
+    def reference(self) -> dict[str, Any] | None:
+        """The row every other was timed against (`benchmarks.protocol.Reference`), or None."""
+        ref = self.provenance.get("reference")
+        return ref if isinstance(ref, dict) else None
+
+    def apply_reference(self) -> None:
+        """Put rows timed against the reference row on one scale: each row's latency is its ratio
+        to the reference times the reference's median over every row of the table (`median_ms`
+        in the provenance's `reference`). Rows measured at different moments (or in a resumed run
+        on another day) then agree however the machine's speed moved in between."""
+        ref, timed = self.reference, [r for r in self.rows.values() if r.status == "ok" and "ratio" in r.stats]
+        if ref is None or not timed:
+            return
+        scale = statistics.median(float(v) for r in timed for v in r.stats["reference_ms"])
+        ref["median_ms"] = scale
+        for r in timed:
+            median = float(r.stats["ratio"]) * scale
+            # the row's spread, measured at the reference's speed during its measurement, to this scale
+            by = median / r.median_ms if r.median_ms else 1.0
+            r.stats.update({k: r.stats[k] * by for k in _AT_SCALE if isinstance(r.stats.get(k), (int, float))})
+            r.median_ms = median
 
     def latency(self, block: str, shape: LayerShape) -> float:
         """The row's median in ms; a missing or unmeasured row is an error naming its key."""
@@ -177,23 +203,47 @@ def load_table(path: str | os.PathLike) -> LatencyTable:
     return table
 
 
-def _disagreement(row: Row, prov: dict[str, Any]) -> str | None:
+def _close(a: float, b: float) -> bool:
+    """Equal but for the rounding of stored samples (to 1 ns); anything further off was edited."""
+    return abs(a - b) <= 2e-6 + 1e-3 * abs(b)
+
+
+def _numbers(values: Any) -> list[float] | None:
+    try:
+        return [float(v) for v in values] if isinstance(values, list) and values else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _disagreement(row: Row, reference: dict[str, Any] | None) -> str | None:
     """Why an 'ok' row cannot have been measured as the provenance says, or None."""
     # A row's count is not compared with the protocol's repeats: rows measured by an
     # earlier run with other --repeats are kept when the benchmark is run again.
     s = row.stats
     count = s.get("count")
-    samples = s.get("samples_ms")
-    if isinstance(samples, list) and samples and row.median_ms is not None:
-        if isinstance(count, int) and len(samples) != count:
-            return f"{len(samples)} raw samples for a count of {count}"
-        try:
-            med = statistics.median(float(v) for v in samples)
-        except (TypeError, ValueError):
-            return "raw samples that are not numbers"
-        # Samples are stored rounded to 1 ns; anything further off was edited.
-        if abs(med - row.median_ms) > 2e-6 + 1e-3 * abs(row.median_ms):
-            return f"median {row.median_ms:.6g} ms, but its own raw samples' median is {med:.6g} ms"
+    samples = _numbers(s.get("samples_ms"))
+    if "samples_ms" in s and samples is None:
+        return "raw samples that are not numbers"
+    if samples is None or row.median_ms is None:
+        return None
+    if isinstance(count, int) and len(samples) != count:
+        return f"{len(samples)} raw samples for a count of {count}"
+    if "ratio" not in s:
+        med = statistics.median(samples)
+        return None if _close(med, row.median_ms) else \
+            f"median {row.median_ms:.6g} ms, but its own raw samples' median is {med:.6g} ms"
+    ref = _numbers(s.get("reference_ms"))
+    try:
+        float(s["ratio"])
+    except (TypeError, ValueError):
+        return f"a ratio to the reference row that is not a number ({s['ratio']!r})"
+    if reference is None or ref is None or len(ref) != len(samples) or min(ref) <= 0:
+        return "a ratio to a reference row, but no reference row or its samples"
+    ratio = statistics.median(a / b for a, b in zip(samples, ref))
+    if not _close(ratio, float(s["ratio"])):
+        return f"ratio {s['ratio']:.6g} to the reference, but its own samples give {ratio:.6g}"
+    if not _close(float(s["ratio"]) * float(reference.get("median_ms") or 0), row.median_ms):
+        return f"median {row.median_ms:.6g} ms, but its ratio times the reference's median is not that"
     return None
 
 
@@ -204,8 +254,11 @@ def _check_agrees_with_provenance(table: LatencyTable, where: str) -> None:
     if isinstance(protocol, dict) and "threads" in prov and protocol.get("threads", prov["threads"]) != prov["threads"]:
         raise PipelineError(f"{where}: provenance says {prov['threads']} threads but its protocol {protocol['threads']}; "
                             "the file was edited: remeasure it with 'pipeline benchmark --force'")
+    # The reference's median is not checked against the rows' reference times: a row deleted by
+    # hand (to remeasure it) changes that median; every row must still agree with the stored one.
+    ref = table.reference
     for row in table.rows.values():
-        why = _disagreement(row, prov) if row.status == "ok" else None
+        why = _disagreement(row, ref) if row.status == "ok" else None
         if why:
             raise PipelineError(f"{where}: row '{row.key}' disagrees with the table's own provenance ({why}); "
                                 "the file was edited or mixed up: remeasure it with 'pipeline benchmark --force'")

@@ -220,11 +220,15 @@ def list_blocks() -> None:
               help="Time every row this many times, in rounds over all the rows measured now, and keep its median "
                    "round: it outvotes slow spells of a shared machine, each round costing what the first did "
                    "[default: 1 here, 3 in a device's bundle].")
+@click.option("--reference/--no-reference", default=True, show_default=True,
+              help="Time every row against a reference row of the space, each repeat followed by one of the "
+                   "reference's, and keep its ratio to it: the machine's speed wandering under both cancels. A table "
+                   "keeps the way it was measured when resumed.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def benchmark(ctx: click.Context, target_name: str, target_options: tuple[str, ...], space_name: str, device: str,
               root: Path, threads: int, repeats: int, min_repeat_ms: float, row_timeout: float, table_path: Path | None, force: bool,
-              jobs: int, rounds: int, quiet: bool) -> None:
+              jobs: int, rounds: int, reference: bool, quiet: bool) -> None:
     """Export and time every (layer, block) of the space on the target: a latency table.
 
     \b
@@ -245,7 +249,7 @@ def benchmark(ctx: click.Context, target_name: str, target_options: tuple[str, .
                                                      progress=not quiet)))
         return
     report = workflow.benchmark(space, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout), device,
-                                table_path, force, progress=not quiet, jobs=jobs, rounds=rounds or 1)
+                                table_path, force, progress=not quiet, jobs=jobs, rounds=rounds or 1, reference=reference)
     click.echo(benchmark_text(report, space))
 
 

@@ -58,7 +58,11 @@ def _counts(r: BenchmarkReport) -> str:
         return f"{len(r.table.rows)} rows imported, statistic: {r.table.provenance.get('statistic')}"
     if source:
         return f"{len(r.table.rows)} rows imported, statistic: published {r.table.provenance.get('statistic', 'median')}"
-    return f"{r.measured} row(s) measured now, {len(r.table.rows) - r.measured} reused"
+    counts = f"{r.measured} row(s) measured now, {len(r.table.rows) - r.measured} reused"
+    ref = r.table.reference
+    if ref and ref.get("median_ms"):
+        counts += f"; each as its ratio to {ref.get('row')} (timed beside it, {ref['median_ms']:.4g} ms)"
+    return counts
 
 
 def provenance_line(table: LatencyTable) -> str:

@@ -57,9 +57,10 @@ class BenchmarkReport:
 
 def benchmark(space: SearchSpace, target: Target, ws: Workspace, protocol: Protocol,
               device: str = HOST_DEVICE, table_path: Path | None = None, force: bool = False,
-              progress: bool = True, jobs: int = 1, rounds: int = 1) -> BenchmarkReport:
+              progress: bool = True, jobs: int = 1, rounds: int = 1, reference: bool = True) -> BenchmarkReport:
     """Measure every (layer, block) of `space` for `target` on this host and write the table
-    (each row in `rounds` rounds, keeping its median round).
+    (each row in `rounds` rounds, keeping its median round; timed against a reference row unless
+    `reference` is False).
 
     Where the target's runtime does not exist here (Core ML off macOS), every block is still
     exported and checked, then PlatformUnsupported says how to obtain the table instead.
@@ -83,7 +84,7 @@ def benchmark(space: SearchSpace, target: Target, ws: Workspace, protocol: Proto
         "unit": "ms",
     }
     job = BenchmarkJob(space, exporter, runner, target.tolerance_for(exporter), protocol, path, ws.cache,
-                       provenance, force, jobs, rounds)
+                       provenance, force, jobs, rounds, reference)
     if runner is None:
         checked, bad = inspect_rows(job, progress)
         skipped = f"; {len(bad)} cannot be expressed: {bad[0]}" if bad else ""

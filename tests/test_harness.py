@@ -113,9 +113,17 @@ def test_wide_rows_are_measured_again_and_flagged():
 def test_rows_keep_raw_samples_and_record_affinity(micro_space, tmp_path):
     ws = Workspace(tmp_path)
     report = workflow.benchmark(micro_space, TARGETS.get("desktop"), ws, FAST, progress=False)
-    row = next(iter(report.table.rows.values()))
-    assert len(row.stats["samples_ms"]) == row.stats["count"] == FAST.repeats
-    assert row.median_ms == pytest.approx(float(np.median(row.stats["samples_ms"])), rel=1e-3)
+    table = report.table
+    ref = table.reference  # every row is timed against it, repeat by repeat
+    assert ref["row"] == "k5_e3/8x8x8-16-s2"  # the middle layer's candidate of median size (k3_e1 < k5_e3 < k3_e6)
+    reference_ms = [v for row in table.rows.values() for v in row.stats["reference_ms"]]
+    assert ref["median_ms"] == pytest.approx(float(np.median(reference_ms)))
+    for row in table.rows.values():
+        s = row.stats
+        assert len(s["samples_ms"]) == len(s["reference_ms"]) == s["count"] == FAST.repeats
+        ratio = float(np.median(np.array(s["samples_ms"]) / np.array(s["reference_ms"])))
+        assert s["ratio"] == pytest.approx(ratio) and row.median_ms == pytest.approx(ratio * ref["median_ms"])
+        assert s["p10_ms"] <= row.median_ms <= s["p90_ms"]  # summary statistics at the table's scale too
     if hasattr(os, "sched_setaffinity"):
         assert report.table.provenance["affinity"] == sorted(os.sched_getaffinity(0))[:FAST.threads]
 
@@ -161,13 +169,76 @@ def test_rows_in_rounds_keep_their_median_round_and_survive_on_disk_after_every_
 
 
 def test_benchmark_in_rounds_records_them_per_row(micro_space, tmp_path):
-    report = workflow.benchmark(micro_space, TARGETS.get("desktop"), Workspace(tmp_path), FAST, progress=False, rounds=3)
+    report = workflow.benchmark(micro_space, TARGETS.get("desktop"), Workspace(tmp_path), FAST, progress=False, rounds=3,
+                                reference=False)
     table = load_table(report.path)
-    assert table.provenance["rounds"] == 3 and report.measured == len(table.rows)
+    assert table.provenance["rounds"] == 3 and report.measured == len(table.rows) and table.reference is None
     for row in table.rows.values():
         medians = row.stats["round_medians_ms"]
         assert row.stats["rounds"] == len(medians) == 3 and row.median_ms == float(np.median(medians))
         assert row.median_ms == pytest.approx(float(np.median(row.stats["samples_ms"])), rel=1e-3)
+        assert "ratio" not in row.stats and "reference_ms" not in row.stats
+
+
+def test_rounds_against_the_reference_keep_the_round_of_median_ratio(micro_space, tmp_path):
+    report = workflow.benchmark(micro_space, TARGETS.get("desktop"), Workspace(tmp_path), FAST, progress=False, rounds=3)
+    table = load_table(report.path)  # the file checks: ratios, the reference's median, every row's latency
+    for row in table.rows.values():
+        assert row.stats["rounds"] == 3
+        assert row.median_ms == pytest.approx(row.stats["ratio"] * table.reference["median_ms"])
+
+
+def test_a_resumed_table_keeps_its_reference_and_an_old_one_stays_without(micro_space, tmp_path):
+    from pipeline.errors import PipelineError
+
+    desktop, ws = TARGETS.get("desktop"), Workspace(tmp_path)
+    first = workflow.benchmark(micro_space, desktop, ws, FAST, progress=False)
+    data = json.loads(first.path.read_text())
+    data["provenance"]["reference"].update(block="k3_e1", row="k3_e1/8x8x8-16-s2")  # as if chosen otherwise
+    dropped = data["rows"].pop(0)["key"]
+    others = {d["key"]: d["median_ms"] for d in data["rows"]}
+    first.path.write_text(json.dumps(data))
+    again = workflow.benchmark(micro_space, desktop, ws, FAST, progress=False)
+    assert again.measured == 1 and again.table.reference["block"] == "k3_e1"  # the table's own reference
+    assert "ratio" in again.table.rows[dropped].stats
+    # the rows kept moved only with the reference's median over all rows, together
+    moved = {k: again.table.rows[k].median_ms / ms for k, ms in others.items()}
+    assert max(moved.values()) == pytest.approx(min(moved.values()))
+    with pytest.raises(PipelineError, match="measured against a reference row; drop --no-reference"):
+        workflow.benchmark(micro_space, desktop, ws, FAST, force=False, progress=False, reference=False)
+
+    old = workflow.benchmark(micro_space, desktop, Workspace(tmp_path / "old"), FAST, progress=False, reference=False)
+    data = json.loads(old.path.read_text())
+    data["rows"].pop(0)
+    old.path.write_text(json.dumps(data))
+    resumed = workflow.benchmark(micro_space, desktop, Workspace(tmp_path / "old"), FAST, progress=False)
+    assert resumed.measured == 1 and resumed.table.reference is None  # its rows share no reference to scale by
+    assert not any("ratio" in r.stats for r in resumed.table.rows.values())
+
+
+def test_measure_against_a_reference_cancels_the_machine_slowing_down(monkeypatch):
+    """On a virtual clock where the machine runs at half speed every other repeat, times as
+    timed vary twofold; their ratios to the reference timed next to them do not move."""
+    from benchmarks import protocol as proto
+
+    clock = {"now": 0.0, "calls": 0}
+
+    def work(ms):
+        def call():
+            clock["calls"] += 1
+            slow = 2.0 if (clock["calls"] // 50) % 2 else 1.0  # a slow spell every 50 calls
+            clock["now"] += ms * slow / 1e3
+        return call
+
+    monkeypatch.setattr(proto.time, "perf_counter", lambda: clock["now"])
+    p = Protocol(warmup_runs=1, warmup_ms=0, repeats=11, min_repeat_ms=1.0, pin=False)
+    ref = proto.Reference(work(0.1), 10)
+    s = proto.measure(work(0.3), p, reference=ref)
+    assert len(s.reference_ms) == len(s.per_call_ms) == 11 and s.number == 4
+    assert max(s.per_call_ms) / min(s.per_call_ms) > 1.3  # the spells reach the row's own repeats
+    st = s.stats()
+    assert st["ratio"] == pytest.approx(3.0, rel=0.05)
+    assert st["median_ms"] == pytest.approx(3.0 * float(np.median(st["reference_ms"])), rel=1e-6)
 
 
 def _hang() -> None:

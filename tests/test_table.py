@@ -104,3 +104,47 @@ def test_rows_that_disagree_with_their_own_provenance_are_refused(tmp_path, micr
     (tmp_path / "bad.json").write_text(json.dumps(good))
     with pytest.raises(PipelineError, match=match):
         load_table(tmp_path / "bad.json")
+
+
+def _referenced_like(micro_table):
+    """The micro table as measured against a reference row: raw samples, the reference's beside
+    them, each row's ratio and its latency at the reference's median over all rows."""
+    from benchmarks.table import Row
+
+    for i, row in enumerate(micro_table.rows.values()):
+        m = row.median_ms
+        ref = [0.5, 0.5 * (1.1 + 0.01 * i), 0.45]  # the machine wobbles under both alike
+        raw = [round(m * r / 0.5 * f, 6) for r, f in zip(ref, (0.98, 1.0, 1.03))]  # and the row's own noise
+        row.stats = {"count": 3, "samples_ms": raw, "reference_ms": ref,
+                     "ratio": sorted(a / b for a, b in zip(raw, ref))[1], "p10_ms": m, "p90_ms": m}
+    micro_table.provenance.update(threads=1, reference={"row": "k3_e1/8x8x8-8-s1", "block": "k3_e1", "median_ms": None})
+    micro_table.apply_reference()
+    return json.loads(micro_table.to_json())
+
+
+def test_rows_timed_against_a_reference_share_its_median_over_every_row(tmp_path, micro_table):
+    costs = {k: r.median_ms for k, r in micro_table.rows.items()}
+    data = _referenced_like(micro_table)
+    assert data["provenance"]["reference"]["median_ms"] == 0.5  # median of every row's reference times
+    for row in data["rows"]:
+        assert row["median_ms"] == pytest.approx(costs[row["key"]], rel=1e-5)  # ratio × 0.5 gives back the cost
+    (tmp_path / "t.json").write_text(json.dumps(data))
+    data["rows"].pop()  # a row dropped by hand (to remeasure it) leaves the others valid
+    (tmp_path / "fewer.json").write_text(json.dumps(data))
+    assert len(load_table(tmp_path / "t.json").rows) == len(load_table(tmp_path / "fewer.json").rows) + 1
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda d: d["rows"][0].update(ratio=d["rows"][0]["ratio"] * 1.1), "its own samples give"),
+    (lambda d: d["rows"][1]["reference_ms"].__setitem__(1, 0.9), "its own samples give"),
+    (lambda d: d["provenance"]["reference"].update(median_ms=0.6), "its ratio times the reference's median"),
+    (lambda d: d["provenance"].pop("reference"), "no reference row"),
+    (lambda d: d["rows"][2].update(reference_ms=[0.5]), "no reference row or its samples"),
+    (lambda d: d["rows"][2].update(ratio="fast"), "not a number"),
+])
+def test_referenced_rows_that_disagree_with_their_reference_are_refused(tmp_path, micro_table, edit, match):
+    data = _referenced_like(micro_table)
+    edit(data)
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(PipelineError, match=match):
+        load_table(tmp_path / "bad.json")
