@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from benchmarks.protocol import Protocol, measure, pinned
+from benchmarks.protocol import Protocol, Reference, measure, pinned, warm_reference
 from benchmarks.runners.base import Run, Runner
 from benchmarks.table import Row
 from blocks.space import LayerShape
@@ -178,11 +178,17 @@ class RowWorker:
 
 
 class _Loaded:
-    """Artifacts loaded once and kept, each with its input; timed on request."""
+    """Artifacts loaded once and kept, each with its input; timed on request, against another
+    of them when asked (`benchmarks.protocol.Reference`)."""
 
     def __init__(self, runner: Runner, protocol: Protocol) -> None:
         self.runner, self.protocol = runner, protocol
         self.runs: list[tuple[Run, list[np.ndarray]]] = []
+        self.references: dict[int, Reference] = {}
+
+    def call(self, index: int) -> Callable[[], Any]:
+        run, inputs = self.runs[index]
+        return lambda: run(inputs)
 
     def __call__(self, request: tuple[str, Any]) -> Any:
         op, arg = request
@@ -190,8 +196,10 @@ class _Loaded:
             artifact, inputs = arg
             self.runs.append((self.runner.load(artifact), inputs))
             return len(self.runs) - 1
-        run, inputs = self.runs[arg]
-        return measure(lambda: run(inputs), self.protocol).stats()
+        index, against = arg
+        if against is not None and against not in self.references:
+            self.references[against] = warm_reference(self.call(against), self.protocol)
+        return measure(self.call(index), self.protocol, reference=self.references.get(against)).stats()
 
 
 class NetworkTimer:
@@ -231,9 +239,10 @@ class NetworkTimer:
         self.names.append(str(artifact.path))
         return self._ask(("load", (artifact, inputs)), f"loading {artifact.path}")
 
-    def stats(self, index: int) -> dict[str, Any]:
-        """One measurement (see `Samples.stats`) of the network loaded as `index`."""
-        return self._ask(("time", index), f"timing {self.names[index]}")
+    def stats(self, index: int, against: int | None = None) -> dict[str, Any]:
+        """One measurement (see `Samples.stats`) of the network loaded as `index`, each repeat
+        followed by one of network `against`'s when given."""
+        return self._ask(("time", (index, against)), f"timing {self.names[index]}")
 
     def median_ms(self, index: int) -> float:
         return float(self.stats(index)["median_ms"])

@@ -6,7 +6,7 @@
 twice more. This script takes a validate.json and measures each network as the median of its
 first N rounds only (N = 1, 3, 5, ... up to the regular rounds) and as the median of all of
 them. For each it refits the calibration on the run's own fitted half and prints the held-out
-metrics. When validate timed a reference network around every measurement (`--reference`, the
+metrics. When validate timed every network against a reference network (`--reference`, the
 default), it does the same on the rounds as timed, before dividing by the reference: the two
 measurements of one run, side by side, show what the reference is worth on this machine. One
 half/half split is a single draw, so it also refits on `--splits` random halves of the random
@@ -93,7 +93,7 @@ def main() -> None:
     splits = opts.splits if fit and len(pool) >= 8 else 0
     kinds = [("rounds_ms", "")] + ([("raw_rounds_ms", "as timed: ")] if all(s.get("raw_rounds_ms") for s in samples) else [])
     if len(kinds) > 1:
-        print("each relative to the reference network timed around it, then as timed (without it)")
+        print("each as its ratio to the reference network timed beside it, then as timed (without it)")
     print(f"{'measured as':<36} {'predictor':<11} {'median %':>9} {'within 10%':>11} {'worst %':>8} {'spearman':>9}"
           + (f"   over {splits} splits: median %, splits with a miss" if splits else ""))
     measures: list[tuple[str, int | None]] = [

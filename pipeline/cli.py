@@ -440,8 +440,8 @@ def run(target_name: str, target_options: tuple[str, ...], space_name: str, devi
 @click.option("--recheck/--no-recheck", default=ValidateConfig.recheck, show_default=True,
               help="Re-time a few table rows around every round: does the table still describe this machine?")
 @click.option("--reference/--no-reference", default=ValidateConfig.reference, show_default=True,
-              help="Time a reference network just before and after every network and measure each relative to it, "
-                   "so the machine's speed wandering under the run cancels (doubles the timing).")
+              help="Time every network against a reference network, each repeat followed by one of the reference's, "
+                   "and keep the median ratio: the machine's speed wandering under both cancels (doubles the timing).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--table", "table_path", type=click.Path(path_type=Path), help="Table to check [the workspace's].")
 @click.option("--measurements", type=click.Path(path_type=Path),

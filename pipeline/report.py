@@ -183,7 +183,7 @@ def validate_text(r: "ValidateReport") -> str:
                      f"median of its rounds, is uncertain by about ±{r.noise['median_se_pct']:.1f}% "
                      f"(standard error): errors of that size are {who}, not the table's")
         if "raw_median_pct" in r.noise:
-            lines.append(f"       each relative to a reference network timed just before and after it (as timed, "
+            lines.append(f"       each as its ratio to a reference network timed beside it, repeat by repeat (as timed, "
                          f"{r.noise['raw_median_pct']:.1f}% apart: the machine's speed moved under all of them)")
         if r.noise["retimed"] and not r.measured_on:  # a device's times come as they were taken there
             lines.append(f"       {r.noise['retimed']} network(s) whose rounds differed by more than "

@@ -65,14 +65,14 @@ class ValidateConfig:
     # a slow spell: it is timed `extra_rounds` more times and its median taken over all.
     wide_pct: float = WIDE_PCT
     extra_rounds: int = 2
-    # Time a reference network (the one of median predicted latency) right before and after
-    # every measurement and divide by the mean of the two: on a shared VM the machine's speed
-    # wanders by 5-10% over seconds, under every network alike (the deviations of two networks
-    # timed one after the other correlated 0.62), so the ratio to a network timed a moment
-    # apart cancels most of it. In nine FBNet runs on this project's 2-core VM (three per local
-    # target), the calibrated held-out error was lower relative to the reference than as timed
-    # in all nine (README: "A reference network timed around every measurement"). It doubles
-    # the timing.
+    # Time every network against a reference network (the one of median predicted latency),
+    # each repeat followed by one of the reference's, and keep the median of the ratios: on a
+    # shared VM the machine's speed wanders within a fraction of a second, under both alike.
+    # One android run's 40 networks timed in 7 rounds here (2026-12-02): a network's rounds were a
+    # median of 26% apart as timed, 17% relative to the reference timed just before and after
+    # each network (this option until then), 3.1% as ratios repeat by repeat; refitted on 40
+    # random halves against three tables, the calibrated held-out median error was 5.2 / 2.9 / 1.9%
+    # and a held-out network fell outside ±10% in 94 / 64 / 0% of the refits. Doubles the timing.
     reference: bool = True
 
     def __post_init__(self) -> None:
@@ -92,25 +92,47 @@ class Sample:
     fitted: bool = False  # used to fit the calibration (so not evidence for it)
     rounds_ms: tuple[float, ...] = ()  # each round's measurement (relative to the reference, when one was timed)
     artifact: Path | None = None  # the file timed, for anyone who re-times it with other tools
-    raw_rounds_ms: tuple[float, ...] = ()  # each round as timed, before dividing by the reference
-    reference_ms: tuple[float, ...] = ()  # the reference network's time around each round
+    raw_rounds_ms: tuple[float, ...] = ()  # each round as timed (median of its repeats), without the reference
+    reference_ms: tuple[float, ...] = ()  # the reference network's median in each round's measurement
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One measurement of a network: the median of its repeats as timed and, when timed against
+    a reference, the median of its repeats' ratios to the reference's and the reference's median."""
+
+    ms: float
+    ratio: float | None = None
+    reference_ms: float | None = None
+
+    @staticmethod
+    def of(stats: dict[str, Any]) -> "Timing":
+        """From `Samples.stats`."""
+        raw = float(np.median(stats["samples_ms"]))
+        if "ratio" not in stats:
+            return Timing(raw)
+        return Timing(raw, float(stats["ratio"]), float(np.median(stats["reference_ms"])))
 
 
 @dataclass(frozen=True)
 class Timed:
-    """Each network's rounds, the median of which is its measurement. With a reference network
-    timed around every measurement, `rounds` are the times divided by the reference's time
-    around them and multiplied by its median over the run (so still milliseconds, at the run's
-    typical speed); `raw` and `reference` keep what was timed."""
+    """Each network's rounds, the median of which is its measurement. Timed against a reference
+    network, `rounds` are each measurement's ratio to it times the reference's median over the
+    run (so still milliseconds, at the run's typical speed); `raw` and `reference` keep the
+    medians as timed."""
 
     rounds: list[list[float]]
     raw: list[list[float]] | None = None
     reference: list[list[float]] | None = None
 
     @staticmethod
-    def relative(raw: list[list[float]], reference: list[list[float]]) -> "Timed":
+    def of(timings: list[list[Timing]]) -> "Timed":
+        raw = [[t.ms for t in ts] for ts in timings]
+        if not all(t.ratio is not None for ts in timings for t in ts):
+            return Timed(raw)
+        reference = [[float(t.reference_ms) for t in ts] for ts in timings]  # type: ignore[arg-type]
         scale = float(np.median([ms for ref in reference for ms in ref]))
-        return Timed([[m / r * scale for m, r in zip(ms, ref)] for ms, ref in zip(raw, reference)], raw, reference)
+        return Timed([[float(t.ratio) * scale for t in ts] for ts in timings], raw, reference)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -300,8 +322,8 @@ def _measure_all(archs: list[tuple[tuple[str, ...], str]], space: SearchSpace, t
                  ws: Workspace, cfg: ValidateConfig, table: LatencyTable, reference: int | None,
                  progress: bool) -> tuple[list[Path], Timed, list[list[float]]]:
     """Each network's artifact (exported and checked once), its measurements (see `in_rounds`;
-    relative to network `reference` unless None) and, with `recheck`, the rechecked rows'
-    ratios around each regular round."""
+    against network `reference` unless None) and, with `recheck`, the rechecked rows' ratios
+    around each regular round."""
     artifacts = [export_architecture(Architecture(space, blocks, {}), target, ws.cache)
                  for blocks, _ in tqdm(archs, desc=f"export {target.name}", unit="net", disable=not progress)]
     rows = _recheck_inputs(recheck_rows(table, space), table, target, ws) if cfg.recheck else []
@@ -315,42 +337,30 @@ def _measure_all(archs: list[tuple[tuple[str, ...], str]], space: SearchSpace, t
                 rechecks.append([timer.median_ms(i) / table_ms for i, table_ms in checked])
 
         with tqdm(total=cfg.rounds * len(archs), desc=f"validate {target.name}", unit="net", disable=not progress) as bar:
-            out = in_rounds(len(archs), lambda i: timer.median_ms(nets[i]), cfg, recheck, bar,
-                            None if reference is None else lambda: timer.median_ms(nets[reference]))
+            against = None if reference is None else nets[reference]
+            out = in_rounds(len(archs), lambda i: Timing.of(timer.stats(nets[i], against)), cfg, recheck, bar)
     return [a.path.resolve() for a, _ in artifacts], out, rechecks
 
 
-def in_rounds(n: int, time_one: Callable[[int], float], cfg: ValidateConfig, between: Callable[[], None],
-              bar: tqdm, time_reference: Callable[[], float] | None = None) -> Timed:
+def in_rounds(n: int, time_one: Callable[[int], Timing], cfg: ValidateConfig, between: Callable[[], None],
+              bar: tqdm) -> Timed:
     """Time networks 0..n-1 in `cfg.rounds` rounds (odd rounds go backwards, so no network is
-    always first or last; `between` runs before, between and after them). With `time_reference`,
-    the reference is timed before the first network of a pass and after each one, and each
-    measurement is taken relative to the mean of the two around it (see `Timed`). Each network
-    whose rounds are over `cfg.wide_pct` apart then gets `cfg.extra_rounds` more, so its median
-    can outvote that many slow spells."""
-    raw: list[list[float]] = [[] for _ in range(n)]
-    ref: list[list[float]] = [[] for _ in range(n)]
+    always first or last; `between` runs before, between and after them). Each network whose
+    rounds (relative to the reference, when timed against one: see `Timed`) are over
+    `cfg.wide_pct` apart then gets `cfg.extra_rounds` more, so its median can outvote that many
+    slow spells."""
+    timings: list[list[Timing]] = [[] for _ in range(n)]
 
     def one_pass(order: list[int]) -> None:
-        if not order:
-            return
-        before = time_reference() if time_reference else 0.0
         for i in order:
-            raw[i].append(time_one(i))
-            if time_reference:
-                after = time_reference()
-                ref[i].append((before + after) / 2)
-                before = after
+            timings[i].append(time_one(i))
             bar.update(1)
-
-    def timed() -> Timed:
-        return Timed.relative(raw, ref) if time_reference else Timed(raw)
 
     for r in range(cfg.rounds):
         between()
         one_pass(list(range(n)) if r % 2 == 0 else list(reversed(range(n))))
     between()
-    wide = [i for i, ms in enumerate(timed().rounds) if len(ms) > 1 and _spread_pct(ms) > cfg.wide_pct]
+    wide = [i for i, ms in enumerate(Timed.of(timings).rounds) if len(ms) > 1 and _spread_pct(ms) > cfg.wide_pct]
     bar.total = (bar.total or 0) + len(wide) * cfg.extra_rounds
     # The extra rounds go on alternating direction, so that when the machine itself drifts
     # (every network is then wide) no network's extras are all timed later than another's. Both
@@ -358,7 +368,7 @@ def in_rounds(n: int, time_one: Callable[[int], float], cfg: ValidateConfig, bet
     # held-out median error of 2.0% on its 7 regular rounds and 3.4% with the extras.
     for r in range(cfg.rounds, cfg.rounds + cfg.extra_rounds):
         one_pass(wide if r % 2 == 0 else wide[::-1])
-    return timed()
+    return Timed.of(timings)
 
 
 def _spread_pct(rounds_ms: list[float] | tuple[float, ...]) -> float:
