@@ -109,14 +109,21 @@ def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, t
                              "--splits", "3"], capture_output=True, text=True, check=True).stdout.splitlines()
     # first 1, 3, 5 and 7 rounds, then all of them; each judged for the table sum and the calibration,
     # relative to the reference network (validate's default), then as timed
-    assert effect[1].startswith("each relative to the reference network")
+    assert effect[1].startswith("each as its ratio to the reference network")
     measures = [line.split("  ")[0] for line in effect[3:]]
     assert effect[0].startswith("6 held-out networks;") and measures == [
         kind + m for kind in ("", "as timed: ")
         for m in ("median of first 1 round", "median of first 3 rounds", "median of first 5 rounds",
                   "median of first 7 rounds", "median of all rounds") for _ in range(2)]
+    # the same networks timed the three ways in one run: as timed, before/after, repeat by repeat
+    ways = subprocess.run([sys.executable, Path(__file__).parents[1] / "perf/reference_effect.py",
+                           out / "validate/micro/desktop/host/validate.json", "--space", micro_space_file, "--rounds",
+                           "2", "--splits", "2"], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert ways[0] == "12 networks of desktop, 2 rounds, 2 random half/half refits"
+    assert [w[:18].strip() for w in ways[2:]] == ["as timed", "before/after", "repeat by repeat"]
+    assert all(float(w.split()[-3].rstrip("%")) >= 0 and w.endswith("%") for w in ways[2:])
     report = json.loads((out / "validate/micro/desktop/host/validate.json").read_text())
-    for s in report["samples"]:  # the rounds as timed and the reference around each are kept
+    for s in report["samples"]:  # the rounds as timed and the reference beside each are kept
         assert len(s["raw_rounds_ms"]) == len(s["reference_ms"]) == len(s["rounds_ms"]) >= 7
     assert "raw_median_pct" in report["noise"]
     *_, median_pct, miss_pct = effect[-1].split()  # refit on 3 random splits of the 12: a mean error, a share
