@@ -59,9 +59,10 @@ class BenchmarkJob:
     # (seconds) lands whole in one row's measurement and would stay in the table.
     rounds: int = 1
     # Every row timed against a reference row, repeat by repeat (`benchmarks.protocol`), and kept
-    # as its ratio to it. Six `android` tables of `fbnet` built one after another here: a row's
-    # time differed from its median over the tables by a median of 2.4% as timed and 1.8% as a
-    # ratio, and its spread over the six was 21% and 10% (perf/table_spread.py). Costs ~30% more
+    # as its ratio to it. Six `fbnet` tables per local target built here with and without it,
+    # alternately: a row's spread over three tables (perf/table_spread.py) was 4.9-8.2% with it
+    # and 17-21% without, and one validate run's networks judged against each table had a lower
+    # calibrated held-out error with it on every target (README, benchmark). Costs 30-50% more
     # timing.
     reference: bool = True
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import onnx
 import torch
 
-from export.base import EXPORTERS, Artifact, Exporter, quiet_converters
+from export.base import EXPORTERS, Artifact, Exporter, package_version, quiet_converters
 from pipeline.errors import PipelineError, first_line
 from pipeline.fileio import atomic_path
 
@@ -30,7 +29,8 @@ class OnnxExporter(Exporter):
     Options = OnnxOptions
 
     def versions(self) -> dict[str, str]:
-        return {"torch": torch.__version__, "onnx": onnx.__version__}
+        # the installed version, not `import onnx` (a second to import) for a string
+        return {"torch": torch.__version__, "onnx": package_version("onnx")}
 
     def export(self, module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], path: Path) -> Artifact:
         module = module.eval()
@@ -42,6 +42,8 @@ class OnnxExporter(Exporter):
                     opset_version=self.options.opset, input_names=["input"],
                     output_names=["output"], **kwargs,
                 )
+                import onnx  # only where an export is made: a second to import
+
                 onnx.checker.check_model(str(tmp))
             except Exception as e:  # a converter error becomes a reason, not a traceback
                 raise PipelineError(f"ONNX export failed: {first_line(e)}") from e

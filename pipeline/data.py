@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset, Subset
 
 from pipeline.errors import PipelineError
@@ -101,6 +100,10 @@ class ImageFolderDataset(Dataset):
 
 def _split(labels: np.ndarray, frac: float, seed: int, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Stratified when every class can be represented on both sides, plain otherwise."""
+    # imported here, not with the module: scikit-learn takes over a second to import, and every
+    # command (a resumed benchmark that has nothing to do) imports this module
+    from sklearn.model_selection import train_test_split
+
     counts = np.bincount(labels[idx])
     stratify = labels[idx] if counts[counts > 0].min() >= 2 else None
     try:
