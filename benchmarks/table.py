@@ -233,16 +233,15 @@ def _disagreement(row: Row, reference: dict[str, Any] | None) -> str | None:
         return None if _close(med, row.median_ms) else \
             f"median {row.median_ms:.6g} ms, but its own raw samples' median is {med:.6g} ms"
     ref = _numbers(s.get("reference_ms"))
-    try:
-        float(s["ratio"])
-    except (TypeError, ValueError):
-        return f"a ratio to the reference row that is not a number ({s['ratio']!r})"
+    stored = _numbers([s["ratio"], (reference or {}).get("median_ms") or 0])
+    if stored is None:
+        return f"a ratio to the reference row ({s['ratio']!r}) or a reference median that is not a number"
     if reference is None or ref is None or len(ref) != len(samples) or min(ref) <= 0:
         return "a ratio to a reference row, but no reference row or its samples"
-    ratio = statistics.median(a / b for a, b in zip(samples, ref))
-    if not _close(ratio, float(s["ratio"])):
-        return f"ratio {s['ratio']:.6g} to the reference, but its own samples give {ratio:.6g}"
-    if not _close(float(s["ratio"]) * float(reference.get("median_ms") or 0), row.median_ms):
+    (stored_ratio, scale), ratio = stored, statistics.median(a / b for a, b in zip(samples, ref))
+    if not _close(ratio, stored_ratio):
+        return f"ratio {stored_ratio:.6g} to the reference, but its own samples give {ratio:.6g}"
+    if not _close(stored_ratio * scale, row.median_ms):
         return f"median {row.median_ms:.6g} ms, but its ratio times the reference's median is not that"
     return None
 

@@ -141,6 +141,7 @@ def test_rows_timed_against_a_reference_share_its_median_over_every_row(tmp_path
     (lambda d: d["provenance"].pop("reference"), "no reference row"),
     (lambda d: d["rows"][2].update(reference_ms=[0.5]), "no reference row or its samples"),
     (lambda d: d["rows"][2].update(ratio="fast"), "not a number"),
+    (lambda d: d["provenance"]["reference"].update(median_ms="slow"), "not a number"),
 ])
 def test_referenced_rows_that_disagree_with_their_reference_are_refused(tmp_path, micro_table, edit, match):
     data = _referenced_like(micro_table)
