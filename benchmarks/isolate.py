@@ -16,8 +16,12 @@ the whole run, and the timed process does nothing but time, as `benchmark_model`
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
+import os
+import signal
+import sys
 from functools import partial
 from typing import Any, Callable
 
@@ -32,6 +36,25 @@ from pipeline.errors import PipelineError
 from pipeline.plugins import LOADED, load_plugins
 
 STARTUP_TIMEOUT_S = 300.0  # importing torch and a runtime on a busy machine
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def follow_parent(parent_pid: int) -> None:
+    """Called first in every child we spawn (timing children, export workers): it leaves when
+    its parent does, and leaves Ctrl-C to the parent.
+
+    Ctrl-C reaches the whole process group. The parent saves what is finished and stops its
+    children itself, so a child that took the signal too would only print its own traceback or,
+    as an export worker, report the interrupt and take the next export. A parent killed outright
+    (SIGKILL, the OOM killer) cannot stop its children: on Linux the kernel kills them for it.
+    Without that, two export workers orphaned by a killed `benchmark` ran on at full speed beside
+    the resumed run's timing, then idled forever holding a converter's memory.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before the kernel was told to follow it
+        os._exit(1)
 
 
 def _parent_logging() -> tuple[int, str | None]:
@@ -42,20 +65,24 @@ def _parent_logging() -> tuple[int, str | None]:
 
 
 def _serve(conn: Any, make_handler: Callable[[], Callable[[Any], Any]], plugins: list[str],
-           log_setup: tuple[int, str | None]) -> None:
+           log_setup: tuple[int, str | None], parent_pid: int) -> None:
+    follow_parent(parent_pid)
     level, fmt = log_setup
     logging.basicConfig(level=level, **({"format": fmt} if fmt else {}))
     load_plugins(plugins)
     handle = make_handler()
-    conn.send(("ready", None))
-    while True:
-        request = conn.recv()
-        if request is None:
-            return
-        try:
-            conn.send(("ok", handle(request)))
-        except PipelineError as e:
-            conn.send(("error", str(e)))
+    try:
+        conn.send(("ready", None))
+        while True:
+            request = conn.recv()
+            if request is None:
+                return
+            try:
+                conn.send(("ok", handle(request)))
+            except PipelineError as e:
+                conn.send(("error", str(e)))
+    except (EOFError, OSError):  # the parent is gone (where the kernel cannot kill us with it)
+        return
 
 
 class Hung(Exception):
@@ -83,8 +110,8 @@ class Child:
     def __enter__(self) -> "Child":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(abandon=exc_type is not None)
 
     @property
     def started(self) -> bool:
@@ -93,7 +120,7 @@ class Child:
     def start(self) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_serve, args=(child, self.make_handler, list(LOADED), _parent_logging()),
+        self.process = ctx.Process(target=_serve, args=(child, self.make_handler, list(LOADED), _parent_logging(), os.getpid()),
                                    daemon=True)
         with pinned(self.pin_threads, self.pin_threads > 0):
             self.process.start()
@@ -133,8 +160,10 @@ class Child:
             self.process.join(5)
         self.process = self.conn = None
 
-    def close(self) -> None:
-        if self.process is not None and self.process.is_alive():
+    def close(self, abandon: bool = False) -> None:
+        """Let the child finish and leave; `abandon` (an interrupt, an error) kills it instead
+        of waiting out the measurement in progress."""
+        if not abandon and self.process is not None and self.process.is_alive():
             try:
                 self.conn.send(None)
                 self.process.join(10)
@@ -161,8 +190,8 @@ class RowWorker:
     def __enter__(self) -> "RowWorker":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(abandon=exc_type is not None)
 
     def measure(self, block: str, shape: LayerShape, artifact: Artifact) -> Row:
         try:
@@ -173,8 +202,8 @@ class RowWorker:
         except Crashed as e:
             return Row(block, shape, status="failed", reason=f"the runtime crashed on this block (exit code {e.args[0]})")
 
-    def close(self) -> None:
-        self.child.close()
+    def close(self, abandon: bool = False) -> None:
+        self.child.close(abandon)
 
 
 class _Loaded:
@@ -220,8 +249,8 @@ class NetworkTimer:
     def __enter__(self) -> "NetworkTimer":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(abandon=exc_type is not None)
 
     def _ask(self, request: tuple[str, Any], what: str) -> Any:
         if self.child is None:
@@ -247,7 +276,7 @@ class NetworkTimer:
     def median_ms(self, index: int) -> float:
         return float(self.stats(index)["median_ms"])
 
-    def close(self) -> None:
+    def close(self, abandon: bool = False) -> None:
         if self.child is not None:
-            self.child.close()
+            self.child.close(abandon)
         self.local = None

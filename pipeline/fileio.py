@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import tomllib
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -64,6 +65,24 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         for leftover in (tmp, old):
             if leftover.exists():
                 shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+
+
+def sweep_temporaries(folder: str | os.PathLike, older_than_s: float = 3600.0) -> int:
+    """Remove what `atomic_path` and `atomic_dir` left in `folder` when their process was killed
+    outright (SIGKILL, the OOM killer: no `finally` runs); returns how many. Only entries older
+    than `older_than_s` go, so another run's write in progress is never touched."""
+    folder, swept = Path(folder), 0
+    if not folder.is_dir():
+        return 0
+    deadline = time.time() - older_than_s
+    for entry in folder.glob(".*.tmp*"):
+        try:
+            if entry.lstat().st_mtime < deadline:
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+                swept += 1
+        except FileNotFoundError:  # another run swept it first
+            pass
+    return swept
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
