@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from blocks.space import LayerShape, SearchSpace
+from benchmarks.device import HOST_DEVICE
 from pipeline.errors import PipelineError
 from pipeline.fileio import read_json, write_text_atomic
 
@@ -27,6 +28,15 @@ STATUSES = ("ok", "unavailable", "failed")
 
 def row_key(block: str, shape: LayerShape) -> str:
     return f"{block}/{shape.key}"
+
+
+def measure_command(target: str, space: str, device: str) -> str:
+    """The command that measures (or, for a device, bundles) the rows a table lacks."""
+    return f"pipeline benchmark --target {target} --space {space}" + ("" if device == HOST_DEVICE else f" --device {device}")
+
+
+class Incomplete(PipelineError):
+    """No table, or one without every row a space needs: measure what is missing."""
 
 
 @dataclass
@@ -140,9 +150,10 @@ class LatencyTable:
         missing = [row_key(b, s) for b, s in required_rows(space) if row_key(b, s) not in self.rows]
         if missing:
             more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-            raise PipelineError(
+            raise Incomplete(
                 f"latency table for {self.target}/{self.device} does not fit space '{space.name}': "
-                f"no row '{missing[0]}'{more}; run 'pipeline benchmark --space {space.name}' to measure them"
+                f"no row '{missing[0]}'{more}; run '{measure_command(self.target, space.name, self.device)}' to "
+                "measure them"
             )
         for b, s in required_rows(space):
             self.latency(b, s)

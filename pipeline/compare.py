@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from benchmarks.predict import LatencyModel
-from benchmarks.table import LatencyTable, load_table
+from benchmarks.table import LatencyTable, load_table, measure_command
 from blocks.architecture import Architecture, load_architecture
 from blocks.space import SearchSpace
 from pipeline.errors import PipelineError
@@ -155,7 +155,7 @@ def _check_own_table(e: Entry, model: LatencyModel | None) -> None:
     raise PipelineError(
         f"entry '{e.label}': table '{e.table_path}' ({e.table.target}/{e.table.device}) does not fit space "
         f"'{space.name}' of architecture '{e.arch_path}'; {hint}, or measure it with "
-        f"'pipeline benchmark --space {space.name}'"
+        f"'{measure_command(e.table.target, space.name, e.table.device)}'"
     )
 
 

@@ -100,11 +100,17 @@ def write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:
         writer(tmp)
 
 
+def _expect_file(path: Path, what: str) -> None:
+    if path.is_dir():
+        raise PipelineError(f"{what} '{path}' is a folder; pass the file itself")
+    if not path.is_file():
+        raise PipelineError(f"{what} '{path}' does not exist; check the path")
+
+
 def read_json(path: str | os.PathLike, what: str) -> Any:
     """Read a JSON file; a missing, unreadable or corrupt file is a one-line PipelineError."""
     path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"{what} '{path}' does not exist; check the path")
+    _expect_file(path, what)
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -116,8 +122,7 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
 def read_config(path: str | os.PathLike, what: str) -> dict[str, Any]:
     """Read a YAML (safe_load) or TOML mapping, chosen by the file's extension."""
     path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"{what} '{path}' does not exist; check the path")
+    _expect_file(path, what)
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(path.read_text())

@@ -22,7 +22,7 @@ from benchmarks.predict import Calibration, LatencyModel, arch_key, fit_calibrat
 from benchmarks.harness import export_row, row_module
 from benchmarks.isolate import NetworkTimer
 from benchmarks.protocol import Protocol
-from benchmarks.table import LatencyTable, required_rows, row_key
+from benchmarks.table import Incomplete, LatencyTable, required_rows, row_key
 from export.base import Artifact
 from blocks.architecture import Architecture, load_architecture, random_architectures
 from blocks.space import LayerShape, SearchSpace
@@ -292,7 +292,7 @@ def judge(p: Plan, space: SearchSpace, timed: Timed, paths: list[Path | None], r
 def _complete_table(space: SearchSpace, target: Target, ws: Workspace, device: str, table_path: Path | None) -> tuple:
     try:
         return find_table(space, target, ws, device, table_path)
-    except PipelineError as e:
+    except Incomplete as e:  # none yet, or a benchmark interrupted; a damaged table says so itself
         raise PipelineError(f"validate needs a complete table: {e}") from None
 
 

@@ -21,7 +21,7 @@ from benchmarks.harness import BenchmarkJob, benchmark_space, cached_export, ins
 from benchmarks.isolate import NetworkTimer
 from benchmarks.predict import LatencyModel
 from benchmarks.protocol import Protocol
-from benchmarks.table import LatencyTable, expect_table_for, load_table
+from benchmarks.table import Incomplete, LatencyTable, expect_table_for, load_table
 from blocks.architecture import Architecture, load_architecture
 from blocks.network import DerivedNet
 from blocks.space import SearchSpace
@@ -120,13 +120,15 @@ def import_table(file: Path, space: SearchSpace, target: Target, ws: Workspace, 
 
 def find_table(space: SearchSpace, target: Target, ws: Workspace, device: str,
                table_path: Path | None) -> tuple[LatencyTable, Path]:
+    """The table for `space` on `target`/`device`, checked. `Incomplete` where there is none or
+    it lacks rows the space needs; another `PipelineError` where it is damaged or another's."""
     path = table_path or ws.table(space.name, target.name, device)
     if table_path is None and not path.exists():
         how = (f"run 'pipeline benchmark --target {target.name} --space {space.name}' first" if device == HOST_DEVICE
                else f"time it on that device ('pipeline benchmark --target {target.name} --space {space.name} "
                     f"--device {device}' writes its blocks to a bundle to time there) or bring in a table measured "
                     f"there with 'pipeline benchmark import FILE ... --device {device}'")
-        raise PipelineError(f"no latency table for space '{space.name}' on {target.name}/{device} at '{path}'; {how}")
+        raise Incomplete(f"no latency table for space '{space.name}' on {target.name}/{device} at '{path}'; {how}")
     table = load_table(path)
     expect_table_for(table, target.name, device, path)
     table.check_fits(space)

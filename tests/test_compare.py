@@ -190,7 +190,7 @@ def test_duplicate_labels(tmp_path, micro_space, entries):
 
 def test_architecture_that_does_not_fit_its_own_table(tmp_path, entries, other_entry):
     wrong = Entry("mixed/host", entries[0].table, entries[0].table_path, other_entry.architecture, other_entry.arch_path)
-    with pytest.raises(PipelineError, match="does not fit space 'other'.*pipeline benchmark --space other"):
+    with pytest.raises(PipelineError, match="does not fit space 'other'.*pipeline benchmark --target desktop --space other'"):
         compare([entries[1], wrong])
 
 

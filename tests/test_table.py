@@ -59,8 +59,17 @@ def test_truncated_table_is_refused(tmp_path, micro_table):
 def test_table_for_another_space_names_the_missing_row(micro_space):
     from blocks import resolve_space
     table = make_table(micro_space)
-    with pytest.raises(PipelineError, match="does not fit space 'tiny': no row 'stem/1x32x32-16-s2'"):
+    with pytest.raises(PipelineError, match="does not fit space 'tiny': no row 'stem/1x32x32-16-s2'.*"
+                                            "run 'pipeline benchmark --target desktop --space tiny' to measure"):
         table.check_fits(resolve_space("tiny"))
+    phone = make_table(micro_space, target="android", device="pixel1")
+    with pytest.raises(PipelineError, match="'pipeline benchmark --target android --space tiny --device pixel1'"):
+        phone.check_fits(resolve_space("tiny"))
+
+
+def test_a_folder_given_as_a_table_is_named_as_one(tmp_path):
+    with pytest.raises(PipelineError, match=f"latency table '{tmp_path}' is a folder; pass the file itself"):
+        load_table(tmp_path)
 
 
 def test_saved_table_is_valid_json_with_one_row_per_line(tmp_path, micro_table):
