@@ -8,6 +8,7 @@ run keeps its work and the next run measures only what is missing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -26,6 +27,7 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
+from benchmarks.exclusive import timing_alone
 from benchmarks.isolate import RowWorker, follow_parent
 from benchmarks.protocol import Protocol, Reference, measure, pinned, warm_reference
 from benchmarks.runners.base import Run, Runner
@@ -322,13 +324,14 @@ def benchmark_space(job: BenchmarkJob, progress: bool = True) -> tuple[LatencyTa
     timer = partial(RowTimer, job, _reference_artifact(job, ref) if ref and todo else None)
     bar = tqdm(todo, desc=f"measure {job.provenance.get('target')}", unit="block", disable=not progress or not todo)
     isolated = job.protocol.row_timeout_s > 0 and bool(todo)
-    with pinned(job.protocol.threads, job.protocol.pin) as cores:  # a worker inherits the pinning
-        table.provenance["affinity"] = cores
-        if isolated:
-            with RowWorker(timer, job.protocol.row_timeout_s) as worker:
-                _measure_rows(job, table, bar, artifacts, layers_of, worker.measure)
-    if not isolated:  # not inside `pinned`: `measure` pins after each artifact's first run
-        _measure_rows(job, table, bar, artifacts, layers_of, timer())
+    with timing_alone() if todo else contextlib.nullcontext():
+        with pinned(job.protocol.threads, job.protocol.pin) as cores:  # a worker inherits the pinning
+            table.provenance["affinity"] = cores
+            if isolated:
+                with RowWorker(timer, job.protocol.row_timeout_s) as worker:
+                    _measure_rows(job, table, bar, artifacts, layers_of, worker.measure)
+        if not isolated:  # not inside `pinned`: `measure` pins after each artifact's first run
+            _measure_rows(job, table, bar, artifacts, layers_of, timer())
     for key, row in table.rows.items():  # keep layer lists current for rows measured earlier
         row.layers = layers_of.get(key, row.layers)
     table.apply_reference()

@@ -16,6 +16,7 @@ the whole run, and the timed process does nothing but time, as `benchmark_model`
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import multiprocessing
@@ -27,6 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from benchmarks.exclusive import timing_alone
 from benchmarks.protocol import Protocol, Reference, measure, pinned, warm_reference
 from benchmarks.runners.base import Run, Runner
 from benchmarks.table import Row
@@ -245,12 +247,17 @@ class NetworkTimer:
         self.child = Child(partial(_Loaded, runner, protocol), protocol.threads if protocol.pin else 0) \
             if protocol.row_timeout_s > 0 else None
         self.local = _Loaded(runner, protocol) if self.child is None else None
+        self.alone = contextlib.ExitStack()
 
     def __enter__(self) -> "NetworkTimer":
+        self.alone.enter_context(timing_alone())  # no other run times on this machine meanwhile
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        self.close(abandon=exc_type is not None)
+        try:
+            self.close(abandon=exc_type is not None)
+        finally:
+            self.alone.close()
 
     def _ask(self, request: tuple[str, Any], what: str) -> Any:
         if self.child is None:
