@@ -32,6 +32,17 @@ from pipeline.validate import ValidateConfig
 from pipeline.workspace import Workspace
 
 
+# What a Ctrl-C leaves, for the commands that keep less than everything finished so far
+# (`search` and `run` say it themselves, from the search's checkpoint).
+INTERRUPTED = {
+    "validate": "the networks exported so far are cached; the same command exports only the rest, "
+                "then times them all again",
+    "export": "a finished export is cached; run the same command to check and time it again",
+    "compare": "finished exports are cached; run the same command to measure again",
+    "train": "training keeps no checkpoint part-way; run the same command to train again",
+}
+
+
 class Cli(click.Group):
     """Turns PipelineError into one line on stderr and its exit code: users never see a traceback."""
 
@@ -43,7 +54,9 @@ class Cli(click.Group):
                 click.echo(f"{e.label}: {e}", err=True)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
-            click.echo("interrupted: everything finished so far is saved; run the same command to go on", err=True)
+            how = INTERRUPTED.get(ctx.invoked_subcommand or "", "everything finished so far is saved; run the same "
+                                                                  "command to go on")
+            click.echo(f"interrupted: {how}", err=True)
             sys.exit(130)
 
 

@@ -156,3 +156,21 @@ def test_real_process_exit_code_and_no_traceback():
                        capture_output=True, text=True)
     assert p.returncode == 2
     assert p.stderr.strip() == "error: unknown target 'nowhere'; valid names: ios, ios-executorch, android, android-executorch, desktop"
+
+
+@pytest.mark.parametrize("command, module, name, says", [
+    ("benchmark", "pipeline.workflow", "benchmark", "everything finished so far is saved; run the same command to go on"),
+    ("validate", "pipeline.validate", "validate", "the networks exported so far are cached; the same command exports "
+                                                  "only the rest, then times them all again"),
+])
+def test_ctrl_c_says_what_the_command_keeps(workspace, monkeypatch, command, module, name, says):
+    import importlib
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    out, space = workspace
+    monkeypatch.setattr(importlib.import_module(module), name, interrupted)
+    r = invoke(command, "--space", space, "--out", out)
+    assert r.exit_code == 130
+    assert r.stderr.strip() == f"interrupted: {says}"
