@@ -73,18 +73,19 @@ def _serve(conn: Any, make_handler: Callable[[], Callable[[Any], Any]], plugins:
     logging.basicConfig(level=level, **({"format": fmt} if fmt else {}))
     load_plugins(plugins)
     handle = make_handler()
-    try:
-        conn.send(("ready", None))
-        while True:
+    reply: tuple[str, Any] = ("ready", None)
+    while True:
+        try:  # the parent may be gone (where the kernel cannot take us with it): leave quietly
+            conn.send(reply)
             request = conn.recv()
-            if request is None:
-                return
-            try:
-                conn.send(("ok", handle(request)))
-            except PipelineError as e:
-                conn.send(("error", str(e)))
-    except (EOFError, OSError):  # the parent is gone (where the kernel cannot kill us with it)
-        return
+        except (EOFError, OSError):
+            return
+        if request is None:
+            return
+        try:
+            reply = ("ok", handle(request))
+        except PipelineError as e:
+            reply = ("error", str(e))
 
 
 class Hung(Exception):

@@ -19,14 +19,17 @@ from benchmarks.table import load_table
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; the kernel's parent-death signal")
 
 ROOT = Path(__file__).resolve().parents[1]
+# A SIGINT that is ignored stays ignored across exec, and a default one stays default: so reset it,
+# then exec the CLI (a preexec_fn would do the same, but makes a threaded parent fork).
+_DEFAULT_CTRL_C = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                   "os.execv(sys.executable, [sys.executable, '-m', 'pipeline.cli', *sys.argv[1:]])")
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen:
     """`pipeline ARGS` as its own process group, with Ctrl-C at its default even where the suite
     runs as a background job (which ignores SIGINT)."""
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=ROOT, stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen([sys.executable, "-c", _DEFAULT_CTRL_C, *args], cwd=ROOT, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _wait_for(condition, what: str, timeout_s: float = 240.0) -> None:
