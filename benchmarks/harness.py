@@ -308,23 +308,44 @@ def _reference_for(job: BenchmarkJob, table: LatencyTable) -> tuple[str, LayerSh
     return block, shape
 
 
+def _missing(job: BenchmarkJob, table: LatencyTable) -> list[tuple[str, LayerShape]]:
+    return [(b, s) for b, s in rows_to_measure(job.space, job.exporter) if row_key(b, s) not in table.rows
+            or table.rows[row_key(b, s)].status == "failed"]
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
 def benchmark_space(job: BenchmarkJob, progress: bool = True) -> tuple[LatencyTable, int]:
     """Measure every row `job.space` needs that the table lacks. Returns (table, rows measured)."""
+    stamp = _stamp(job.table_path)
     table = _start_table(job)
     ref = _reference_for(job, table)
     layers_of: dict[str, list[int]] = {}
     for i, shape in enumerate(job.space.layers):
         for b in job.space.candidates(i):
             layers_of.setdefault(row_key(b, shape), []).append(i)
-    todo = [(b, s) for b, s in rows_to_measure(job.space, job.exporter) if row_key(b, s) not in table.rows
-            or table.rows[row_key(b, s)].status == "failed"]
+    todo = _missing(job, table)
     # Export first (in parallel), then time one artifact at a time: timings taken while
     # converters load the other cores would be noise.
     artifacts = export_rows(job, todo, progress)
-    timer = partial(RowTimer, job, _reference_artifact(job, ref) if ref and todo else None)
-    bar = tqdm(todo, desc=f"measure {job.provenance.get('target')}", unit="block", disable=not progress or not todo)
-    isolated = job.protocol.row_timeout_s > 0 and bool(todo)
     with timing_alone() if todo else contextlib.nullcontext():
+        if todo and not job.force and _stamp(job.table_path) != stamp:
+            # Another run wrote this table while we exported or waited for it to finish timing:
+            # start from what it left, or our first save would drop the rows it measured.
+            table = _start_table(job)
+            ref = _reference_for(job, table)
+            todo = _missing(job, table)
+            artifacts.update(export_rows(job, [r for r in todo if row_key(*r) not in artifacts], progress))
+            log.warning("another run measured this table meanwhile; %d row(s) are left to measure", len(todo))
+        timer = partial(RowTimer, job, _reference_artifact(job, ref) if ref and todo else None)
+        bar = tqdm(todo, desc=f"measure {job.provenance.get('target')}", unit="block", disable=not progress or not todo)
+        isolated = job.protocol.row_timeout_s > 0 and bool(todo)
         with pinned(job.protocol.threads, job.protocol.pin) as cores:  # a worker inherits the pinning
             table.provenance["affinity"] = cores
             if isolated:

@@ -216,6 +216,34 @@ def test_a_resumed_table_keeps_its_reference_and_an_old_one_stays_without(micro_
     assert not any("ratio" in r.stats for r in resumed.table.rows.values())
 
 
+def test_rows_another_run_measured_meanwhile_are_kept_not_measured_again(micro_space, tmp_path, monkeypatch):
+    """Two runs on one table: the second exports, then waits for the first to finish timing
+    (`benchmarks.exclusive`). It must go on from what the first wrote, not overwrite it."""
+    from benchmarks import harness
+
+    desktop, ws = TARGETS.get("desktop"), Workspace(tmp_path)
+    first = workflow.benchmark(micro_space, desktop, ws, FAST, progress=False)
+    complete = json.loads(first.path.read_text())
+    ratios = {d["key"]: d["ratio"] for d in complete["rows"]}
+
+    def without(keys):
+        return json.dumps({**complete, "rows": [d for d in complete["rows"] if d["key"] not in keys]})
+
+    missing = [d["key"] for d in complete["rows"][:3]]
+    first.path.write_text(without(missing))  # this run starts with three rows to measure
+    export_rows = harness.export_rows
+
+    def other_run_measures_one_meanwhile(job, rows, progress):
+        first.path.write_text(without(missing[1:]))
+        return export_rows(job, rows, progress)
+
+    monkeypatch.setattr(harness, "export_rows", other_run_measures_one_meanwhile)
+    again = workflow.benchmark(micro_space, desktop, ws, FAST, progress=False)
+    assert again.measured == 2
+    assert again.table.rows[missing[0]].stats["ratio"] == ratios[missing[0]]  # the other run's, kept
+    assert len(again.table.rows) == len(complete["rows"])
+
+
 def test_measure_against_a_reference_cancels_the_machine_slowing_down(monkeypatch):
     """On a virtual clock where the machine runs at half speed every other repeat, times as
     timed vary twofold; their ratios to the reference timed next to them do not move."""
