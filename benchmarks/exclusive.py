@@ -46,34 +46,40 @@ def _holder(fd: int) -> str:
         return ""
 
 
+def _lock(what: str) -> int | None:
+    """This machine's timing lock, once free: its open file, or None where there is none to take."""
+    path = lock_path()
+    if path is None or fcntl is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:  # another user's lock file, a read-only /tmp: time anyway
+        log.info("timing without the machine's timing lock (%s: %s)", path, e)
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("waiting for another run timing on this machine (%s) to finish: timings taken at once "
+                        "spoil each other", _holder(fd) or "its holder did not say who it is")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)  # who holds it, for the next run's message
+        os.pwrite(fd, f"pid {os.getpid()}: {what or ' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}".encode(), 0)
+    except BaseException:  # Ctrl-C while waiting
+        os.close(fd)
+        raise
+    return fd
+
+
 @contextlib.contextmanager
 def timing_alone(what: str = "") -> Iterator[None]:
     """Hold this machine's timing lock for the block, waiting for another holder first."""
     global _held
-    path = lock_path()
-    fd = None
-    if not _held and path is not None and fcntl is not None:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as e:  # another user's lock file, a read-only /tmp: time anyway
-            log.info("timing without the machine's timing lock (%s: %s)", path, e)
+    fd = None if _held else _lock(what)
+    _held += 1
     try:
-        if fd is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log.warning("waiting for another run timing on this machine (%s) to finish: timings taken at once "
-                            "spoil each other", _holder(fd) or "its holder did not say who it is")
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()}: {what or ' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}".encode(), 0)
-        _held += 1
-        try:
-            yield
-        finally:
-            _held -= 1
-            if fd is not None:
-                os.ftruncate(fd, 0)
+        yield
     finally:
+        _held -= 1
         if fd is not None:
             os.close(fd)  # releases the lock

@@ -76,12 +76,10 @@ def sweep_temporaries(folder: str | os.PathLike, older_than_s: float = 3600.0) -
         return 0
     deadline = time.time() - older_than_s
     for entry in folder.glob(".*.tmp*"):
-        try:
+        with contextlib.suppress(FileNotFoundError):  # another run swept it first
             if entry.lstat().st_mtime < deadline:
                 shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
                 swept += 1
-        except FileNotFoundError:  # another run swept it first
-            pass
     return swept
 
 
