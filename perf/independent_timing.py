@@ -10,7 +10,9 @@ executorch.runtime), one thread, pinned to one core like `taskset` in LiteRT's b
 guide, and times a plain loop as `benchmark_model` does by default (a warm-up run, then at least
 50 runs and at least 1 s), in `--rounds` rounds. It prints, per network, its own median beside
 validate's, and the table's predictions judged against its own timings, so the measurement and
-the predictor can each be checked without trusting our timing code.
+the predictor can each be checked without trusting our timing code. Last, it judges the
+prediction against the median of only the first k rounds, k = 1, 2, 3, 5, 9 and all: the part of the
+gap that shrinks as k grows is the re-timing's own noise, not the predictor's error.
 
 By default every network is loaded once, all in this process, before any is timed. With
 `--alone`, each is timed in its own fresh process (per round) that imports only its runtime,
@@ -190,6 +192,23 @@ def main() -> None:
         print(f"  table sum:  {judge(np.array([samples[i]['table_sum_ms'] for i in held]), measured[held])}")
         if samples[held[0]].get("calibrated_ms") is not None:
             print(f"  calibrated: {judge(np.array([samples[i]['calibrated_ms'] for i in held]), measured[held])}")
+    if len(held) > 2 and opts.rounds > 1:
+        # the prediction validate judged: the calibration, or the plain sum where no fit beat it
+        key = "calibrated_ms" if samples[held[0]].get("calibrated_ms") is not None else "table_sum_ms"
+        print_rounds_sweep(key.removesuffix("_ms").replace("_", " "), np.array([samples[i][key] for i in held]),
+                           [rounds[i] for i in held])
+
+
+def print_rounds_sweep(predictor: str, pred: np.ndarray, rounds: list[list[float]]) -> None:
+    """The prediction against the independent median of the first k rounds, k = 1..all.
+
+    A predictor that is off by a fixed amount per network stays off however many rounds the
+    re-timing takes; if the gap shrinks as the re-timing takes more rounds, it was the
+    re-timing's own noise."""
+    n = len(rounds[0])
+    print(f"held-out networks, {predictor} vs the independent median of its first k rounds:")
+    for k in sorted({1, 2, 3, 5, 9, n} & set(range(1, n + 1))):
+        print(f"  k={k:<3d} {judge(pred, np.array([np.median(r[:k]) for r in rounds]))}")
 
 
 if __name__ == "__main__":

@@ -227,6 +227,11 @@ def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, t
     ratio = paired.split("timed back to back: median ")[1].splitlines()[0]
     assert 0.2 < float(ratio.split(",")[0]) < 5 and ratio.endswith("(6 pairs)")  # 3 networks x 2 rounds
     assert "prediction vs each alone in a fresh process:" in paired
+    # the same judgement with the re-timing's first k rounds: with all of them, it is the one above
+    sweep = paired.split("calibrated vs the independent median of its first k rounds:\n")[1].splitlines()
+    assert [line.split()[0] for line in sweep] == ["k=1", "k=2"]
+    whole = paired.split("prediction vs independent timing:\n")[1].split("calibrated: ")[1].splitlines()[0]
+    assert sweep[1].split(None, 1)[1] == whole
     both = subprocess.run([sys.executable, script, out / "validate/micro/desktop/host/validate.json", "--alone", "--paired"],
                           capture_output=True, text=True)
     assert both.returncode == 1 and "--alone and --paired: pick one" in both.stderr
