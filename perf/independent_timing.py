@@ -8,9 +8,10 @@ script imports none of the project: it opens each artifact listed in validate.js
 runtime's own Python API (onnxruntime.InferenceSession, ai_edge_litert's Interpreter,
 executorch.runtime), one thread, pinned to one core like `taskset` in LiteRT's benchmark_model
 guide, and times a plain loop as `benchmark_model` does by default (a warm-up run, then at least
-50 runs and at least 1 s), in `--rounds` rounds. It prints, per network, its own median beside
-validate's, and the table's predictions judged against its own timings, so the measurement and
-the predictor can each be checked without trusting our timing code. Last, it judges the
+50 runs and at least 1 s), in `--rounds` rounds (by default as many as `validate` took). It
+prints, per network, its own median beside validate's, and the table's predictions judged
+against its own timings, so the measurement and the predictor can each be checked without
+trusting our timing code. Last, it judges the
 prediction against the median of only the first k rounds, k = 1, 2, 3, 5, 9 and all: the part of the
 gap that shrinks as k grows is the re-timing's own noise, not the predictor's error.
 
@@ -116,7 +117,8 @@ def judge(pred: np.ndarray, meas: np.ndarray) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("validate_json", type=Path)
-    ap.add_argument("--rounds", type=int, default=3, help="time every network this many times, alternating order [3]")
+    ap.add_argument("--rounds", type=int,
+                    help="time every network this many times, alternating order [as many as validate's regular rounds]")
     ap.add_argument("--threads", type=int, help="runtime threads [validate's protocol]")
     ap.add_argument("--min-runs", type=int, default=50, help="runs per network per round, at least [50]")
     ap.add_argument("--min-s", type=float, default=1.0, help="seconds per network per round, at least [1]")
@@ -143,6 +145,11 @@ def main() -> None:
         sys.exit(f"{len(missing)} of the {len(samples)} timed files no longer exist (first: {missing[0]}); "
                  "run 'pipeline validate' again to export them")
     threads = opts.threads or (report.get("protocol") or {}).get("threads", 1)
+    # as many rounds as validate gave every network: fewer, and a slow spell moves the median more
+    if opts.rounds is None:
+        opts.rounds = (report.get("noise") or {}).get("rounds") or 3
+    if opts.rounds < 1:
+        sys.exit(f"--rounds {opts.rounds}: give a number of rounds, at least 1")
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
     def alone_ms(i: int) -> float:

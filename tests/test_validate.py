@@ -235,6 +235,13 @@ def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, t
     both = subprocess.run([sys.executable, script, out / "validate/micro/desktop/host/validate.json", "--alone", "--paired"],
                           capture_output=True, text=True)
     assert both.returncode == 1 and "--alone and --paired: pick one" in both.stderr
+    # without --rounds, as many rounds as validate gave every network (2 here)
+    same = subprocess.run([sys.executable, script, out / "validate/micro/desktop/host/validate.json", "--limit", "1",
+                           "--min-runs", "3", "--min-s", "0"], capture_output=True, text=True, check=True).stdout
+    assert same.splitlines()[0] == "1 networks of desktop, 1 thread(s), 2 rounds"
+    none = subprocess.run([sys.executable, script, out / "validate/micro/desktop/host/validate.json", "--rounds", "0"],
+                          capture_output=True, text=True)
+    assert none.returncode == 1 and none.stderr.strip() == "--rounds 0: give a number of rounds, at least 1"
 
 
 def test_validate_rechecks_table_rows_and_says_when_the_table_is_stale(micro_space_file: Path, tmp_path: Path) -> None:
