@@ -219,4 +219,8 @@ def print_rounds_sweep(predictor: str, pred: np.ndarray, rounds: list[list[float
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BrokenPipeError:  # piped into head: stop quietly, as a shell tool does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)

@@ -242,6 +242,12 @@ def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, t
     none = subprocess.run([sys.executable, script, out / "validate/micro/desktop/host/validate.json", "--rounds", "0"],
                           capture_output=True, text=True)
     assert none.returncode == 1 and none.stderr.strip() == "--rounds 0: give a number of rounds, at least 1"
+    # piped into a reader that has gone (`| head`): no traceback
+    gone = subprocess.Popen([sys.executable, script, out / "validate/micro/desktop/host/validate.json", "--limit", "1",
+                             "--rounds", "1", "--min-runs", "3", "--min-s", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    gone.stdout.close()  # type: ignore[union-attr]
+    assert gone.wait() == 141 and "Traceback" not in gone.stderr.read()  # type: ignore[union-attr]
 
 
 def test_validate_rechecks_table_rows_and_says_when_the_table_is_stale(micro_space_file: Path, tmp_path: Path) -> None:
