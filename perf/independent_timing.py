@@ -11,9 +11,9 @@ guide, and times a plain loop as `benchmark_model` does by default (a warm-up ru
 50 runs and at least 1 s), in `--rounds` rounds (by default as many as `validate` took). It
 prints, per network, its own median beside validate's, and the table's predictions judged
 against its own timings, so the measurement and the predictor can each be checked without
-trusting our timing code. Last, it judges the
-prediction against the median of only the first k rounds, k = 1, 2, 3, 5, 9 and all: the part of the
-gap that shrinks as k grows is the re-timing's own noise, not the predictor's error.
+trusting our timing code. Last, it judges the prediction against the median of only the
+first k rounds, k = 1, 2, 3, 5, 9 and all: the part of the gap that shrinks as k grows is the
+re-timing's own noise, not the predictor's error.
 
 By default every network is loaded once, all in this process, before any is timed. With
 `--alone`, each is timed in its own fresh process (per round) that imports only its runtime,
@@ -133,6 +133,8 @@ def main() -> None:
         sys.exit("--alone and --paired: pick one (--paired times both ways)")
     if opts.limit is not None and opts.limit < 1:
         sys.exit(f"--limit {opts.limit}: give a number of networks, at least 1")
+    if opts.rounds is not None and opts.rounds < 1:
+        sys.exit(f"--rounds {opts.rounds}: give a number of rounds, at least 1")
     try:
         report = json.loads(opts.validate_json.read_text())
         samples = [s for s in report["samples"] if s.get("artifact")][:opts.limit]
@@ -148,8 +150,6 @@ def main() -> None:
     # as many rounds as validate gave every network: fewer, and a slow spell moves the median more
     if opts.rounds is None:
         opts.rounds = (report.get("noise") or {}).get("rounds") or 3
-    if opts.rounds < 1:
-        sys.exit(f"--rounds {opts.rounds}: give a number of rounds, at least 1")
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
     def alone_ms(i: int) -> float:
@@ -191,17 +191,18 @@ def main() -> None:
         print(f"alone in a fresh process / loaded here, timed back to back: median {np.median(pairs):.3f}, "
               f"quartiles {q25:.3f}–{q75:.3f} ({len(pairs)} pairs)")
     held = [i for i, s in enumerate(samples) if not s["fitted"]]
+    calibrated = bool(held) and samples[held[0]].get("calibrated_ms") is not None
     timings = [("independent timing", ours)]
     if opts.paired:
         timings.append(("each alone in a fresh process", np.array([np.median(a) for a in alone])))
     for what, measured in timings if len(held) > 2 else []:
         print(f"held-out networks, prediction vs {what}:")
         print(f"  table sum:  {judge(np.array([samples[i]['table_sum_ms'] for i in held]), measured[held])}")
-        if samples[held[0]].get("calibrated_ms") is not None:
+        if calibrated:
             print(f"  calibrated: {judge(np.array([samples[i]['calibrated_ms'] for i in held]), measured[held])}")
     if len(held) > 2 and opts.rounds > 1:
         # the prediction validate judged: the calibration, or the plain sum where no fit beat it
-        key = "calibrated_ms" if samples[held[0]].get("calibrated_ms") is not None else "table_sum_ms"
+        key = "calibrated_ms" if calibrated else "table_sum_ms"
         print_rounds_sweep(key.removesuffix("_ms").replace("_", " "), np.array([samples[i][key] for i in held]),
                            [rounds[i] for i in held])
 
