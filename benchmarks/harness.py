@@ -36,9 +36,9 @@ from benchmarks.table import LatencyTable, Row, load_table, required_rows, row_k
 from blocks.space import LayerShape, SearchSpace, build_part
 from export.base import Artifact, Exporter
 from export.verify import Tolerance, check_against_torch
-from pipeline.errors import PipelineError
-from pipeline.fileio import sweep_temporaries
-from pipeline.plugins import LOADED, load_plugins
+from core.errors import PipelineError
+from core.fileio import sweep_temporaries
+from core.plugins import LOADED, load_plugins
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ import yaml
 from benchmarks.table import TABLE_FORMAT, LatencyTable, Row, load_table, required_rows, row_key
 from blocks.mbconv import mb_name
 from blocks.space import FIXED_PARTS, LayerShape, SearchSpace
-from pipeline.errors import PipelineError
+from core.errors import PipelineError
 
 log = logging.getLogger(__name__)
 

@@ -34,8 +34,8 @@ from benchmarks.runners.base import Run, Runner
 from benchmarks.table import Row
 from blocks.space import LayerShape
 from export.base import Artifact
-from pipeline.errors import PipelineError
-from pipeline.plugins import LOADED, load_plugins
+from core.errors import PipelineError
+from core.plugins import LOADED, load_plugins
 
 STARTUP_TIMEOUT_S = 300.0  # importing torch and a runtime on a busy machine
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h

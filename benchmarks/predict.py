@@ -25,7 +25,7 @@ import torch
 from benchmarks.boundary import layer_latency
 from benchmarks.table import LatencyTable
 from blocks.space import SearchSpace
-from pipeline.errors import PipelineError
+from core.errors import PipelineError
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ from typing import Any
 
 from blocks.space import LayerShape, SearchSpace
 from benchmarks.device import HOST_DEVICE
-from pipeline.errors import PipelineError
-from pipeline.fileio import read_json, write_text_atomic
+from core.errors import PipelineError
+from core.fileio import read_json, write_text_atomic
+from core.workspace import Workspace
 
 TABLE_FORMAT = "pipeline-latency-table"
 TABLE_VERSION = 1
@@ -280,3 +281,21 @@ def expect_table_for(table: LatencyTable, target: str, device: str, path: Path |
             f"latency table '{path}' was measured for {table.target}/{table.device}, not {target}/{device}; "
             f"pass --target {table.target} --device {table.device} or the table for {target}/{device}"
         )
+
+
+def find_table(space: SearchSpace, target: str, ws: Workspace, device: str,
+               table_path: Path | None) -> tuple[LatencyTable, Path]:
+    """The table for `space` on `target`/`device`, checked. `Incomplete` where there is none or
+    it lacks rows the space needs; another `PipelineError` where it is damaged or another's."""
+    path = table_path or ws.table(space.name, target, device)
+    if table_path is None and not path.exists():
+        how = (f"run 'pipeline benchmark --target {target} --space {space.name}' first" if device == HOST_DEVICE
+               else f"time it on that device ('pipeline benchmark --target {target} --space {space.name} "
+                    f"--device {device}' writes its blocks to a bundle to time there) or bring in a table measured "
+                    f"there with 'pipeline benchmark import FILE ... --device {device}'")
+        raise Incomplete(f"no latency table for space '{space.name}' on {target}/{device} at '{path}'; {how}")
+    table = load_table(path)
+    expect_table_for(table, target, device, path)
+    table.check_fits(space)
+    return table, path
+

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blocks.space import SearchSpace, space_from_dict
-from pipeline.errors import PipelineError
-from pipeline.fileio import read_json, write_json_atomic
+from core.errors import PipelineError
+from core.fileio import read_json, write_json_atomic
 
 ARCH_FORMAT = "pipeline-architecture"
 ARCH_VERSION = 1

@@ -15,14 +15,40 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Iterable
 
 import torch
+from torch import nn
 
-from pipeline.registry import Registry
+from blocks.registry import create_block
+from core.registry import Registry
 
-if TYPE_CHECKING:
-    from blocks.network import MixedLayer
+
+class MixedLayer(nn.Module):
+    """z = Σ_j α_j f_j(x): all candidates of one layer, each with its own weights, and θ.
+
+    Which candidates run in a step, and with which weights, is the mixer's choice.
+    """
+
+    def __init__(self, names: tuple[str, ...], in_ch: int, out_ch: int, stride: int) -> None:
+        super().__init__()
+        self.names = names
+        self.candidates = nn.ModuleList(create_block(n, in_ch, out_ch, stride) for n in names)
+        # θ starts at zero: every candidate equally likely, as in DARTS and FBNet.
+        self.theta = nn.Parameter(torch.zeros(len(names)))
+        # What the mixer drew in the current step (a Gumbel sample, the sampled paths).
+        self.sample: torch.Tensor | None = None
+        self.sampled_idx: list[int] | None = None
+        self.sampled_logsumexp = 0.0
+
+    def run(self, x: torch.Tensor, idx: Iterable[int], weights: torch.Tensor) -> torch.Tensor:
+        """Σ_k weights[k] · candidates[idx[k]](x)."""
+        out = None
+        for w, j in zip(weights, idx):
+            y = w * self.candidates[j](x)
+            out = y if out is None else out + y
+        return out
+
 
 
 @dataclass(frozen=True)
@@ -56,14 +82,14 @@ class Mixer:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def forward(self, layer: "MixedLayer", x: torch.Tensor, training: bool) -> torch.Tensor:
+    def forward(self, layer: MixedLayer, x: torch.Tensor, training: bool) -> torch.Tensor:
         return layer.run(x, range(len(layer.names)), torch.softmax(layer.theta, dim=-1))
 
-    def latency_weights(self, layer: "MixedLayer") -> torch.Tensor:
+    def latency_weights(self, layer: MixedLayer) -> torch.Tensor:
         """The weights Lat(Θ) gives this layer's candidates in the current step."""
         return torch.softmax(layer.theta, dim=-1)
 
-    def after_theta_step(self, layers: list["MixedLayer"]) -> None:
+    def after_theta_step(self, layers: list[MixedLayer]) -> None:
         """Called after every optimiser step of Θ."""
 
     def state_dict(self) -> dict[str, Any]:
@@ -93,7 +119,7 @@ class GumbelMixer(Mixer):
     def temperature(self) -> float:
         return self.options.temperature * math.exp(-self.options.temperature_decay * self.epoch)
 
-    def forward(self, layer: "MixedLayer", x: torch.Tensor, training: bool) -> torch.Tensor:
+    def forward(self, layer: MixedLayer, x: torch.Tensor, training: bool) -> torch.Tensor:
         if not training:  # evaluation uses the distribution itself, not a sample of it
             return super().forward(layer, x, training)
         u = torch.rand(len(layer.names), generator=self.generator, dtype=torch.float64)
@@ -101,7 +127,7 @@ class GumbelMixer(Mixer):
         layer.sample = torch.softmax((layer.theta + g) / self.temperature, dim=-1)
         return layer.run(x, range(len(layer.names)), layer.sample)
 
-    def latency_weights(self, layer: "MixedLayer") -> torch.Tensor:
+    def latency_weights(self, layer: MixedLayer) -> torch.Tensor:
         # FBNet's Lat(a) uses the same mask as the forward pass of that step.
         return layer.sample if layer.sample is not None else super().latency_weights(layer)
 
@@ -112,7 +138,7 @@ class SampledMixer(Mixer):
 
     runs_every_candidate = False
 
-    def forward(self, layer: "MixedLayer", x: torch.Tensor, training: bool) -> torch.Tensor:
+    def forward(self, layer: MixedLayer, x: torch.Tensor, training: bool) -> torch.Tensor:
         probs = torch.softmax(layer.theta.detach().float().cpu(), dim=-1)
         if not training:
             return layer.candidates[int(probs.argmax())](x)
@@ -133,7 +159,7 @@ class SampledMixer(Mixer):
         layer.sampled_logsumexp = float(torch.logsumexp(layer.theta.detach()[idx], dim=0))
         return layer.run(x, idx, gate)
 
-    def after_theta_step(self, layers: list["MixedLayer"]) -> None:
+    def after_theta_step(self, layers: list[MixedLayer]) -> None:
         # ProxylessNAS: shift the sampled θs so their total probability mass is what it was, so
         # the paths that did not run keep their α apart from what the latency term moved.
         with torch.no_grad():

@@ -2,40 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Iterable
 
 import torch
 from torch import nn
 
-from blocks.mixing import MixingOptions, make_mixer
+from blocks.mixing import MixedLayer, MixingOptions, make_mixer
 from blocks.registry import create_block
 from blocks.space import SearchSpace, build_part
-
-
-class MixedLayer(nn.Module):
-    """z = Σ_j α_j f_j(x): all candidates of one layer, each with its own weights, and θ.
-
-    Which candidates run in a step, and with which weights, is the mixer's choice.
-    """
-
-    def __init__(self, names: tuple[str, ...], in_ch: int, out_ch: int, stride: int) -> None:
-        super().__init__()
-        self.names = names
-        self.candidates = nn.ModuleList(create_block(n, in_ch, out_ch, stride) for n in names)
-        # θ starts at zero: every candidate equally likely, as in DARTS and FBNet.
-        self.theta = nn.Parameter(torch.zeros(len(names)))
-        # What the mixer drew in the current step (a Gumbel sample, the sampled paths).
-        self.sample: torch.Tensor | None = None
-        self.sampled_idx: list[int] | None = None
-        self.sampled_logsumexp = 0.0
-
-    def run(self, x: torch.Tensor, idx: Iterable[int], weights: torch.Tensor) -> torch.Tensor:
-        """Σ_k weights[k] · candidates[idx[k]](x)."""
-        out = None
-        for w, j in zip(weights, idx):
-            y = w * self.candidates[j](x)
-            out = y if out is None else out + y
-        return out
 
 
 class _Body(nn.Module):

@@ -13,9 +13,9 @@ from typing import Callable, Protocol
 
 from torch import nn
 
-from pipeline.errors import PipelineError
-from pipeline.fileio import read_config
-from pipeline.registry import Registry
+from core.errors import PipelineError
+from core.fileio import read_config
+from core.registry import Registry
 
 
 class BlockConstructor(Protocol):

@@ -18,10 +18,10 @@ from torch import nn
 from blocks.fbnet import conv_bn
 from blocks.mbconv import mb_name, ofa_set
 from blocks.registry import BLOCKS, create_block, resolve_block_set
-from pipeline.config import build_config
-from pipeline.errors import PipelineError
-from pipeline.fileio import read_config
-from pipeline.registry import Registry
+from core.config import build_config
+from core.errors import PipelineError
+from core.fileio import read_config
+from core.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from typing import Any, ClassVar, Iterator
 
 import torch
 
-from pipeline.config import build_config
-from pipeline.registry import Registry
+from core.config import build_config
+from core.registry import Registry
 
 
 @dataclass(frozen=True)

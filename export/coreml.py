@@ -13,8 +13,8 @@ from typing import Any
 import torch
 
 from export.base import EXPORTERS, Artifact, Exporter, package_version, quiet_converters, quiet_import
-from pipeline.errors import PipelineError, first_line
-from pipeline.fileio import atomic_dir
+from core.errors import PipelineError, first_line
+from core.fileio import atomic_dir
 
 COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
 PRECISIONS = ("fp16", "fp32")

@@ -11,8 +11,8 @@ import torch
 
 from export.base import EXPORTERS, Artifact, Exporter, package_version, quiet_converters
 from export.coreml import check_coreml_settings, coreml_settings
-from pipeline.errors import PipelineError, first_line
-from pipeline.fileio import atomic_path
+from core.errors import PipelineError, first_line
+from core.fileio import atomic_path
 
 DELEGATES = ("xnnpack", "coreml")
 

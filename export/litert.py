@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 
 from export.base import EXPORTERS, Artifact, Exporter, package_version, quiet_converters
-from pipeline.errors import PipelineError, first_line
-from pipeline.fileio import atomic_path
+from core.errors import PipelineError, first_line
+from core.fileio import atomic_path
 
 
 @dataclass(frozen=True)

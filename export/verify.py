@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from pipeline.errors import PipelineError
+from core.errors import PipelineError
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from benchmarks.predict import MIN_NETWORKS_PER_TERM, fit_coefficients  # noqa: 
 from benchmarks.table import LatencyTable, load_table  # noqa: E402
 from blocks.space import SearchSpace  # noqa: E402
 from blocks.space import resolve_space  # noqa: E402
-from pipeline.errors import PipelineError  # noqa: E402
+from core.errors import PipelineError  # noqa: E402
 
 RULES = {"scale": 10**9, "any n": 0, "shipped": MIN_NETWORKS_PER_TERM}  # networks needed per block term
 

@@ -44,9 +44,9 @@ from torch.utils.data import TensorDataset  # noqa: E402
 from benchmarks.predict import LatencyModel  # noqa: E402
 from blocks import SearchSpace, resolve_space  # noqa: E402
 from blocks.mixing import MIXERS  # noqa: E402
-from pipeline.data import Splits  # noqa: E402
-from pipeline.distributed import Context  # noqa: E402
-from pipeline.search import SearchConfig, _frozen, _Searcher  # noqa: E402
+from pipeline.training.data import Splits  # noqa: E402
+from pipeline.training.distributed import Context  # noqa: E402
+from pipeline.training.search import SearchConfig, _frozen, _Searcher  # noqa: E402
 
 KINDS = ("W", "theta")
 MiB = 2.0**20

@@ -40,7 +40,7 @@ from benchmarks.predict import LatencyModel  # noqa: E402
 from benchmarks.protocol import Protocol, measure, warm_reference  # noqa: E402
 from benchmarks.table import load_table  # noqa: E402
 from blocks.space import resolve_space  # noqa: E402
-from pipeline.errors import PipelineError  # noqa: E402
+from core.errors import PipelineError  # noqa: E402
 
 
 def spread_pct(rounds: list[float]) -> float:

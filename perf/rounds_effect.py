@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.predict import LatencyModel, fit_calibration  # noqa: E402
 from benchmarks.table import load_table  # noqa: E402
 from blocks.space import SearchSpace, resolve_space  # noqa: E402
-from pipeline.errors import PipelineError  # noqa: E402
-from pipeline.validate import metrics  # noqa: E402
+from core.errors import PipelineError  # noqa: E402
+from pipeline.stages.validate import metrics  # noqa: E402
 
 Arch = tuple[str, ...]
 

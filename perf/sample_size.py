@@ -30,8 +30,8 @@ from calibration_terms import design  # noqa: E402  (perf/ is on the path when r
 
 from benchmarks.predict import fit_coefficients  # noqa: E402
 from blocks.space import resolve_space  # noqa: E402
-from pipeline.errors import PipelineError  # noqa: E402
-from pipeline.validate import metrics  # noqa: E402
+from core.errors import PipelineError  # noqa: E402
+from pipeline.stages.validate import metrics  # noqa: E402
 
 GOAL = {"median": lambda m: m["median_abs_err_pct"] <= 3.0, "±10%": lambda m: m["within_10_pct"] >= 99.0,
         "spearman": lambda m: m["spearman"] >= 0.95}

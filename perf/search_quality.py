@@ -13,7 +13,7 @@ It prints each one's predicted latency and held-out test accuracy, then the deri
 architecture's rank (1 = best) and the share of the random ones it beats.
 
 Without `--table` it first measures a `desktop` table of the space on this machine with
-`pipeline.workflow.benchmark`, in `--work DIR` (kept and reused next time) or a temporary
+`pipeline.stages.benchmark.benchmark`, in `--work DIR` (kept and reused next time) or a temporary
 folder. At the defaults the whole run takes 10+ minutes on 2 cores.
 """
 
@@ -34,12 +34,12 @@ from benchmarks.predict import LatencyModel  # noqa: E402
 from benchmarks.protocol import Protocol  # noqa: E402
 from benchmarks.table import load_table  # noqa: E402
 from blocks import SearchSpace, resolve_space  # noqa: E402
-from pipeline import workflow  # noqa: E402
-from pipeline.data import Splits, load_data  # noqa: E402
-from pipeline.search import SearchConfig, run_search  # noqa: E402
-from pipeline.targets import resolve_target  # noqa: E402
-from pipeline.train import TrainConfig, fresh_network, train_network  # noqa: E402
-from pipeline.workspace import Workspace  # noqa: E402
+from pipeline.stages import benchmark as benchmark_stage  # noqa: E402
+from pipeline.training.data import Splits, load_data  # noqa: E402
+from pipeline.training.search import SearchConfig, run_search  # noqa: E402
+from benchmarks.targets import resolve_target  # noqa: E402
+from pipeline.training.loop import TrainConfig, fresh_network, train_network  # noqa: E402
+from core.workspace import Workspace  # noqa: E402
 
 SPACE = "tiny"
 TARGET = "desktop"
@@ -55,7 +55,7 @@ def latency_model(space: SearchSpace, table_path: Path | None, work: Path) -> La
         print(f"latency table: {table_path} ({table.target}/{table.device})", flush=True)
         return LatencyModel.from_table(table, space)
     print(f"measuring a {TARGET} latency table for space '{space.name}' in {work} ...", flush=True)
-    report = workflow.benchmark(space, resolve_target(TARGET), Workspace(work), Protocol(),
+    report = benchmark_stage.benchmark(space, resolve_target(TARGET), Workspace(work), Protocol(),
                                 jobs=os.cpu_count() or 1)
     print(f"latency table: {report.path} ({report.measured} rows measured now)", flush=True)
     return LatencyModel.from_table(report.table, space)

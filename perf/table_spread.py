@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.table import load_table  # noqa: E402
-from pipeline.errors import PipelineError  # noqa: E402
+from core.errors import PipelineError  # noqa: E402
 
 
 def main() -> None:

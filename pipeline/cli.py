@@ -15,21 +15,26 @@ import click
 from benchmarks.device import HOST_DEVICE
 from benchmarks.protocol import Protocol
 from blocks import BLOCK_SETS, BLOCKS, SPACES, SearchSpace, resolve_space
-from pipeline import __version__, workflow
-from pipeline.config import build_config, merge
-from pipeline.data import load_data
-from pipeline.distributed import check_device, single_process
-from pipeline.errors import PipelineError
-from pipeline.fileio import read_config
-from pipeline.plugins import load_plugin
-from pipeline.report import (benchmark_text, bundle_text, export_text, search_text, sweep_text, targets_text,
+from core import __version__
+from pipeline import flow
+from pipeline.stages import benchmark as benchmark_stage, compare as compare_stage, export as export_stage
+from pipeline.stages import search as search_stage, train as train_stage, validate as validate_stage
+from core.config import build_config, merge
+from pipeline.training.data import load_data
+from pipeline.training.distributed import check_device, single_process
+from core.errors import PipelineError
+from core.fileio import read_config
+from core.plugins import load_plugin
+from pipeline.render import (benchmark_text, bundle_text, export_text, search_text, sweep_text, targets_text,
                              validate_text)
-from pipeline.search import SearchConfig
-from pipeline.sweep import parse_sweep
-from pipeline.targets import TARGETS, Target, parse_options, resolve_target
-from pipeline.train import TrainConfig
-from pipeline.validate import ValidateConfig
-from pipeline.workspace import Workspace
+from pipeline.training.search import SearchConfig
+from pipeline.training.sweep import parse_sweep
+from benchmarks.targets import TARGETS, Target, parse_options, resolve_target
+from blocks.architecture import load_architecture
+from pipeline.stages.compare import render as compare_render
+from pipeline.training.loop import TrainConfig
+from pipeline.stages.validate import ValidateConfig
+from core.workspace import Workspace
 
 
 # What a Ctrl-C leaves, for the commands that keep less than everything finished so far
@@ -253,15 +258,13 @@ def benchmark(ctx: click.Context, target_name: str, target_options: tuple[str, .
         return
     target, space, ws = _ctx(target_name, target_options, space_name, root)
     if device != HOST_DEVICE:  # a table belongs to where it was timed: for another device, time it there
-        from pipeline import bundle
-
         command = _command("benchmark", "import", target_name=target_name, device=device, space_name=space_name,
                            root=root, table_path=table_path)
-        click.echo(bundle_text(bundle.prepare_blocks(space, command, target, ws, device, threads,
-                                                     rounds or bundle.BLOCK_ROUNDS, jobs,
+        click.echo(bundle_text(benchmark_stage.bundle_blocks(space, command, target, ws, device, threads,
+                                                     rounds, jobs,
                                                      progress=not quiet)))
         return
-    report = workflow.benchmark(space, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout), device,
+    report = benchmark_stage.benchmark(space, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout), device,
                                 table_path, force, progress=not quiet, jobs=jobs, rounds=rounds or 1, reference=reference)
     click.echo(benchmark_text(report, space))
 
@@ -279,7 +282,7 @@ def import_cmd(file: Path, target_name: str, device: str, space_name: str, root:
                force: bool) -> None:
     """Import a latency table measured on a device: this tool's JSON, or ProxylessNAS/OFA YAML."""
     target, space, ws = _target(target_name, ()), resolve_space(space_name), Workspace(root)
-    report = workflow.import_table(file, space, target, ws, device, table_path, force)
+    report = benchmark_stage.import_table(file, space, target, ws, device, table_path, force)
     click.echo(f"imported {len(report.table.rows)} rows from '{file}' as {target.name}/{device} for space '{space.name}'")
     click.echo(benchmark_text(report, space))
 
@@ -320,10 +323,10 @@ def search(target_name: str, target_options: tuple[str, ...], space_name: str, d
         if resume or output is not None:
             raise PipelineError("--sweep resumes by itself and writes into the workspace; drop --resume / --output")
         train_cfg = TrainConfig(epochs=sweep_train_epochs, seed=cfg.seed, device=cfg.device)
-        click.echo(sweep_text(workflow.sweep_search(space, target, ws, settings, spec, splits, train_cfg, sweep_random,
+        click.echo(sweep_text(search_stage.sweep_search(space, target, ws, settings, spec, splits, train_cfg, sweep_random,
                                                     device, table_path, progress=not quiet)))
         return
-    report = workflow.search(space, target, ws, cfg, splits, device, table_path, output, progress=not quiet,
+    report = search_stage.search(space, target, ws, cfg, splits, device, table_path, output, progress=not quiet,
                              resume=resume)
     if report is not None:  # None on the other processes of a torchrun job
         click.echo(search_text(report))
@@ -363,13 +366,13 @@ def train(target_name: str, target_options: tuple[str, ...], space_name: str, de
 
 
 def _train(target_name: str, space_name: str, device: str, root: Path, arch: Path | None, data: str, seed: int,
-           epochs: int, lr: float, quiet: bool, compute: str = "cpu") -> workflow.TrainReport:
+           epochs: int, lr: float, quiet: bool, compute: str = "cpu") -> train_stage.TrainReport:
     path, space = _arch_and_space(arch, Workspace(root), space_name, target_name, device)
-    a = workflow.load_architecture(path, space)
+    a = load_architecture(path, space)
     # Train at the size the search trained at (a proxy resolution, if it used one).
     resolution = (a.info.get("search") or {}).get("resolution") or a.space.resolution
     splits = load_data(data, resolution, a.space.in_channels, seed)
-    return workflow.train(path, splits, TrainConfig(epochs=epochs, lr=lr, seed=seed, device=compute), a.space,
+    return train_stage.train(path, splits, TrainConfig(epochs=epochs, lr=lr, seed=seed, device=compute), a.space,
                           progress=not quiet)
 
 
@@ -393,7 +396,7 @@ def export(target_name: str, target_options: tuple[str, ...], space_name: str, d
     if do_train:
         t = _train(target_name, space_name, device, root, path, data, 0, train_epochs, train_lr, quiet)
         click.echo(f"trained from scratch: test accuracy {t.test_accuracy:.3f}")
-    report = workflow.export(path, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout), device, space, table_path, output)
+    report = export_stage.export(path, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout), device, space, table_path, output)
     click.echo(export_text(report))
 
 
@@ -409,31 +412,33 @@ def run(target_name: str, target_options: tuple[str, ...], space_name: str, devi
         config_file: Path | None, data: str, threads: int, repeats: int, min_repeat_ms: float, row_timeout: float,
         train_epochs: int, train_lr: float, do_train: bool, quiet: bool, **flags: Any) -> None:
     """benchmark -> search -> (train) -> export in one command; defaults run on the embedded digits."""
-    single_process("pipeline run")  # every process would benchmark and export
     device, compute = _devices(devices)
     target, space, ws = _ctx(target_name, target_options, space_name, root)
-    protocol = _protocol(threads, repeats, min_repeat_ms, row_timeout)
     cfg = _search_config(config_file, compute, **flags)
-    check_device(cfg.device)  # before minutes of benchmarking
-    if device == HOST_DEVICE:
-        click.echo(f"== benchmark: {space.name} on {target.name}/{device}")
-        bench = workflow.benchmark(space, target, ws, protocol, device, progress=not quiet, jobs=os.cpu_count() or 1)
-        click.echo(benchmark_text(bench, space))
-    else:  # a device's table is timed there (benchmark --device writes the bundle) or imported
-        _, path = workflow.find_table(space, target, ws, device, None)
-        click.echo(f"== benchmark: {target.name}/{device} is not this machine; using its table {path}")
-    click.echo(f"\n== search: {cfg.epochs} epochs, loss '{cfg.loss}', data '{data}'")
-    splits = load_data(data, cfg.resolution or space.resolution, space.in_channels, cfg.seed)
-    s = workflow.search(space, target, ws, cfg, splits, device, progress=not quiet)
-    assert s is not None  # one process: it is rank 0
-    click.echo(search_text(s))
-    if do_train:
-        click.echo(f"\n== train from scratch: {train_epochs} epochs")
-        t = workflow.train(s.path, splits, TrainConfig(epochs=train_epochs, lr=train_lr, seed=cfg.seed, device=cfg.device), space,
-                           progress=not quiet)
-        click.echo(f"held-out test accuracy {t.test_accuracy:.3f}")
-    click.echo(f"\n== export: {target.name}")
-    click.echo(export_text(workflow.export(s.path, target, ws, protocol, device, space)))
+    train = TrainConfig(epochs=train_epochs, lr=train_lr) if do_train else None
+    flow.run(space, target, ws, cfg, _protocol(threads, repeats, min_repeat_ms, row_timeout), data, device, train,
+                  progress=not quiet, on_stage=_run_printer(space, target, device, cfg, data, train))
+
+
+def _run_printer(space: SearchSpace, target: Target, device: str, cfg: SearchConfig, data: str,
+                 train: TrainConfig | None) -> Callable[[str, Any], None]:
+    """Print each stage of `pipeline run` as it starts (report None) and when it is done."""
+    starts = {"benchmark": f"== benchmark: {space.name} on {target.name}/{device}",
+              "search": f"\n== search: {cfg.epochs} epochs, loss '{cfg.loss}', data '{data}'",
+              "train": f"\n== train from scratch: {train.epochs if train else 0} epochs",
+              "export": f"\n== export: {target.name}"}
+
+    def show(stage: str, report: Any) -> None:
+        if report is None:
+            if stage != "benchmark" or device == HOST_DEVICE:
+                click.echo(starts[stage])
+            elif stage == "benchmark":
+                click.echo(f"== benchmark: {target.name}/{device} is not this machine; using its table")
+            return
+        click.echo({"benchmark": lambda r: benchmark_text(r, space), "search": search_text,
+                    "train": lambda r: f"held-out test accuracy {r.test_accuracy:.3f}", "export": export_text}[stage](report))
+
+    return show
 
 
 @main.command()
@@ -473,8 +478,6 @@ def validate(target_name: str, target_options: tuple[str, ...], space_name: str,
     pipeline validate --target android --device pixel1      writes them to a bundle to time on the phone
     pipeline validate --target android --device pixel1 --measurements DIR/logs   judges those times
     """
-    from pipeline import bundle
-    from pipeline.validate import METRIC_KEYS, validate as run_validate
 
     target, space, ws = _ctx(target_name, target_options, space_name, root)
     cfg = ValidateConfig(samples, seed, fit, rounds, recheck, reference=reference)
@@ -484,18 +487,18 @@ def validate(target_name: str, target_options: tuple[str, ...], space_name: str,
     if measurements is None and device != HOST_DEVICE:
         command = _command("validate", target_name=target_name, target_options=target_options, device=device,
                            space_name=space_name, root=root, table_path=table_path)
-        b = bundle.prepare(space, command, target, ws, cfg, device, threads, table_path, archs,
+        b = validate_stage.prepare(space, command, target, ws, cfg, device, threads, table_path, archs,
                            progress=not quiet and not as_json)
         click.echo(json.dumps({"bundle": str(b.folder), "networks": len(b.networks), "device": device})
                    if as_json else bundle_text(b))
         return
     if measurements is not None:
-        r = bundle.validate_measured(space, target, ws, cfg, device, measurements, table_path)
+        r = validate_stage.validate_measured(space, target, ws, cfg, device, measurements, table_path)
     else:
-        r = run_validate(space, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout), cfg, device,
+        r = validate_stage.validate(space, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout), cfg, device,
                          table_path, archs, progress=not quiet and not as_json)
     if as_json:
-        head = {k: r.headline[k] for k in METRIC_KEYS}
+        head = {k: r.headline[k] for k in validate_stage.METRIC_KEYS}
         click.echo(json.dumps({**head, "predictor": "calibrated" if "calibrated" in r.metrics else "table sum",
                                "fitted_now": r.fitted_now,
                                "by_predictor": r.metrics, "noise": r.noise, "drift": r.drift,
@@ -561,8 +564,8 @@ def compare(entries: tuple[str, ...], space_name: str, root: Path, report_dir: P
     """
     ws = Workspace(root)
     specs = [_compare_spec(e, ws, space_name) for e in entries]
-    comparison, files = workflow.compare(specs, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout), measure, report_dir)
-    click.echo(comparison.to_text())
+    comparison, files = compare_stage.compare(specs, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout), measure, report_dir)
+    click.echo(compare_render.to_text(comparison))
     click.echo("\nwrote " + ", ".join(str(p) for p in files.values()))
 
 

@@ -4,7 +4,7 @@ import torch
 from blocks import BLOCKS, BLOCK_SETS, create_block, register_block, resolve_block_set
 from blocks.fbnet import ChannelShuffle, FBNetBlock
 from blocks.mbconv import MBConv, SqueezeExcite
-from pipeline.errors import PipelineError
+from core.errors import PipelineError
 
 SHAPES = [(16, 16, 1), (16, 16, 2), (16, 24, 1), (16, 24, 2)]  # same / strided / wider / both
 

@@ -55,7 +55,7 @@ def test_an_identity_is_predicted_at_the_edge_cost_when_the_table_has_it(micro_s
 def test_noop_rows_are_measured_only_where_the_format_converts_layout_at_its_edges(micro_space) -> None:
     from benchmarks.harness import rows_to_measure
     from benchmarks.table import required_rows
-    from pipeline.targets import TARGETS
+    from benchmarks.targets import TARGETS
 
     needed = len(required_rows(micro_space))
     counts = {name: len(rows_to_measure(micro_space, TARGETS.get(name).make_exporter()))
@@ -71,7 +71,7 @@ def test_litert_transposes_at_both_edges_of_a_noop_layer(tmp_path) -> None:
     from ai_edge_litert.interpreter import Interpreter
 
     from benchmarks.harness import export_row
-    from pipeline.targets import TARGETS
+    from benchmarks.targets import TARGETS
 
     target = TARGETS.get("android")
     shape = LayerShape(8, 8, 1, 8, 8)

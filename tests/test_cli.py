@@ -48,7 +48,7 @@ def test_end_to_end_benchmark_search_export(workspace):
     model = out / "export/micro/desktop/host/model.onnx"
     # an independent ONNX Runtime session must agree with PyTorch on the same input
     from blocks.architecture import load_architecture
-    from pipeline.weights import load_weights
+    from pipeline.training.weights import load_weights
     a = load_architecture(arch_path)
     net = load_weights(arch_path.with_name("architecture.supernet.pt"), a.space, a.blocks).net
     x = torch.randn(2, 1, 16, 16)
@@ -69,11 +69,11 @@ def test_train_then_export_uses_trained_weights(workspace):
 
 def test_raising_lambda_lowers_predicted_latency(tmp_path, micro_space):
     """On a table whose entries differ, a large λ must derive a faster architecture."""
-    from pipeline import workflow
-    from pipeline.data import load_data
-    from pipeline.search import SearchConfig
-    from pipeline.targets import TARGETS
-    from pipeline.workspace import Workspace
+    from pipeline.stages import search as search_stage
+    from pipeline.training.data import load_data
+    from pipeline.training.search import SearchConfig
+    from benchmarks.targets import TARGETS
+    from core.workspace import Workspace
     from tests.conftest import make_table
 
     make_table(micro_space).save(tmp_path / "table.json")
@@ -81,7 +81,7 @@ def test_raising_lambda_lowers_predicted_latency(tmp_path, micro_space):
     predicted = []
     for lam in (0.0, 5.0):
         cfg = SearchConfig(epochs=3, warmup_epochs=1, loss="add", lam=lam, theta_lr=0.1)
-        r = workflow.search(micro_space, TARGETS.get("desktop"), Workspace(tmp_path), cfg, splits,
+        r = search_stage.search(micro_space, TARGETS.get("desktop"), Workspace(tmp_path), cfg, splits,
                             table_path=tmp_path / "table.json", out=tmp_path / f"arch{lam}.json", progress=False)
         predicted.append(r.predicted_ms)
     assert predicted[1] < predicted[0]
@@ -159,8 +159,8 @@ def test_real_process_exit_code_and_no_traceback():
 
 
 @pytest.mark.parametrize("command, module, name, says", [
-    ("benchmark", "pipeline.workflow", "benchmark", "everything finished so far is saved; run the same command to go on"),
-    ("validate", "pipeline.validate", "validate", "the networks exported so far are cached; the same command exports "
+    ("benchmark", "pipeline.stages.benchmark", "benchmark", "everything finished so far is saved; run the same command to go on"),
+    ("validate", "pipeline.stages.validate", "validate", "the networks exported so far are cached; the same command exports "
                                                   "only the rest, then times them all again"),
 ])
 def test_ctrl_c_says_what_the_command_keeps(workspace, monkeypatch, command, module, name, says):

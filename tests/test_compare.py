@@ -6,10 +6,12 @@ import pytest
 
 from blocks.architecture import Architecture
 from blocks.network import DerivedNet
-from pipeline.compare import Comparison, Entry, compare, load_entry, write_outputs
-from pipeline.errors import PipelineError
-from pipeline.weights import save_weights
-from pipeline.workspace import weights_path
+from pipeline.stages.compare import render
+from pipeline.stages.compare.render import write_outputs
+from pipeline.stages.compare.report import Comparison, Entry, compare, load_entry
+from core.errors import PipelineError
+from pipeline.training.weights import save_weights
+from core.workspace import weights_path
 from tests.conftest import MICRO_SPACE, make_table
 
 # Three devices with different tastes (ms per block; the fixed parts cost 0.5 each, 1.5 in all).
@@ -88,7 +90,7 @@ def test_layer_differences_and_preferred_blocks(entries):
 
 
 def test_markdown_states_the_claim_from_the_numbers(entries):
-    md = compare(entries).to_markdown(plot="compare.png")
+    md = render.to_markdown(compare(entries), plot="compare.png")
     assert ("predicted: on android/pixel1, the architecture searched for it is the fastest "
             "(3.000 ms; searched for desktop/host +116.7%, searched for android/host +183.3%)") in md
     assert "the architecture searched for a device is the fastest under it for 3 of 3 table(s)" in md
@@ -112,7 +114,7 @@ def test_an_architecture_of_another_space_gets_na_cells(entries, other_entry):
     assert c.predicted[3][3] == pytest.approx(1.5 + 1.0 + 3.0)
     assert [g.space.name for g in c.groups] == ["micro", "other"]
     assert c.groups[1].members == (3,) and c.groups[1].tables == (3,)
-    text = c.to_text()
+    text = render.to_text(c)
     assert "n/a" in text and "space 'other'" in text
     assert c.to_dict()["predicted_ms"]["other/host"]["desktop/host"] is None
 
@@ -129,7 +131,7 @@ def test_measure_callback_fills_the_measured_matrix(entries):
     assert [row[0] for row in c.measured] == [4.0, 4.0, 2.0]
     assert all(row[j] is None for row in c.measured for j in (1, 2))
     assert "measured: on desktop/host, the architecture searched for it is NOT the fastest" in "\n".join(c.summary())
-    assert "measured latency" in c.to_text()
+    assert "measured latency" in render.to_text(c)
 
 
 def test_accuracy_from_the_search_record_and_trained_weights(tmp_path, micro_space, entries):
@@ -140,7 +142,7 @@ def test_accuracy_from_the_search_record_and_trained_weights(tmp_path, micro_spa
     c = compare([entries[0], e])
     assert c.accuracy[0].best is None
     assert (c.accuracy[1].inherited, c.accuracy[1].trained, c.accuracy[1].supernet) == (0.8, 0.9, 0.7)
-    assert "android/pixel1 0.900 (trained)" in c.to_text() and "desktop/host -" in c.to_text()
+    assert "android/pixel1 0.900 (trained)" in render.to_text(c) and "desktop/host -" in render.to_text(c)
     assert c.to_dict()["entries"][1]["accuracy"] == {"inherited": 0.8, "trained": 0.9, "supernet": 0.7}
 
 
@@ -154,7 +156,7 @@ def test_plot_is_a_valid_png(tmp_path, entries, other_entry):
     import matplotlib.image
 
     path = tmp_path / "out" / "compare.png"
-    compare([*entries, other_entry], lambda e, a: 1.0 if e.label == "desktop/host" else None).plot(path)
+    render.plot(compare([*entries, other_entry], lambda e, a: 1.0 if e.label == "desktop/host" else None), path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     h, w, channels = matplotlib.image.imread(path).shape
     assert h > 200 and w > 400 and channels in (3, 4)

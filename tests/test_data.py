@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.data import load_data
-from pipeline.errors import PipelineError
+from pipeline.training.data import load_data
+from core.errors import PipelineError
 
 
 def test_digits_splits_are_disjoint_stratified_and_sized():

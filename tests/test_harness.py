@@ -9,9 +9,9 @@ import pytest
 
 from benchmarks.protocol import Protocol, measure
 from benchmarks.table import load_table, required_rows
-from pipeline import workflow
-from pipeline.targets import TARGETS
-from pipeline.workspace import Workspace
+from pipeline.stages import benchmark as benchmark_stage
+from benchmarks.targets import TARGETS
+from core.workspace import Workspace
 from benchmarks.runners.onnxruntime import OnnxRuntimeRunner
 
 FAST = Protocol(warmup_runs=2, warmup_ms=1.0, repeats=5, min_repeat_ms=0.5, threads=1)
@@ -20,7 +20,7 @@ FAST = Protocol(warmup_runs=2, warmup_ms=1.0, repeats=5, min_repeat_ms=0.5, thre
 @pytest.fixture
 def benchmarked(tmp_path, micro_space):
     ws = Workspace(tmp_path / "ws")
-    report = workflow.benchmark(micro_space, TARGETS.get("desktop"), ws, FAST, progress=False)
+    report = benchmark_stage.benchmark(micro_space, TARGETS.get("desktop"), ws, FAST, progress=False)
     return ws, report
 
 
@@ -60,13 +60,13 @@ def test_heavier_blocks_measure_slower_where_compute_dominates(tmp_path):
 
 def test_second_run_measures_only_what_is_missing(benchmarked, micro_space):
     ws, first = benchmarked
-    again = workflow.benchmark(micro_space, TARGETS.get("desktop"), ws, FAST, progress=False)
+    again = benchmark_stage.benchmark(micro_space, TARGETS.get("desktop"), ws, FAST, progress=False)
     assert again.measured == 0
     data = json.loads(first.path.read_text())
     data["rows"] = data["rows"][1:]
     first.path.write_text(json.dumps(data))
-    assert workflow.benchmark(micro_space, TARGETS.get("desktop"), ws, FAST, progress=False).measured == 1
-    forced = workflow.benchmark(micro_space, TARGETS.get("desktop"), ws, FAST, force=True, progress=False)
+    assert benchmark_stage.benchmark(micro_space, TARGETS.get("desktop"), ws, FAST, progress=False).measured == 1
+    forced = benchmark_stage.benchmark(micro_space, TARGETS.get("desktop"), ws, FAST, force=True, progress=False)
     assert forced.measured == len(first.table.rows)
 
 
@@ -83,9 +83,9 @@ def test_cached_artifacts_run_in_an_independent_session_and_match_torch(benchmar
 
 def test_other_setup_is_refused_without_force(benchmarked, micro_space):
     ws, _ = benchmarked
-    from pipeline.errors import PipelineError
+    from core.errors import PipelineError
     with pytest.raises(PipelineError, match="threads=1.*uses 2; pass --force"):
-        workflow.benchmark(micro_space, TARGETS.get("desktop"), ws, Protocol(threads=2), progress=False)
+        benchmark_stage.benchmark(micro_space, TARGETS.get("desktop"), ws, Protocol(threads=2), progress=False)
 
 
 def test_measure_grows_calls_per_repeat_until_a_repeat_lasts_min_repeat_ms():
@@ -112,7 +112,7 @@ def test_wide_rows_are_measured_again_and_flagged():
 
 def test_rows_keep_raw_samples_and_record_affinity(micro_space, tmp_path):
     ws = Workspace(tmp_path)
-    report = workflow.benchmark(micro_space, TARGETS.get("desktop"), ws, FAST, progress=False)
+    report = benchmark_stage.benchmark(micro_space, TARGETS.get("desktop"), ws, FAST, progress=False)
     table = report.table
     ref = table.reference  # every row is timed against it, repeat by repeat
     assert ref["row"] == "k5_e3/8x8x8-16-s2"  # the middle layer's candidate of median size (k3_e1 < k5_e3 < k3_e6)
@@ -169,7 +169,7 @@ def test_rows_in_rounds_keep_their_median_round_and_survive_on_disk_after_every_
 
 
 def test_benchmark_in_rounds_records_them_per_row(micro_space, tmp_path):
-    report = workflow.benchmark(micro_space, TARGETS.get("desktop"), Workspace(tmp_path), FAST, progress=False, rounds=3,
+    report = benchmark_stage.benchmark(micro_space, TARGETS.get("desktop"), Workspace(tmp_path), FAST, progress=False, rounds=3,
                                 reference=False)
     table = load_table(report.path)
     assert table.provenance["rounds"] == 3 and report.measured == len(table.rows) and table.reference is None
@@ -181,7 +181,7 @@ def test_benchmark_in_rounds_records_them_per_row(micro_space, tmp_path):
 
 
 def test_rounds_against_the_reference_keep_the_round_of_median_ratio(micro_space, tmp_path):
-    report = workflow.benchmark(micro_space, TARGETS.get("desktop"), Workspace(tmp_path), FAST, progress=False, rounds=3)
+    report = benchmark_stage.benchmark(micro_space, TARGETS.get("desktop"), Workspace(tmp_path), FAST, progress=False, rounds=3)
     table = load_table(report.path)  # the file checks: ratios, the reference's median, every row's latency
     for row in table.rows.values():
         assert row.stats["rounds"] == 3
@@ -189,29 +189,29 @@ def test_rounds_against_the_reference_keep_the_round_of_median_ratio(micro_space
 
 
 def test_a_resumed_table_keeps_its_reference_and_an_old_one_stays_without(micro_space, tmp_path):
-    from pipeline.errors import PipelineError
+    from core.errors import PipelineError
 
     desktop, ws = TARGETS.get("desktop"), Workspace(tmp_path)
-    first = workflow.benchmark(micro_space, desktop, ws, FAST, progress=False)
+    first = benchmark_stage.benchmark(micro_space, desktop, ws, FAST, progress=False)
     data = json.loads(first.path.read_text())
     data["provenance"]["reference"].update(block="k3_e1", row="k3_e1/8x8x8-16-s2")  # as if chosen otherwise
     dropped = data["rows"].pop(0)["key"]
     others = {d["key"]: d["median_ms"] for d in data["rows"]}
     first.path.write_text(json.dumps(data))
-    again = workflow.benchmark(micro_space, desktop, ws, FAST, progress=False)
+    again = benchmark_stage.benchmark(micro_space, desktop, ws, FAST, progress=False)
     assert again.measured == 1 and again.table.reference["block"] == "k3_e1"  # the table's own reference
     assert "ratio" in again.table.rows[dropped].stats
     # the rows kept moved only with the reference's median over all rows, together
     moved = {k: again.table.rows[k].median_ms / ms for k, ms in others.items()}
     assert max(moved.values()) == pytest.approx(min(moved.values()))
     with pytest.raises(PipelineError, match="measured against a reference row; drop --no-reference"):
-        workflow.benchmark(micro_space, desktop, ws, FAST, force=False, progress=False, reference=False)
+        benchmark_stage.benchmark(micro_space, desktop, ws, FAST, force=False, progress=False, reference=False)
 
-    old = workflow.benchmark(micro_space, desktop, Workspace(tmp_path / "old"), FAST, progress=False, reference=False)
+    old = benchmark_stage.benchmark(micro_space, desktop, Workspace(tmp_path / "old"), FAST, progress=False, reference=False)
     data = json.loads(old.path.read_text())
     data["rows"].pop(0)
     old.path.write_text(json.dumps(data))
-    resumed = workflow.benchmark(micro_space, desktop, Workspace(tmp_path / "old"), FAST, progress=False)
+    resumed = benchmark_stage.benchmark(micro_space, desktop, Workspace(tmp_path / "old"), FAST, progress=False)
     assert resumed.measured == 1 and resumed.table.reference is None  # its rows share no reference to scale by
     assert not any("ratio" in r.stats for r in resumed.table.rows.values())
 
@@ -222,7 +222,7 @@ def test_rows_another_run_measured_meanwhile_are_kept_not_measured_again(micro_s
     from benchmarks import harness
 
     desktop, ws = TARGETS.get("desktop"), Workspace(tmp_path)
-    first = workflow.benchmark(micro_space, desktop, ws, FAST, progress=False)
+    first = benchmark_stage.benchmark(micro_space, desktop, ws, FAST, progress=False)
     complete = json.loads(first.path.read_text())
     ratios = {d["key"]: d["ratio"] for d in complete["rows"]}
 
@@ -238,7 +238,7 @@ def test_rows_another_run_measured_meanwhile_are_kept_not_measured_again(micro_s
         return export_rows(job, rows, progress)
 
     monkeypatch.setattr(harness, "export_rows", other_run_measures_one_meanwhile)
-    again = workflow.benchmark(micro_space, desktop, ws, FAST, progress=False)
+    again = benchmark_stage.benchmark(micro_space, desktop, ws, FAST, progress=False)
     assert again.measured == 2
     assert again.table.rows[missing[0]].stats["ratio"] == ratios[missing[0]]  # the other run's, kept
     assert len(again.table.rows) == len(complete["rows"])
@@ -371,7 +371,7 @@ def test_network_timer_loads_each_network_once_in_a_fresh_process(micro_space, t
                                            ("crash", "the runtime crashed (exit code 7)")])
 def test_network_timer_names_the_network_a_runtime_hangs_or_crashes_on(micro_space, tmp_path, monkeypatch, mode, message):
     from benchmarks.isolate import NetworkTimer
-    from pipeline.errors import PipelineError
+    from core.errors import PipelineError
 
     monkeypatch.setenv("LOADS_FILE", str(tmp_path / "loads"))
     monkeypatch.setenv("RUN_MODE", mode)

@@ -12,7 +12,7 @@ from benchmarks.importers import import_table
 from benchmarks.predict import LatencyModel
 from benchmarks.table import load_table
 from blocks import SPACES, resolve_space
-from pipeline.errors import PipelineError
+from core.errors import PipelineError
 from tests.conftest import make_table
 
 # In-repo copies of /shared/data/device-tables (see the README there): CI has no ../shared.

@@ -130,7 +130,7 @@ def test_ctrl_c_while_timing_saves_the_rows_so_far_without_a_traceback(micro_spa
 
 
 def test_temporaries_a_killed_writer_left_are_swept_once_old(tmp_path):
-    from pipeline.fileio import sweep_temporaries
+    from core.fileio import sweep_temporaries
 
     # named as atomic_path and atomic_dir name them
     old_file = tmp_path / ".a.onnx.k2j3xq.tmp"

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from benchmarks.predict import LatencyModel
-from pipeline.losses import LOSSES, LossOptions
+from pipeline.training.losses import LOSSES, LossOptions
 from tests.conftest import make_table
 
 
@@ -86,6 +86,6 @@ def test_table_missing_a_row_is_named(micro_space):
     table = make_table(micro_space)
     key = next(k for k in table.rows if k.startswith("k3_e6/"))
     del table.rows[key]
-    from pipeline.errors import PipelineError
+    from core.errors import PipelineError
     with pytest.raises(PipelineError, match=f"no row '{key}'"):
         LatencyModel.from_table(table, micro_space)

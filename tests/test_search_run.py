@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from benchmarks.predict import LatencyModel
-from pipeline.data import load_data
-from pipeline.errors import PipelineError
-from pipeline.search import SearchConfig, SearchStopped, derive_within, run_search
+from pipeline.training.data import load_data
+from core.errors import PipelineError
+from pipeline.training.search import SearchConfig, SearchStopped, derive_within, run_search
 from tests.conftest import make_table
 
 
@@ -130,7 +130,7 @@ def test_resume_after_ctrl_c_equals_an_uninterrupted_run(micro_space, latency, s
     whole = run_search(micro_space, latency, splits, cfg, progress=False, checkpoint=tmp_path / "a.pt")
 
     # Ctrl-C (a real SIGINT) in the middle of epoch 2's Θ pass
-    from pipeline import search as search_mod
+    from pipeline.training import search as search_mod
     original = search_mod._Searcher.theta_step
     calls = []
 
@@ -154,7 +154,7 @@ def test_resume_after_ctrl_c_equals_an_uninterrupted_run(micro_space, latency, s
 
 def test_a_second_ctrl_c_interrupts_at_once_and_keeps_the_last_epoch_checkpoint(micro_space, latency, splits,
                                                                               tmp_path, monkeypatch):
-    from pipeline import search as search_mod
+    from pipeline.training import search as search_mod
     original = search_mod._Searcher.w_step
     calls = []
 
@@ -175,7 +175,7 @@ def test_a_second_ctrl_c_interrupts_at_once_and_keeps_the_last_epoch_checkpoint(
 
 
 def test_a_second_ctrl_c_while_saving_still_ends_with_one_line(micro_space, latency, splits, tmp_path, monkeypatch):
-    from pipeline import search as search_mod
+    from pipeline.training import search as search_mod
     real, calls = search_mod.save_checkpoint, []
 
     def save(*a):
@@ -225,7 +225,7 @@ def test_checkpoint_of_another_search_is_refused_naming_the_difference(micro_spa
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(micro_space, latency, splits, tmp_path,
                                                                            monkeypatch):
-    from pipeline import search as search_mod
+    from pipeline.training import search as search_mod
     real = search_mod.F.cross_entropy
     calls = []
 
@@ -333,7 +333,7 @@ def test_a_killed_search_resumes_from_its_last_epoch_to_the_same_result(micro_sp
                                                                          monkeypatch):
     cfg = SearchConfig(epochs=3, warmup_epochs=1, mixing="gumbel", loss="add", lam=0.5)
     whole = run_search(micro_space, latency, splits, cfg, progress=False)
-    from pipeline import search as search_mod
+    from pipeline.training import search as search_mod
     original = search_mod._Searcher.w_step
     steps = []
 

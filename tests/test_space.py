@@ -2,7 +2,7 @@ import pytest
 
 from blocks import SPACES, resolve_space
 from blocks.space import LayerShape
-from pipeline.errors import PipelineError
+from core.errors import PipelineError
 
 
 def test_fbnet_space_matches_the_paper():

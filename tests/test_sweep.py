@@ -5,11 +5,11 @@ import json
 import pytest
 
 from benchmarks.predict import LatencyModel
-from pipeline import sweep as sweep_mod
-from pipeline.data import load_data
-from pipeline.errors import PipelineError
-from pipeline.sweep import SweepPoint, mark_pareto, parse_sweep, sweep
-from pipeline.train import TrainConfig
+from pipeline.training import sweep as sweep_mod
+from pipeline.training.data import load_data
+from core.errors import PipelineError
+from pipeline.training.sweep import SweepPoint, mark_pareto, parse_sweep, sweep
+from pipeline.training.loop import TrainConfig
 
 
 def test_parse_sweep():
@@ -64,7 +64,7 @@ def test_sweep_points_are_not_reused_across_input_resolutions(micro_space, micro
 
 def test_fresh_networks_start_from_the_seed_whatever_ran_before(micro_space):
     import torch
-    from pipeline.train import fresh_network
+    from pipeline.training.loop import fresh_network
     blocks = ("k3_e1", "skip", "k5_e3")
     a = fresh_network(micro_space, blocks, 10, seed=3).state_dict()
     torch.randn(1000)  # whatever else used the global generator in between

@@ -4,7 +4,7 @@ import math
 import pytest
 
 from benchmarks.table import load_table, required_rows
-from pipeline.errors import PipelineError
+from core.errors import PipelineError
 from tests.conftest import make_table
 
 
@@ -118,7 +118,6 @@ def test_rows_that_disagree_with_their_own_provenance_are_refused(tmp_path, micr
 def _referenced_like(micro_table):
     """The micro table as measured against a reference row: raw samples, the reference's beside
     them, each row's ratio and its latency at the reference's median over all rows."""
-    from benchmarks.table import Row
 
     for i, row in enumerate(micro_table.rows.values()):
         m = row.median_ms

@@ -22,8 +22,8 @@ from blocks import BLOCKS, LayerShape, build_part
 from export import EXPORTERS
 from export.verify import check_against_torch
 from pipeline.cli import main
-from pipeline.errors import PipelineError, PlatformUnsupported
-from pipeline.targets import TARGETS, resolve_target, target_from_file
+from core.errors import PipelineError, PlatformUnsupported
+from benchmarks.targets import TARGETS, resolve_target, target_from_file
 
 # Small shapes: one where every block keeps its shape (identities, residuals), one that
 # changes channels and stride (skip's 1x1 conv, the 2-group blocks on even channels).

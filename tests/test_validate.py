@@ -16,7 +16,7 @@ from benchmarks.predict import LatencyModel, fit_calibration
 from benchmarks.table import load_table
 from pipeline.cli import main
 from blocks.architecture import random_architectures
-from pipeline.validate import median_se_pct, metrics
+from pipeline.stages.validate import median_se_pct, metrics
 from tests.conftest import make_table
 
 FAST = ["--repeats", "3", "--min-repeat-ms", "0.5"]
@@ -284,9 +284,9 @@ def test_validate_rechecks_table_rows_and_says_when_the_table_is_stale(micro_spa
     ([3.0, 3.1, 2.9], "stale"),
 ])
 def test_drift_verdicts(passes, verdict) -> None:
-    from pipeline.validate import ValidateReport
+    from pipeline.stages.validate import ValidateReport
 
-    from pipeline.report import validate_text
+    from pipeline.render import validate_text
 
     r = ValidateReport([], Path("t.json"), {}, None, rechecks=[[p, p] for p in passes])
     assert r.drift["verdict"] == verdict and r.drift["passes"] == len(passes)
@@ -373,7 +373,7 @@ def test_a_measurement_s_uncertainty_is_the_standard_error_of_its_median() -> No
 def test_networks_whose_rounds_disagree_are_timed_again() -> None:
     from tqdm import tqdm
 
-    from pipeline.validate import Timing, ValidateConfig, in_rounds
+    from pipeline.stages.validate import Timing, ValidateConfig, in_rounds
 
     # network 0 is steady; network 1 hits a slow spell in round 2 and again in its first extra
     # round; network 2 is slow in round 3 and in its last extra round
@@ -398,7 +398,7 @@ def test_networks_whose_rounds_disagree_are_timed_again() -> None:
 def test_networks_timed_against_a_reference_are_its_ratio_times_its_median_over_the_run() -> None:
     from tqdm import tqdm
 
-    from pipeline.validate import Sample, Timing, ValidateConfig, ValidateReport, in_rounds
+    from pipeline.stages.validate import Sample, Timing, ValidateConfig, ValidateReport, in_rounds
 
     # The machine's speed wanders (x0.75 to x1.25, as on a shared VM) under two steady networks
     # of 10 and 20 ms and a 4 ms reference timed repeat by repeat beside them (so their ratios
@@ -428,7 +428,7 @@ def test_networks_timed_against_a_reference_are_its_ratio_times_its_median_over_
 
 def test_timing_of_a_measurement_against_a_reference_keeps_both_medians() -> None:
     from benchmarks.protocol import Samples
-    from pipeline.validate import Timing
+    from pipeline.stages.validate import Timing
 
     stats = Samples((10.0, 12.0, 11.0), 1, 0.0, 0.0, (5.0, 6.0, 5.0)).stats()
     t = Timing.of(stats)
@@ -437,7 +437,7 @@ def test_timing_of_a_measurement_against_a_reference_keeps_both_medians() -> Non
 
 
 def test_noise_is_judged_on_the_regular_rounds_even_when_every_network_was_retimed() -> None:
-    from pipeline.validate import Sample, ValidateReport
+    from pipeline.stages.validate import Sample, ValidateReport
 
     # 3 regular rounds, 2 extra for both networks: the spread is of the first 3 (20% and 10%)
     samples = [Sample(("a",), "random", 10.0, 10.0, rounds_ms=(10.0, 12.0, 10.0, 10.0, 10.0)),
@@ -451,8 +451,8 @@ def test_noise_is_judged_on_the_regular_rounds_even_when_every_network_was_retim
 
 def test_the_report_names_per_block_terms_only_when_the_fit_has_them() -> None:
     from benchmarks.predict import Calibration
-    from pipeline.report import validate_text
-    from pipeline.validate import ValidateReport
+    from pipeline.render import validate_text
+    from pipeline.stages.validate import ValidateReport
 
     m = {"table sum": metrics([1.0, 2.0, 3.0], [1.1, 2.0, 2.9])}
     scaled = validate_text(ValidateReport([], Path("t.json"), m, Calibration("f", -0.5, 0.9, {}, 20), fitted_now=True))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pipeline.bundle import MANIFEST, parse_benchmark_model, parse_executor_runner
+from benchmarks.bundle import MANIFEST, parse_benchmark_model, parse_executor_runner
 from pipeline.cli import main
 from tests.conftest import make_table
 

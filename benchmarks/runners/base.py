@@ -10,9 +10,9 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 
 from export.base import Artifact, missing_modules
-from pipeline.config import build_config
-from pipeline.errors import PlatformUnsupported
-from pipeline.registry import Registry
+from core.config import build_config
+from core.errors import PlatformUnsupported
+from core.registry import Registry
 
 Run = Callable[[list[np.ndarray]], list[np.ndarray]]
 

@@ -10,7 +10,7 @@ import numpy as np
 from benchmarks.runners.base import RUNNERS, Run, Runner
 from export.base import Artifact, package_version, quiet_import
 from export.coreml import check_coreml_settings
-from pipeline.errors import PipelineError, first_line
+from core.errors import PipelineError, first_line
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import numpy as np
 
 from benchmarks.runners.base import RUNNERS, Run, Runner
 from export.base import Artifact, package_version, quiet_converters
-from pipeline.errors import PipelineError, first_line
+from core.errors import PipelineError, first_line
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import onnxruntime as ort
 
 from benchmarks.runners.base import RUNNERS, Run, Runner
 from export.base import Artifact
-from pipeline.errors import PipelineError, first_line
+from core.errors import PipelineError, first_line
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 
-from pipeline.errors import PipelineError
+from core.errors import PipelineError
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Generic, Iterator, TypeVar
 
-from pipeline.errors import PipelineError
+from core.errors import PipelineError
 
 T = TypeVar("T")
 

@@ -12,8 +12,8 @@ from tqdm import tqdm
 
 from blocks.network import DerivedNet
 from blocks.space import SearchSpace
-from pipeline.data import Splits
-from pipeline.errors import PipelineError
+from pipeline.training.data import Splits
+from core.errors import PipelineError
 
 
 @dataclass(frozen=True)

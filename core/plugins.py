@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from pipeline.errors import PipelineError
+from core.errors import PipelineError
 
 LOADED: list[str] = []
 

@@ -20,17 +20,18 @@ from tqdm import tqdm
 from benchmarks.device import HOST_DEVICE
 from benchmarks.predict import Calibration, LatencyModel, arch_key, fit_calibration, table_calibration
 from benchmarks.harness import export_row, row_module
+from benchmarks import bundle
 from benchmarks.isolate import NetworkTimer
+from benchmarks.networks import export_architecture
 from benchmarks.protocol import Protocol
-from benchmarks.table import Incomplete, LatencyTable, required_rows, row_key
+from benchmarks.table import Incomplete, LatencyTable, find_table, required_rows, row_key
 from export.base import Artifact
 from blocks.architecture import Architecture, load_architecture, random_architectures
 from blocks.space import LayerShape, SearchSpace
-from pipeline.errors import PipelineError, PlatformUnsupported
-from pipeline.fileio import write_json_atomic, write_with
-from pipeline.targets import Target
-from pipeline.workflow import export_architecture, find_table
-from pipeline.workspace import Workspace
+from core.errors import PipelineError, PlatformUnsupported
+from core.fileio import write_json_atomic, write_with
+from benchmarks.targets import Target
+from core.workspace import Workspace
 
 MIN_FIT_SAMPLES = 8  # half fit (a calibration needs 4 networks), half judge
 WIDE_PCT = 10.0  # rounds further apart than this: timed again (a network measured looser cannot judge ±10%)
@@ -291,7 +292,7 @@ def judge(p: Plan, space: SearchSpace, timed: Timed, paths: list[Path | None], r
 
 def _complete_table(space: SearchSpace, target: Target, ws: Workspace, device: str, table_path: Path | None) -> tuple:
     try:
-        return find_table(space, target, ws, device, table_path)
+        return find_table(space, target.name, ws, device, table_path)
     except Incomplete as e:  # none yet, or a benchmark interrupted; a damaged table says so itself
         raise PipelineError(f"validate needs a complete table: {e}") from None
 
@@ -457,3 +458,45 @@ def _plot(r: ValidateReport, path: Path) -> None:
     ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=110)
+
+
+# ---------------------------------------------------------------------------- on a device this machine is not
+def prepare(space: SearchSpace, command: str, target: Target, ws: Workspace, cfg: ValidateConfig, device: str,
+            threads: int, table_path: Path | None = None, derived: tuple[Path, ...] = (),
+            progress: bool = True) -> bundle.Bundle:
+    """Step one for a device this machine is not: the bundle of the networks validate would time."""
+    p = plan(space, ws, target, cfg, device, table_path, derived)
+    # Named by what it is for: after its times have fitted a calibration, the next bundle
+    # (drawn to judge that fit) goes beside it rather than over its measurements.
+    folder = ws.root / "validate" / space.name / target.name / device / f"bundle-{'fit' if p.fit else 'judge'}-seed{cfg.seed}"
+    return bundle.write_bundle(list(p.archs), p.fit_idx, p.fit, space, command, target, ws, device, threads, cfg.rounds,
+                        folder, progress)
+
+
+def validate_measured(space: SearchSpace, target: Target, ws: Workspace, cfg: ValidateConfig, device: str,
+                      measurements: Path, table_path: Path | None = None) -> ValidateReport:
+    """Step two: judge the table (fitting first, as the bundle planned or --fit/--no-fit say) on
+    the times measured on the device."""
+    b = bundle.open_bundle(measurements, target, device, space, "validate")
+    table, tpath, plain, stored = plan_table(space, target, ws, device, table_path)
+    fit = b.fit if cfg.fit is None else cfg.fit
+    if not fit:
+        fits: set[int] = set()
+    elif b.fit:
+        fits = {i for i, n in enumerate(b.networks) if n.fits}
+    else:  # drawn to judge the stored fit, refitted now (--fit): every other random network fits
+        fits = {i for i in range(0, len(b.networks), 2) if b.networks[i].origin == "random"}
+    times = bundle.read_measurements(measurements, b)
+    untimed = [b.networks[i].name for i in sorted(fits) if b.networks[i].name not in times]
+    if untimed:  # a fit on some of its networks would be stored as if it were the planned one
+        raise PipelineError(f"{len(untimed)} network(s) the calibration fits on have no time yet ({', '.join(untimed)}); "
+                            "time them (run the script again), or draw others with another --seed, or --no-fit to "
+                            "judge without fitting")
+    p = Plan(table, tpath, plain, stored, fit, tuple((n.blocks, n.origin) for n in b.networks), frozenset(fits))
+    keep = [i for i, n in enumerate(b.networks) if n.name in times]
+    p = p.subset(keep)
+    rounds = [times[b.networks[i].name] for i in keep]
+    paths: list[Path | None] = [(b.folder / b.networks[i].file).resolve() for i in keep]
+    report = ValidateReport([], tpath, {}, None, target=target.name, measured_on=device,
+                            measurements=measurements.resolve(), missing=[n.name for n in b.networks if n.name not in times])
+    return judge(p, space, Timed(rounds), paths, report, b.folder.parent)  # a device's times come as taken there

@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-from pipeline import __version__
-from pipeline.errors import PipelineError
-from pipeline.fileio import write_with
+from core import __version__
+from core.errors import PipelineError
+from core.fileio import write_with
 
 CHECKPOINT_FORMAT = "pipeline-search-checkpoint"
 CHECKPOINT_VERSION = 1

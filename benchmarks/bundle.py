@@ -33,12 +33,11 @@ from benchmarks.protocol import Protocol, Samples
 from benchmarks.table import LatencyTable, Row, row_key
 from blocks.architecture import Architecture
 from blocks.space import LayerShape, SearchSpace
-from pipeline.errors import PipelineError
-from pipeline.fileio import atomic_dir, atomic_path, read_json, write_json_atomic, write_text_atomic
-from pipeline.targets import Target, require_exporter
-from pipeline.validate import Plan, Timed, ValidateConfig, ValidateReport, judge, plan, plan_table
-from pipeline.workflow import export_architecture, verify_here
-from pipeline.workspace import Workspace
+from core.errors import PipelineError
+from core.fileio import atomic_dir, atomic_path, read_json, write_json_atomic, write_text_atomic
+from benchmarks.targets import Target, require_exporter
+from benchmarks.networks import export_architecture, verify_here
+from core.workspace import Workspace
 
 BUNDLE_FORMAT = "pipeline-device-bundle"  # validate's networks or a table's blocks
 BUNDLE_VERSION = 1
@@ -433,48 +432,6 @@ def _read_logs(folder: Path, b: Bundle) -> list[tuple[str, float, str]]:
             raise PipelineError(f"{log}: {e}; delete it and run {SCRIPT} again to re-time that run") from None
         rows.append((m["net"], ms, str(log)))
     return rows
-
-
-# ---------------------------------------------------------------------------- the two steps
-def prepare(space: SearchSpace, command: str, target: Target, ws: Workspace, cfg: ValidateConfig, device: str,
-            threads: int, table_path: Path | None = None, derived: tuple[Path, ...] = (),
-            progress: bool = True) -> Bundle:
-    """Step one for a device this machine is not: the bundle of the networks validate would time."""
-    p = plan(space, ws, target, cfg, device, table_path, derived)
-    # Named by what it is for: after its times have fitted a calibration, the next bundle
-    # (drawn to judge that fit) goes beside it rather than over its measurements.
-    folder = ws.root / "validate" / space.name / target.name / device / f"bundle-{'fit' if p.fit else 'judge'}-seed{cfg.seed}"
-    return write_bundle(list(p.archs), p.fit_idx, p.fit, space, command, target, ws, device, threads, cfg.rounds,
-                        folder, progress)
-
-
-def validate_measured(space: SearchSpace, target: Target, ws: Workspace, cfg: ValidateConfig, device: str,
-                      measurements: Path, table_path: Path | None = None) -> ValidateReport:
-    """Step two: judge the table (fitting first, as the bundle planned or --fit/--no-fit say) on
-    the times measured on the device."""
-    b = open_bundle(measurements, target, device, space, "validate")
-    table, tpath, plain, stored = plan_table(space, target, ws, device, table_path)
-    fit = b.fit if cfg.fit is None else cfg.fit
-    if not fit:
-        fits: set[int] = set()
-    elif b.fit:
-        fits = {i for i, n in enumerate(b.networks) if n.fits}
-    else:  # drawn to judge the stored fit, refitted now (--fit): every other random network fits
-        fits = {i for i in range(0, len(b.networks), 2) if b.networks[i].origin == "random"}
-    times = read_measurements(measurements, b)
-    untimed = [b.networks[i].name for i in sorted(fits) if b.networks[i].name not in times]
-    if untimed:  # a fit on some of its networks would be stored as if it were the planned one
-        raise PipelineError(f"{len(untimed)} network(s) the calibration fits on have no time yet ({', '.join(untimed)}); "
-                            "time them (run the script again), or draw others with another --seed, or --no-fit to "
-                            "judge without fitting")
-    p = Plan(table, tpath, plain, stored, fit, tuple((n.blocks, n.origin) for n in b.networks), frozenset(fits))
-    keep = [i for i, n in enumerate(b.networks) if n.name in times]
-    p = p.subset(keep)
-    rounds = [times[b.networks[i].name] for i in keep]
-    paths: list[Path | None] = [(b.folder / b.networks[i].file).resolve() for i in keep]
-    report = ValidateReport([], tpath, {}, None, target=target.name, measured_on=device,
-                            measurements=measurements.resolve(), missing=[n.name for n in b.networks if n.name not in times])
-    return judge(p, space, Timed(rounds), paths, report, b.folder.parent)  # a device's times come as taken there
 
 
 # ---------------------------------------------------------------------------- a latency table timed on the device

@@ -19,12 +19,12 @@ from tqdm import tqdm
 from benchmarks.predict import LatencyModel, arch_key
 from blocks.architecture import Architecture, random_architectures
 from blocks.space import SearchSpace
-from pipeline.config import build_config
-from pipeline.data import Splits
-from pipeline.errors import PipelineError
-from pipeline.fileio import read_json, write_json_atomic, write_text_atomic, write_with
-from pipeline.search import SearchConfig, latency_fingerprint, run_search
-from pipeline.train import TrainConfig, fresh_network, train_network
+from core.config import build_config
+from pipeline.training.data import Splits
+from core.errors import PipelineError
+from core.fileio import read_json, write_json_atomic, write_text_atomic, write_with
+from pipeline.training.search import SearchConfig, latency_fingerprint, run_search
+from pipeline.training.loop import TrainConfig, fresh_network, train_network
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 
 import yaml
 
-from pipeline.errors import PipelineError
+from core.errors import PipelineError
 
 
 def _umask() -> int:

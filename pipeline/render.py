@@ -6,13 +6,15 @@ from typing import TYPE_CHECKING
 
 from benchmarks.table import LatencyTable
 from blocks.space import SearchSpace
-from pipeline.sweep import SweepReport
-from pipeline.targets import Target
-from pipeline.validate import ValidateReport
-from pipeline.workflow import BenchmarkReport, ExportReport, SearchReport
+from pipeline.training.sweep import SweepReport
+from benchmarks.targets import Target
+from pipeline.stages.validate import ValidateReport
+from pipeline.stages.benchmark import BenchmarkReport
+from pipeline.stages.export import ExportReport
+from pipeline.stages.search import SearchReport
 
 if TYPE_CHECKING:
-    from pipeline.bundle import Bundle
+    from benchmarks.bundle import Bundle
 
 
 def _grid(header: list[str], rows: list[list[str]]) -> str:
@@ -207,7 +209,7 @@ def validate_text(r: "ValidateReport") -> str:
 
 def bundle_text(b: Bundle) -> str:
     """What `validate` or `benchmark --device NAME` wrote, and the commands that finish the job."""
-    from pipeline.bundle import CSV_NAME, DEVICE_TOOLS, LOGS, SCRIPT, bundle_command
+    from benchmarks.bundle import CSV_NAME, DEVICE_TOOLS, LOGS, SCRIPT, bundle_command
 
     if b.kind == "benchmark":
         what = f"{len(b.networks)} blocks of '{b.space}' for {b.target}"

@@ -12,8 +12,8 @@ import zipfile
 
 from blocks.network import DerivedNet
 from blocks.space import SearchSpace
-from pipeline.errors import PipelineError
-from pipeline.fileio import write_with
+from core.errors import PipelineError
+from core.fileio import write_with
 
 WEIGHTS_FORMAT = "pipeline-weights"
 

@@ -10,7 +10,7 @@ import dataclasses
 import typing
 from typing import Any, Mapping, TypeVar
 
-from pipeline.errors import PipelineError
+from core.errors import PipelineError
 
 C = TypeVar("C")
 

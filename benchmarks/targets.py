@@ -17,9 +17,9 @@ import yaml
 from benchmarks.runners import RUNNERS, Runner
 from export import EXPORTERS, Exporter
 from export.verify import FP16, FP32, Tolerance
-from pipeline.errors import PipelineError
-from pipeline.fileio import read_config
-from pipeline.registry import Registry
+from core.errors import PipelineError
+from core.fileio import read_config
+from core.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -26,12 +26,12 @@ from benchmarks.predict import LatencyModel
 from blocks.mixing import MIXERS, MixingOptions
 from blocks.network import SuperNet
 from blocks.space import SearchSpace
-from pipeline.checkpoint import load_checkpoint, save_checkpoint
-from pipeline.data import Splits
-from pipeline.distributed import Context
-from pipeline.errors import PipelineError
-from pipeline.losses import LOSSES, LossOptions
-from pipeline.train import evaluate
+from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.training.data import Splits
+from pipeline.training.distributed import Context
+from core.errors import PipelineError
+from pipeline.training.losses import LOSSES, LossOptions
+from pipeline.training.loop import evaluate
 
 log = logging.getLogger(__name__)
 

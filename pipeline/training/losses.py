@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch
 
-from pipeline.registry import Registry
+from core.registry import Registry
 
 # (cross-entropy, expected latency in ms, options) -> total loss for the Θ step
 LatencyLoss = Callable[[torch.Tensor, torch.Tensor, "LossOptions"], torch.Tensor]

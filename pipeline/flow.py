@@ -1,0 +1,65 @@
+"""`pipeline run`: benchmark -> search -> (train) -> export in one call, on the embedded
+digits by default. Each stage's report goes to `on_stage` as soon as it is done, so a caller
+can show progress; the whole run's reports come back together."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from benchmarks.device import HOST_DEVICE
+from benchmarks.protocol import Protocol
+from benchmarks.table import find_table
+from benchmarks.targets import Target
+from blocks.space import SearchSpace
+from core.workspace import Workspace
+from pipeline.stages import benchmark as benchmark_stage
+from pipeline.stages import export as export_stage
+from pipeline.stages import search as search_stage
+from pipeline.stages import train as train_stage
+from pipeline.training.data import load_data
+from pipeline.training.distributed import check_device, single_process
+from pipeline.training.loop import TrainConfig
+from pipeline.training.search import SearchConfig
+
+OnStage = Callable[[str, Any], None]
+
+
+@dataclass(frozen=True)
+class RunReport:
+    benchmark: benchmark_stage.BenchmarkReport | None  # None where the table is another device's
+    search: search_stage.SearchReport
+    train: train_stage.TrainReport | None
+    export: export_stage.ExportReport
+
+
+def run(space: SearchSpace, target: Target, ws: Workspace, cfg: SearchConfig, protocol: Protocol, data: str = "digits",
+        device: str = HOST_DEVICE, train: TrainConfig | None = TrainConfig(), progress: bool = True,
+        on_stage: OnStage = lambda name, report: None) -> RunReport:
+    """The whole loop. `train=None` exports the super-net's inherited weights untrained."""
+    single_process("pipeline run")  # every process would benchmark and export
+    check_device(cfg.device)  # before minutes of benchmarking
+    bench = None
+    on_stage("benchmark", None)
+    if device == HOST_DEVICE:
+        bench = benchmark_stage.benchmark(space, target, ws, protocol, device, progress=progress,
+                                          jobs=os.cpu_count() or 1)
+        on_stage("benchmark", bench)
+    else:  # a device's table is timed there (benchmark --device writes the bundle) or imported
+        find_table(space, target.name, ws, device, None)
+    on_stage("search", None)
+    splits = load_data(data, cfg.resolution or space.resolution, space.in_channels, cfg.seed)
+    found = search_stage.search(space, target, ws, cfg, splits, device, progress=progress)
+    assert found is not None  # one process: it is rank 0
+    on_stage("search", found)
+    trained = None
+    if train is not None:
+        on_stage("train", None)
+        trained = train_stage.train(found.path, splits, TrainConfig(epochs=train.epochs, lr=train.lr, seed=cfg.seed,
+                                                                    device=cfg.device), space, progress=progress)
+        on_stage("train", trained)
+    on_stage("export", None)
+    exported = export_stage.export(found.path, target, ws, protocol, device, space)
+    on_stage("export", exported)
+    return RunReport(bench, found, trained, exported)

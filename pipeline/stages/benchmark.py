@@ -1,0 +1,98 @@
+"""The benchmark stage: a latency table measured here, imported from elsewhere, or a bundle of
+blocks to time on a device this machine is not."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks import bundle, importers
+from benchmarks.device import HOST_DEVICE, host_info
+from benchmarks.harness import BenchmarkJob, benchmark_space, inspect_rows
+from benchmarks.protocol import Protocol
+from benchmarks.table import LatencyTable
+from benchmarks.targets import Target, require_exporter
+from blocks.space import SearchSpace
+from core.errors import PipelineError, PlatformUnsupported
+from core.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class BenchmarkReport:
+    table: LatencyTable
+    path: Path
+    measured: int
+
+    @property
+    def unavailable(self) -> list[str]:
+        return [k for k, r in self.table.rows.items() if r.status != "ok"]
+
+
+def benchmark(space: SearchSpace, target: Target, ws: Workspace, protocol: Protocol,
+              device: str = HOST_DEVICE, table_path: Path | None = None, force: bool = False,
+              progress: bool = True, jobs: int = 1, rounds: int = 1, reference: bool = True) -> BenchmarkReport:
+    """Measure every (layer, block) of `space` for `target` on this host and write the table
+    (each row in `rounds` rounds, keeping its median round; timed against a reference row unless
+    `reference` is False).
+
+    Where the target's runtime does not exist here (Core ML off macOS), every block is still
+    exported and checked, then PlatformUnsupported says how to obtain the table instead.
+    """
+    if device != HOST_DEVICE:  # a table belongs to where it was timed (a phone's is never timed here)
+        raise PipelineError(f"benchmark times blocks on this machine ('{HOST_DEVICE}'); for '{device}', "
+                            f"'pipeline benchmark --target {target.name} --device {device}' writes them to a bundle to "
+                            "time there, or 'pipeline benchmark import' brings in a table measured there")
+    require_exporter(target)
+    exporter = target.make_exporter()
+    unavailable = target.measurable_here()
+    runner = None if unavailable else target.make_runner(protocol.threads)
+    path = table_path or ws.table(space.name, target.name, device)
+    provenance = {
+        "target": target.name, "device": device, "host": host_info(),
+        "format": exporter.format, "exporter": exporter.name, "exporter_versions": exporter.versions(),
+        "exporter_options": exporter.fingerprint(), "runtime": target.runner_class().runtime,
+        "runtime_version": runner.version() if runner else None, "runner_options": dict(target.runner_options),
+        "threads": protocol.threads, "protocol": protocol.to_dict(), "rounds": rounds,
+        "space": space.name, "space_fingerprint": space.fingerprint, "block_set": list(space.blocks),
+        "unit": "ms",
+    }
+    job = BenchmarkJob(space, exporter, runner, target.tolerance_for(exporter), protocol, path, ws.cache,
+                       provenance, force, jobs, rounds, reference)
+    if runner is None:
+        checked, bad = inspect_rows(job, progress)
+        skipped = f"; {len(bad)} cannot be expressed: {bad[0]}" if bad else ""
+        raise PlatformUnsupported(
+            f"exported and checked {checked} {exporter.format} artifacts for '{space.name}'{skipped}; no latency "
+            f"table written: {unavailable}"
+        )
+    table, measured = benchmark_space(job, progress)
+    return BenchmarkReport(table, path, measured)
+
+
+def import_table(file: Path, space: SearchSpace, target: Target, ws: Workspace, device: str,
+                 table_path: Path | None = None, force: bool = False) -> BenchmarkReport:
+    """Bind a table measured elsewhere (this tool's format, or ProxylessNAS/OFA lookup YAML) to a
+    target, a device name and a space, and write it where search and export look for it."""
+    if device == HOST_DEVICE:
+        raise PipelineError(
+            f"an imported table needs the name of the device it was measured on, not '{HOST_DEVICE}'; "
+            "pass --device NAME (e.g. --device pixel1)"
+        )
+    path = table_path or ws.table(space.name, target.name, device)
+    if path.exists() and not force:
+        raise PipelineError(f"a table already exists at '{path}'; pass --force to replace it or --device NAME for another")
+    if bundle.is_bundle_measurements(file):  # the times of a `benchmark --device` bundle
+        table = bundle.table_from_measurements(file, space, target, device)
+    else:
+        table = importers.import_table(file, target.name, device, space)
+    table.save(path)
+    return BenchmarkReport(table, path, 0)
+
+
+
+def bundle_blocks(space: SearchSpace, command: str, target: Target, ws: Workspace, device: str, threads: int,
+                  rounds: int | None = None, jobs: int = 1, progress: bool = True) -> bundle.Bundle:
+    """`benchmark --device NAME` for a device this machine is not: every row the table needs,
+    exported and checked here, in a bundle with the script that times them there."""
+    return bundle.prepare_blocks(space, command, target, ws, device, threads, rounds or bundle.BLOCK_ROUNDS, jobs,
+                                 progress)

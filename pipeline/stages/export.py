@@ -1,0 +1,97 @@
+"""The export stage: the derived network in the target's format, checked against PyTorch,
+timed end to end here and set beside the table's prediction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from benchmarks.device import HOST_DEVICE
+from benchmarks.isolate import NetworkTimer
+from benchmarks.predict import LatencyModel
+from benchmarks.protocol import Protocol
+from benchmarks.table import expect_table_for, load_table
+from blocks.space import SearchSpace
+from benchmarks.targets import Target, require_exporter
+from blocks.architecture import Architecture, load_architecture
+from blocks.network import DerivedNet
+from core.errors import PipelineError
+from core.workspace import Workspace, weights_path
+from export.base import Artifact
+from export.verify import CheckResult, check_against_torch
+from pipeline.training.weights import load_weights
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    artifact: Artifact
+    weights_source: str
+    test_accuracy: float | None
+    check: CheckResult | None
+    measured: dict[str, float] | None
+    predicted_ms: float | None
+    table_path: Path | None
+    not_measured_because: str | None = None
+    predictor: str = "table sum"
+    device: str = HOST_DEVICE  # the table's device: not this machine, so not timed here
+    arch_path: Path | None = None
+    target: str = ""
+
+    @property
+    def error_pct(self) -> float | None:
+        if self.measured is None or self.predicted_ms is None:
+            return None
+        return 100.0 * (self.predicted_ms - self.measured["median_ms"]) / self.measured["median_ms"]
+
+
+def _load_net(arch: Architecture, arch_path: Path) -> tuple[DerivedNet, str, float | None]:
+    """Trained weights when present, else the super-net's inherited ones, else refuse."""
+    for kind in ("trained", "supernet"):
+        p = weights_path(arch_path, kind)
+        if p.exists():
+            w = load_weights(p, arch.space, arch.blocks)
+            return w.net, w.source, w.test_accuracy
+    raise PipelineError(
+        f"no weights beside '{arch_path}'; run 'pipeline train --arch {arch_path}' or pass --train"
+    )
+
+
+def export(arch_path: Path, target: Target, ws: Workspace, protocol: Protocol, device: str = HOST_DEVICE,
+           space: SearchSpace | None = None, table_path: Path | None = None, out: Path | None = None) -> ExportReport:
+    """Export the derived network, check it against PyTorch, time it, and compare with the table."""
+    arch = load_architecture(arch_path, space)
+    net, source, acc = _load_net(arch, arch_path)
+    exporter = target.make_exporter()
+    out = out or ws.export_dir(arch.space.name, target.name, device) / f"model{exporter.suffix}"
+    r = arch.space.resolution
+    x = torch.randn(1, arch.space.in_channels, r, r, generator=torch.Generator().manual_seed(0))
+    require_exporter(target)
+    artifact = exporter.export(net, (x,), out)
+    check = measured = None
+    not_here = target.measurable_here()
+    if not_here is None:
+        runner = target.make_runner(protocol.threads)
+        check = check_against_torch(net, (x,), runner.load(artifact), target.tolerance_for(exporter),
+                                    f"derived network ({exporter.format})")
+        if device == HOST_DEVICE:  # another device's prediction is not judged by this machine's time
+            with NetworkTimer(runner, protocol) as timer:
+                measured = timer.stats(timer.load(artifact, [x.numpy()]))
+    else:
+        exporter.inspect(artifact)
+    predicted, tpath, predictor = _prediction(arch, target, ws, device, table_path)
+    return ExportReport(artifact, source, acc, check, measured, predicted, tpath, not_here, predictor, device, arch_path, target.name)
+
+
+def _prediction(arch: Architecture, target: Target, ws: Workspace, device: str,
+                table_path: Path | None) -> tuple[float | None, Path | None, str]:
+    path = table_path or ws.table(arch.space.name, target.name, device)
+    if not path.exists():
+        return None, None, ""
+    table = load_table(path)
+    expect_table_for(table, target.name, device, path)
+    model = LatencyModel.from_table(table, arch.space)
+    return model.predict(arch.space, arch.blocks), path, model.name
+
+
