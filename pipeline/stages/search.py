@@ -37,6 +37,19 @@ class SearchReport:
     predicted_ms: float
     derived_test_acc: float
 
+    def to_dict(self) -> dict[str, Any]:
+        """`search --json`: the figures the text report prints."""
+        info = self.architecture.info
+        lat, table = info["latency"], info["table"]
+        return {"architecture": str(self.path), "space": self.architecture.space.name,
+                "blocks": list(self.architecture.blocks), "alpha": info["alpha"],
+                "predicted_ms": self.predicted_ms, "predictor": lat["predictor"],
+                "target": table["target"], "device": table["device"], "table": table["path"],
+                "space_fastest_ms": lat["space_fastest_ms"], "space_slowest_ms": lat["space_slowest_ms"],
+                "latency_target": info.get("latency_target"),
+                "supernet_test_accuracy": info["supernet_test_accuracy"],
+                "derived_test_accuracy": self.derived_test_acc}
+
 
 @torch.no_grad()
 def recalibrate_bn(net: torch.nn.Module, splits: Splits, device: str, batch_size: int = 128) -> None:
@@ -122,6 +135,12 @@ def sweep_search(space: SearchSpace, target: Target, ws: Workspace, base: dict[s
     return run_sweep(space, latency, splits, base, spec, train_cfg, random_n, out, progress)
 
 
+
+def sweep_dict(r: SweepReport) -> dict[str, Any]:
+    """`search --sweep --json`: every point, the Pareto front's labels and the files written."""
+    points = [{"kind": p.kind, "label": p.label, "blocks": list(p.blocks), "predicted_ms": p.predicted_ms,
+               "accuracy": p.accuracy, "pareto": p.pareto} for p in r.points]
+    return {"points": points, "front": [p.label for p in r.front], "files": {k: str(v) for k, v in r.files.items()}}
 
 
 def _sha256(path: Path) -> str:
