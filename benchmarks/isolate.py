@@ -9,9 +9,9 @@ the whole run, and the timed process does nothing but time, as `benchmark_model`
   worker takes the next row. A numerical mismatch is still an error for the whole run.
 - `NetworkTimer` loads whole networks once and times them as often as asked. Loading once, in
   a process that does nothing else, is how a deployment and an independent check run a
-  network; loading it again for every measurement, in a process that had built and exported
-  networks, timed the same networks 7-9% slower on this project's VM than an independent loop
-  did, and a predictor fitted on those timings was off by as much against anyone else's.
+  network; loading it again for every measurement, in a process that builds and exports
+  networks, times the same networks 7-9% slower than an independent loop does, and a
+  predictor fitted on such timings is off by as much against anyone else's.
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ def measure(call: Callable[[], Any], protocol: Protocol, load_ms: float = 0.0,
     followed by one of `reference`'s when given.
 
     The first run happens before the process is pinned, the rest pinned: an ExecuTorch program
-    first run after its process was pinned to one core took ~8 ms a call whatever the block.
+    first run after its process is pinned to one core takes ~8 ms a call whatever the block.
     (A timing child pinned from birth is unaffected; pinning again there changes nothing.)
     """
     first_ms = _timed(call, 1)

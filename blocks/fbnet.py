@@ -86,7 +86,7 @@ def _even_channels(in_ch: int, out_ch: int, stride: int) -> bool:
     return in_ch % 2 == 0 and out_ch % 2 == 0
 
 
-# Index order as public FBNet benchmarks use it (REFERENCE.md).
+# Index order as public FBNet benchmarks use it (docs/reference.md).
 FBNET_BLOCKS = (
     ("k3_e1", 3, 1, 1), ("k3_e1_g2", 3, 1, 2), ("k3_e3", 3, 3, 1), ("k3_e6", 3, 6, 1),
     ("k5_e1", 5, 1, 1), ("k5_e1_g2", 5, 1, 2), ("k5_e3", 5, 3, 1), ("k5_e6", 5, 6, 1),

@@ -5,7 +5,7 @@
   with τ annealed each epoch; the latency term uses the same sample.
 - `sampled` (ProxylessNAS' binarized paths): a W step runs one candidate drawn from α; a Θ step
   runs two, with a straight-through gate whose gradient is ProxylessNAS' estimator. Memory and
-  time no longer grow with the number of candidates.
+  time do not grow with the number of candidates.
 
 Every random draw comes from the mixer's own generator, seeded by the search seed: every
 process of a distributed run samples the same paths, and a checkpoint restores the draws.

@@ -15,7 +15,7 @@ from core.fileio import atomic_path
 @dataclass(frozen=True)
 class OnnxOptions:
     opset: int = 18
-    # The TorchScript exporter is ~20x faster per block than torch.export's (REFERENCE.md:
+    # The TorchScript exporter is ~20x faster per block than torch.export's (docs/reference.md:
     # ~0.1 s against ~2 s), which decides whether a full table takes one minute or five.
     # Both fold BatchNorm and give the same graph for these convolutional blocks.
     dynamo: bool = False

@@ -8,16 +8,15 @@ reference=...)`), then the reference alone again. From the same measurements, ea
 rounds are then taken three ways:
 
 - as timed: the median of the network's own repeats;
-- before/after: that median over the mean of the reference's medians just before and after it
-  (what `validate --reference` did until the ninth session);
+- before/after: that median over the mean of the reference's medians just before and after it;
 - repeat by repeat: the median of the ratios of each repeat to the reference's next to it
-  (what `validate --reference` does now).
+  (what `validate --reference` does).
 
 It prints how far each network's rounds are apart each way and, refitting the calibration on
 `--splits` random halves of the random networks (as `perf/rounds_effect.py` does), the held-out
 median error and the share of refits with a network outside ±10%, against validate's table or
 `--table`. Networks load once, in this process, with the runtimes' own Python APIs
-(`perf/independent_timing.py`'s openers), pinned to one core.
+(each runner's `open_plain`, as `perf/independent_timing.py` opens them), pinned to one core.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from independent_timing import OPENERS  # noqa: E402
+from independent_timing import open_artifact  # noqa: E402
 from rounds_effect import split_misses  # noqa: E402
 
 from benchmarks.predict import LatencyModel  # noqa: E402
@@ -101,7 +100,7 @@ def main() -> None:
         sys.exit(f"{opts.validate_json}: {e}")
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:1])
-    calls = [OPENERS[Path(p).suffix](p, 1) for p in paths]
+    calls = [open_artifact(p, 1) for p in paths]
     reference = int(np.argsort([s["table_sum_ms"] for s in samples])[len(samples) // 2])  # as validate picks it
     ways = time_three_ways(calls, reference, opts.rounds, Protocol(pin=False))
     archs = [tuple(s["blocks"]) for s in samples]

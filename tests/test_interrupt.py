@@ -89,8 +89,8 @@ def test_a_benchmark_killed_while_exporting_takes_its_export_workers_with_it(tmp
     _wait_for(lambda: any(cache.glob("*.onnx")) or proc.poll() is not None, "the first export")
     proc.kill()
     proc.wait()
-    # Orphaned workers used to export the whole queue (FBNet: 100+ rows, a minute on 2 cores),
-    # competing with whatever ran next, then wait forever for work.
+    # Orphaned workers would export the whole queue (FBNet: 100+ rows, a minute on 2 cores),
+    # competing with whatever runs next, then wait forever for work.
     _wait_for(lambda: not _alive_in_group(proc.pid), "the export workers to leave with their parent", 20.0)
     assert len(list(cache.glob("*.onnx"))) < 20
 
@@ -108,7 +108,7 @@ def test_ctrl_c_while_exporting_stops_at_once_without_a_traceback(tmp_path):
     assert "interrupted: everything finished so far is saved; run the same command to go on" in out
     assert "Traceback" not in out and "Warning" not in out, out
     # The queue was dropped: only the exports in flight were finished (FBNet has 100+ rows).
-    # Leaving the pool's `with` block used to finish every one of them first.
+    # Leaving the pool's `with` block would finish every one of them first.
     assert len(list(cache.glob("*.onnx"))) < 20
     assert not list(cache.glob(".*.tmp*"))  # no half-written export left behind
     _wait_for(lambda: not _alive_in_group(proc.pid), "the export workers to leave", 20.0)
