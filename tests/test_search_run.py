@@ -351,3 +351,25 @@ def test_a_killed_search_resumes_from_its_last_epoch_to_the_same_result(micro_sp
     monkeypatch.setattr(search_mod._Searcher, "w_step", original)
     resumed = run_search(micro_space, latency, splits, cfg, progress=False, checkpoint=ck, resume=True)
     _same(_final(whole), _final(resumed))
+
+
+# ------------------------------------------------------------------ what a search writes and prints
+def test_alpha_is_saved_at_full_precision_so_near_ties_keep_their_order(micro_space, tmp_path):
+    from blocks.architecture import Architecture, load_architecture
+    from blocks.network import SuperNet
+    from pipeline.training.search import SearchResult
+
+    net = SuperNet(micro_space, 10)
+    with torch.no_grad():
+        for layer, winner in zip(net.layers, (0, 2, 3)):
+            layer.theta.zero_()
+            layer.theta[winner] = 4e-7  # α differ in the 7th decimal: equal once rounded to 6
+    r = SearchResult(net, net.derive())
+    table = r.alpha_table()
+    assert [list(a.values()) for a in table] == [[float(v) for v in a.detach()] for a in net.alphas()]
+    assert len({round(v, 6) for v in table[0].values()}) == 1  # what rounding would have saved: a tie
+    path = tmp_path / "architecture.json"
+    Architecture(micro_space, r.blocks, {"alpha": table}).save(path)
+    saved = load_architecture(path).info["alpha"]
+    assert saved == table
+    assert tuple(max(a, key=a.get) for a in saved) == net.derive() == ("k3_e1", "k5_e3", "skip")

@@ -130,8 +130,10 @@ class SearchResult:
     argmax_blocks: tuple[str, ...] = ()  # before the latency target's projection (== blocks without one)
 
     def alpha_table(self) -> list[dict[str, float]]:
+        """α per layer and block at full precision: rounding would turn near-ties into ties,
+        and the argmax could then no longer be read back from the architecture file."""
         return [
-            {n: round(float(a), 6) for n, a in zip(layer.names, alpha)}
+            {n: float(a) for n, a in zip(layer.names, alpha)}
             for layer, alpha in zip(self.supernet.layers, (a.detach() for a in self.supernet.alphas()))
         ]
 
