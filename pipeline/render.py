@@ -90,8 +90,9 @@ def search_text(r: SearchReport) -> str:
     info, space = r.architecture.info, r.architecture.space
     rows = []
     for i, (b, alpha) in enumerate(zip(r.architecture.blocks, info["alpha"])):
-        runner_up = sorted(alpha.items(), key=lambda kv: -kv[1])[1] if len(alpha) > 1 else ("", 0.0)
-        rows.append([str(i), space.layers[i].key, b, f"{alpha[b]:.3f}", f"{runner_up[0]} {runner_up[1]:.3f}"])
+        other = runner_up(alpha, b)
+        rows.append([str(i), space.layers[i].key, b, f"{alpha[b]:.3f}",
+                     "-" if other is None else f"{other[0]} {other[1]:.3f}"])
     lat = info["latency"]
     return "\n".join([
         f"derived architecture: {r.path}",
@@ -103,6 +104,16 @@ def search_text(r: SearchReport) -> str:
         f"test accuracy: super-net {info['supernet_test_accuracy']:.3f}, derived network with inherited "
         f"weights {r.derived_test_acc:.3f} (retrain from scratch with 'pipeline train')",
     ])
+
+
+def runner_up(alpha: dict[str, float], chosen: str) -> tuple[str, float] | None:
+    """The most likely block other than the chosen one (None where the layer has no other).
+
+    Under a latency target the chosen block need not be the most likely, so the runner-up is
+    not simply the second highest α: that could be the chosen block itself.
+    """
+    others = [(name, a) for name, a in alpha.items() if name != chosen]
+    return max(others, key=lambda kv: kv[1]) if others else None
 
 
 def _target_lines(info: dict) -> list[str]:

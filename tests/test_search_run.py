@@ -354,6 +354,37 @@ def test_a_killed_search_resumes_from_its_last_epoch_to_the_same_result(micro_sp
 
 
 # ------------------------------------------------------------------ what a search writes and prints
+def _report(space, blocks, alpha, tmp_path):
+    from blocks.architecture import Architecture
+    from pipeline.stages.search import SearchReport
+
+    info = {"alpha": alpha, "predicted_latency_ms": 3.0, "supernet_test_accuracy": 0.5,
+            "latency": {"predictor": "table sum", "space_fastest_ms": 1.8, "space_slowest_ms": 10.5},
+            "table": {"target": "desktop", "device": "host"},
+            "latency_target": {"target_ms": 3.5, "met": True, "argmax_latency_ms": 6.0, "layers_changed_to_meet_it": [0, 1]}}
+    return SearchReport(Architecture(space, blocks, info), tmp_path / "architecture.json", None, 3.0, 0.25)
+
+
+def test_runner_up_under_a_latency_target_is_the_best_block_other_than_the_chosen_one(micro_space, tmp_path):
+    from pipeline.render import search_text
+
+    alpha = [{"k3_e1": 0.5, "k3_e6": 0.3, "k5_e3": 0.15, "skip": 0.05},  # chose the second most likely
+             {"k3_e1": 0.5, "k3_e6": 0.3, "k5_e3": 0.15, "skip": 0.05},  # chose the third
+             {"k3_e1": 0.1, "k3_e6": 0.6, "k5_e3": 0.2, "skip": 0.1}]  # chose the argmax
+    text = search_text(_report(micro_space, ("k3_e6", "k5_e3", "k3_e6"), alpha, tmp_path))
+    rows = [line.split() for line in text.splitlines()[2:5]]
+    assert [r[2:] for r in rows] == [["k3_e6", "0.300", "k3_e1", "0.500"],
+                                     ["k5_e3", "0.150", "k3_e1", "0.500"],
+                                     ["k3_e6", "0.600", "k5_e3", "0.200"]]
+
+
+def test_a_layer_with_one_candidate_has_no_runner_up():
+    from pipeline.render import runner_up
+
+    assert runner_up({"k3_e1": 1.0}, "k3_e1") is None
+    assert runner_up({"a": 0.4, "b": 0.4, "c": 0.2}, "a") == ("b", 0.4)
+
+
 def test_alpha_is_saved_at_full_precision_so_near_ties_keep_their_order(micro_space, tmp_path):
     from blocks.architecture import Architecture, load_architecture
     from blocks.network import SuperNet
