@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from benchmarks.table import LatencyTable
-from blocks.space import SearchSpace
+from blocks.space import LayerShape, SearchSpace
 from pipeline.training.sweep import SweepReport
 from benchmarks.targets import Target
 from pipeline.stages.validate import ValidateReport
@@ -24,22 +24,25 @@ def _grid(header: list[str], rows: list[list[str]]) -> str:
 
 
 def latency_grid(table: LatencyTable, space: SearchSpace) -> str:
-    """Layers down, blocks across, median ms in each cell ('-' where a block cannot go)."""
+    """Layers down, blocks across, median ms in each cell ('-' where a block cannot go); the
+    fixed parts (stem, head, classifier) in a column of their own, since no block is timed there."""
     # Stages may fix their own candidates, so the columns are every block some layer can take.
     columns = list(dict.fromkeys(b for i in range(len(space.layers)) for b in space.candidates(i)))
-    rows = []
-    for name, shape in space.fixed_parts()[:1]:
-        rows.append([name, shape.key, f"{table.latency(name, shape):.4f}"] + [""] * (len(columns) - 1))
+    fixed = space.fixed_parts()
+
+    def fixed_row(name: str, shape: LayerShape) -> list[str]:
+        return [name, shape.key, *[""] * len(columns), f"{table.latency(name, shape):.4f}"]
+
+    rows = [fixed_row(name, shape) for name, shape in fixed[:1]]
     for i, shape in enumerate(space.layers):
         cells = []
         for b in columns:
             row = table.rows.get(f"{b}/{shape.key}")
             cells.append("-" if row is None or b not in space.candidates(i)
                          else (f"{row.median_ms:.4f}" if row.status == "ok" else row.status))
-        rows.append([str(i), shape.key, *cells])
-    for name, shape in space.fixed_parts()[1:]:
-        rows.append([name, shape.key, f"{table.latency(name, shape):.4f}"] + [""] * (len(columns) - 1))
-    return _grid(["layer", "shape (in x h x w - out - stride)", *columns], rows)
+        rows.append([str(i), shape.key, *cells, ""])
+    rows += [fixed_row(name, shape) for name, shape in fixed[1:]]
+    return _grid(["layer", "shape (in x h x w - out - stride)", *columns, "fixed part"], rows)
 
 
 def benchmark_text(r: BenchmarkReport, space: SearchSpace) -> str:

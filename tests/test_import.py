@@ -3,6 +3,7 @@
 import hashlib
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -182,6 +183,31 @@ def test_small_table_imports_and_predicts_by_hand(tmp_path, mini):
     assert model.predict(mini, ("mb_k5_e6", "identity")) == pytest.approx(0.5 + 0.25 + 0.125 + 2.0)
     assert model.predict(mini, ("mb_k3_e3", "mb_k3_e3")) == pytest.approx(0.5 + 0.25 + 0.125 + 1.0 + 3.0)
     assert table.rows["identity/16x4x4-16-s1"].stats["note"].startswith("skipped layer")
+
+
+def _columns(grid):
+    """Each printed value of a right-aligned grid, by the header it sits under: {(row, column): text}."""
+    header, *lines = grid.splitlines()
+    ends = {m.end(): m.group() for m in re.finditer(r"\S+(?: \S+)*", header)}
+    cells = {}
+    for line in lines:
+        name = line.split()[0]
+        for m in re.finditer(r"\S+", line[len(name):]):
+            end = m.end() + len(name)
+            if end in ends and m.start() > 0:
+                cells[(name, ends[end])] = m.group()
+    return cells
+
+
+def test_import_printout_keeps_the_fixed_parts_out_of_the_block_columns(tmp_path, mini):
+    from pipeline.render import latency_grid
+
+    cells = _columns(latency_grid(import_table(_lut(tmp_path), "tflite", "phone", mini), mini))
+    assert {k: v for k, v in cells.items() if k[0] in ("stem", "head_conv", "classifier")} == {
+        ("stem", "fixed part"): "0.5000", ("head_conv", "fixed part"): "0.2500", ("classifier", "fixed part"): "0.1250"}
+    assert {k: v for k, v in cells.items() if k[0] in ("0", "1")} == {
+        ("0", "mb_k3_e3"): "1.0000", ("0", "mb_k5_e6"): "2.0000", ("0", "identity"): "-",
+        ("1", "mb_k3_e3"): "3.0000", ("1", "mb_k5_e6"): "4.0000", ("1", "identity"): "0.0000"}
 
 
 def test_saved_import_loads_back_as_a_table(tmp_path, mini):
