@@ -163,6 +163,33 @@ def test_plot_is_a_valid_png(tmp_path, entries, other_entry):
     assert [p.name for p in path.parent.iterdir()] == ["compare.png"]  # no temporary file left
 
 
+def _colour_bar(fig):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()  # tick labels and the offset text exist once drawn
+    (bar,) = [im.colorbar for ax in fig.axes for im in ax.images if im.colorbar is not None]
+    return bar, [t.get_text() for t in bar.ax.yaxis.get_ticklabels()], bar.ax.yaxis.get_offset_text().get_text()
+
+
+def test_colour_bar_stays_readable_when_every_cell_is_x1(tmp_path, micro_space, entries):
+    # The same architecture entered for two tables: every cell is the fastest under its table, ×1.00.
+    twin = _entry(tmp_path, "android/host", entries[1].table, micro_space, ARCHS["desktop/host"])
+    c = compare([entries[0], twin])
+    assert all(c.predicted[0][j] == c.predicted[1][j] for j in range(2))
+    bar, labels, offset = _colour_bar(render.figure(c))
+    assert (bar.vmin, bar.vmax) == (1.0, pytest.approx(1.1))
+    assert offset == ""  # no "1e-7+1" above the bar
+    assert labels[0] == "×1.00" and labels[-1] == "×1.10"
+    assert len(set(labels)) == len(labels) and [float(t[1:]) for t in labels] == sorted(float(t[1:]) for t in labels)
+
+
+def test_colour_bar_spans_the_largest_ratio(entries):
+    bar, labels, offset = _colour_bar(render.figure(compare(entries)))
+    top = max(CROSS[i][j] / min(r[j] for r in CROSS) for i in range(3) for j in range(3))  # 9.0 / 3.0
+    assert (bar.vmin, bar.vmax) == (1.0, pytest.approx(top))
+    assert offset == "" and labels[0] == "×1.00" and all(t.startswith("×") for t in labels)
+
+
 def test_write_outputs(tmp_path, entries):
     paths = write_outputs(compare(entries), tmp_path / "cmp")
     assert {p.name for p in paths.values()} == {"compare.md", "compare.json", "compare.png"}

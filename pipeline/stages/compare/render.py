@@ -137,7 +137,12 @@ def _markdown(c: Comparison, plot: str | None) -> str:
 # ---------------------------------------------------------------------------- plot
 def plot(c: Comparison, path: str | os.PathLike) -> None:
     """A PNG: the cross matrix normalised per table, and latencies per device as grouped bars."""
-    path = Path(path)
+    fig = figure(c)
+    write_with(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+
+
+def figure(c: Comparison) -> Any:
+    """The plot's matplotlib Figure (what `plot` saves)."""
     # The object API with no pyplot: no global backend or figure state; savefig renders with Agg.
     from matplotlib.figure import Figure
 
@@ -147,7 +152,12 @@ def plot(c: Comparison, path: str | os.PathLike) -> None:
     _heatmap(fig, left, c)
     _bars(right, c)
     fig.suptitle("Architectures searched for each device, timed on every device")
-    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    return fig
+
+
+# The colour scale spans at least ×1.00 to ×1.10: where every cell is (nearly) ×1.00 a narrower
+# one would paint rounding noise in full colour, and its ticks would all read ×1.00.
+HEATMAP_MIN_SPAN = 0.1
 
 
 def _relative(c: Comparison) -> Any:
@@ -167,9 +177,10 @@ def _heatmap(fig: Any, ax: Any, c: Comparison) -> None:
     import matplotlib
     import numpy as np
     from matplotlib.patches import Rectangle
+    from matplotlib.ticker import StrMethodFormatter
 
     rel, n = _relative(c), len(c.entries)
-    top = max(float(np.nanmax(rel)), 1.0 + 1e-6)
+    top = max(float(np.nanmax(rel)), 1.0 + HEATMAP_MIN_SPAN)
     cmap = matplotlib.colormaps["YlOrRd"].with_extremes(bad="0.85")
     im = ax.imshow(np.ma.masked_invalid(rel), cmap=cmap, vmin=1.0, vmax=top)
     for i in range(n):
@@ -185,7 +196,8 @@ def _heatmap(fig: Any, ax: Any, c: Comparison) -> None:
     ax.set_xlabel("timed with the table of")
     ax.set_ylabel("architecture searched for")
     ax.set_title("predicted latency, × fastest under each table\n(framed: own table; bold: fastest)", fontsize=10)
-    fig.colorbar(im, ax=ax, shrink=0.8, label="× the fastest under that table")
+    # Ratios as the cells write them: the default formatter turns a narrow range into an offset ("1e-7+1").
+    fig.colorbar(im, ax=ax, shrink=0.8, label="× the fastest under that table", format=StrMethodFormatter("×{x:.2f}"))
 
 
 def _bars(ax: Any, c: Comparison) -> None:
