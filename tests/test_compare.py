@@ -107,16 +107,16 @@ def test_a_faster_foreign_architecture_is_reported(tmp_path, micro_space, entrie
     assert "for 1 of 2 table(s)" in text
 
 
-def test_an_architecture_of_another_space_gets_na_cells(entries, other_entry):
-    c = compare([*entries, other_entry])
-    assert all(c.predicted[3][j] is None for j in range(3))
-    assert all(c.predicted[i][3] is None for i in range(3))
-    assert c.predicted[3][3] == pytest.approx(1.5 + 1.0 + 3.0)
-    assert [g.space.name for g in c.groups] == ["micro", "other"]
-    assert c.groups[1].members == (3,) and c.groups[1].tables == (3,)
-    text = render.to_text(c)
-    assert "n/a" in text and "space 'other'" in text
-    assert c.to_dict()["predicted_ms"]["other/host"]["desktop/host"] is None
+def test_architectures_of_different_spaces_are_refused_in_one_line(entries, other_entry):
+    # Each table times one space's blocks only: the matrix would be n/a off the diagonal's own
+    # space, and the accuracies of different spaces' networks would be set side by side.
+    with pytest.raises(PipelineError) as e:
+        compare([*entries, other_entry])
+    micro, other = entries[0].architecture.space.fingerprint, other_entry.architecture.space.fingerprint
+    assert str(e.value) == (
+        f"compare needs architectures of one search space, got 2 (space 'micro' ({micro}): desktop/host, "
+        f"android/host, android/pixel1; space 'other' ({other}): other/host); compare each space's entries "
+        "in a run of their own")
 
 
 def test_measure_callback_fills_the_measured_matrix(entries):
@@ -152,11 +152,11 @@ def test_trained_weights_of_another_architecture_are_ignored(tmp_path, micro_spa
     assert compare(entries).accuracy[0].trained is None
 
 
-def test_plot_is_a_valid_png(tmp_path, entries, other_entry):
+def test_plot_is_a_valid_png(tmp_path, entries):
     import matplotlib.image
 
     path = tmp_path / "out" / "compare.png"
-    render.plot(compare([*entries, other_entry], lambda e, a: 1.0 if e.label == "desktop/host" else None), path)
+    render.plot(compare(entries, lambda e, a: 1.0 if e.label == "desktop/host" else None), path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     h, w, channels = matplotlib.image.imread(path).shape
     assert h > 200 and w > 400 and channels in (3, 4)

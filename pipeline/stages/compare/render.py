@@ -42,7 +42,7 @@ def write_outputs(comparison: Comparison, out_dir: str | os.PathLike) -> dict[st
 
 
 # ---------------------------------------------------------------------------- tables
-MATRIX_LEGEND = "  (own) = searched for that table; +x% = vs own; * = fastest under that table; n/a = table lacks that space's rows"
+MATRIX_LEGEND = "  (own) = searched for that table; +x% = vs own; * = fastest under that table"
 
 
 def _cell(matrix: Matrix, i: int, j: int, fastest: int | None) -> str:

@@ -107,6 +107,7 @@ def compare(entries: list[Entry], measure: Measure | None = None) -> Comparison:
     models = {(j, fp): _model(e.table, space) for j, e in enumerate(entries) for fp, space in spaces.items()}
     for j, e in enumerate(entries):
         _check_own_table(e, models[(j, e.architecture.space.fingerprint)])
+    _check_one_space(entries)
     predicted = tuple(
         tuple(_predict(models[(j, a.architecture.space.fingerprint)], a.architecture) for j in range(len(entries)))
         for a in entries
@@ -155,6 +156,21 @@ def _check_own_table(e: Entry, model: LatencyModel | None) -> None:
         f"'{space.name}' of architecture '{e.arch_path}'; {hint}, or measure it with "
         f"'{measure_command(e.table.target, space.name, e.table.device)}'"
     )
+
+
+def _check_one_space(entries: list[Entry]) -> None:
+    """Refuse architectures of different spaces: a table times only its own space's blocks (the
+    cross matrix would be n/a off each space's own cells), and accuracies of networks from
+    different spaces are not alike enough to set side by side."""
+    by_space: dict[str, list[Entry]] = {}
+    for e in entries:
+        by_space.setdefault(e.architecture.space.fingerprint, []).append(e)
+    if len(by_space) < 2:
+        return
+    listed = "; ".join(f"space '{es[0].architecture.space.name}' ({fp}): {', '.join(e.label for e in es)}"
+                       for fp, es in by_space.items())
+    raise PipelineError(f"compare needs architectures of one search space, got {len(by_space)} ({listed}); "
+                        "compare each space's entries in a run of their own")
 
 
 def _measure(measure: Measure, on: Entry, searched_for: Entry) -> float | None:
@@ -212,7 +228,7 @@ def _number(v: Any) -> float | None:
 @dataclass(frozen=True)
 class Comparison:
     entries: tuple[Entry, ...]
-    predicted: Matrix  # ms from the tables; None where table j lacks rows for arch i's space
+    predicted: Matrix  # ms from the tables (every table fits the one space compared)
     measured: Matrix | None  # ms end to end; None without a `measure` callback
     accuracy: tuple[Accuracy, ...]
     groups: tuple[SpaceGroup, ...]
