@@ -146,6 +146,25 @@ def test_accuracy_from_the_search_record_and_trained_weights(tmp_path, micro_spa
     assert c.to_dict()["entries"][1]["accuracy"] == {"inherited": 0.8, "trained": 0.9, "supernet": 0.7}
 
 
+DIGITS = {"source": "digits", "classes": 10, "w": 1000, "theta": 437, "test": 360}
+
+
+@pytest.mark.parametrize("other_data,sentence", [
+    (DIGITS, "test accuracy: desktop/host 0.800 (inherited), android/host 0.600 (inherited); spread 20.0 points"),
+    ({**DIGITS, "source": "photos/", "classes": 3, "test": 30},
+     "test accuracy: desktop/host 0.800 (inherited), android/host 0.600 (inherited); not compared, the searches "
+     "used different data (desktop/host: digits, 10 classes, 360 test images; android/host: photos/, 3 classes, "
+     "30 test images); search on the same data to compare accuracy"),
+])
+def test_accuracies_are_compared_only_on_the_same_data(tmp_path, micro_space, other_data, sentence):
+    tables = _tables(micro_space)
+    c = compare([_entry(tmp_path, label, tables[label], micro_space, ARCHS[label],
+                        {"inherited_test_accuracy": acc, "data": data})
+                 for label, acc, data in (("desktop/host", 0.8, DIGITS), ("android/host", 0.6, other_data))])
+    assert c.summary()[-1] == sentence
+    assert sentence in render.to_markdown(c)
+
+
 def test_trained_weights_of_another_architecture_are_ignored(tmp_path, micro_space, entries):
     net = DerivedNet(micro_space, ("k3_e1",) * 3, micro_space.num_classes)
     save_weights(weights_path(entries[0].arch_path, "trained"), net, "trained", 0.9)

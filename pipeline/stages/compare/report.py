@@ -254,7 +254,8 @@ class Comparison:
             lines += _claims(self.labels, self.measured, "measured")
         for g in self.groups:
             lines += _group_sentences(g, self.labels)
-        return lines + [_accuracy_sentence(self.labels, self.accuracy)]
+        data = [_search_data(e.architecture) for e in self.entries]
+        return lines + [_accuracy_sentence(self.labels, self.accuracy, data)]
 
 
     def to_dict(self) -> dict[str, Any]:
@@ -321,13 +322,25 @@ def _acc(a: Accuracy) -> str:
     return "-" if best is None else f"{best[0]:.3f} ({best[1]})"
 
 
-def _accuracy_sentence(labels: list[str], accuracy: tuple[Accuracy, ...]) -> str:
-    known = [(lab, a.best) for lab, a in zip(labels, accuracy) if a.best is not None]
+def _search_data(arch: Architecture) -> str | None:
+    """The data an architecture was searched on, in words (None where its file does not say)."""
+    d = arch.info.get("data")
+    if not isinstance(d, dict) or "source" not in d:
+        return None
+    return f"{d['source']}, {d.get('classes', '?')} classes, {d.get('test', '?')} test images"
+
+
+def _accuracy_sentence(labels: list[str], accuracy: tuple[Accuracy, ...], data: list[str | None]) -> str:
+    known = [(lab, a.best, d) for lab, a, d in zip(labels, accuracy, data) if a.best is not None]
     if len(known) < 2:
         return ("test accuracy is known for fewer than two architectures; train them with 'pipeline train' "
                 "to compare latency at known accuracy")
-    values = [b[0] for _, b in known]
-    listed = ", ".join(f"{lab} {b[0]:.3f} ({b[1]})" for lab, b in known)
+    listed = ", ".join(f"{lab} {b[0]:.3f} ({b[1]})" for lab, b, _ in known)
+    if len({d for _, _, d in known if d is not None}) > 1:  # test sets of different data: no common scale
+        used = "; ".join(f"{lab}: {d or 'not recorded'}" for lab, _, d in known)
+        return (f"test accuracy: {listed}; not compared, the searches used different data ({used}); "
+                "search on the same data to compare accuracy")
+    values = [b[0] for _, b, _ in known]
     return f"test accuracy: {listed}; spread {100.0 * (max(values) - min(values)):.1f} points"
 
 
