@@ -22,7 +22,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -30,6 +30,7 @@ from tqdm import tqdm
 from benchmarks.boundary import NOOP_PARTS
 from benchmarks.harness import BenchmarkJob, export_rows, row_module, rows_to_measure
 from benchmarks.protocol import Protocol, Samples
+from benchmarks.runners import RUNNERS, DeviceTool
 from benchmarks.table import LatencyTable, Row, row_key
 from blocks.architecture import Architecture
 from blocks.space import LayerShape, SearchSpace
@@ -117,63 +118,21 @@ def load_bundle(folder: Path) -> Bundle:
 
 
 # ---------------------------------------------------------------------------- the tools that time on a device
-def parse_benchmark_model(text: str) -> float:
-    """LiteRT `benchmark_model`'s log -> ms per run. The median of the timed runs where the
-    tool prints one (recent versions add `median=` to the last `count=` line, the timed runs; the
-    one before it is the warm-up), else their average (`Inference (avg)`). Both are in µs."""
-    if "Inference timings in us" not in text:
-        raise ValueError("it has no 'Inference timings in us' line, so benchmark_model did not finish")
-    medians = re.findall(r"^.*\bcount=\d+\b.*\bmedian=([0-9.eE+-]+)", text, re.MULTILINE)
-    if medians:
-        return float(medians[-1]) / 1000.0
-    avg = re.search(r"Inference \(avg\): ([0-9.eE+-]+)", text)
-    if avg is None:
-        raise ValueError("its 'Inference timings in us' line has no 'Inference (avg)'")
-    return float(avg.group(1)) / 1000.0
+def device_tool(runner: str) -> DeviceTool | None:
+    """The runtime's own timer on a device (`Runner.device_tool`), or None where it has none."""
+    return RUNNERS.get(runner).device_tool
 
 
-def parse_executor_runner(text: str) -> float:
-    """ExecuTorch `executor_runner`'s log -> ms per run: the total it prints over its
-    `--num_executions` runs, divided by their number (the first run is in it: the runner has no
-    warm-up, so time enough runs that it does not matter)."""
-    m = re.search(r"Model executed successfully (\d+) time\(s\) in ([0-9.eE+-]+) ms", text)
-    if m is None:
-        raise ValueError("it has no 'Model executed successfully N time(s) in T ms' line: build executor_runner "
-                         "with -DEXECUTORCH_ENABLE_LOGGING=ON and -DEXECUTORCH_PAL_DEFAULT=posix (a Release build "
-                         "logs nothing, the Android PAL logs to logcat), from ExecuTorch 0.4 or later")
-    return float(m.group(2)) / int(m.group(1))
+class _DeviceTools:
+    """Runner name -> its device tool, looked up in the runner registry on every call, so a
+    runner registered later (a plugin's) has its tool too. Callers outside this module that
+    know only `DEVICE_TOOLS.get(name)` keep working; `device_tool(name)` is the same."""
+
+    def get(self, runner: str) -> DeviceTool | None:
+        return device_tool(runner)
 
 
-@dataclass(frozen=True)
-class DeviceTool:
-    """A runtime's own command-line timer, run on an Android device over adb."""
-
-    tool: str  # what the user must put on the device
-    env: str  # the variable that says where it is on the device
-    default_path: str
-    command: str  # one network's command, run by the device's shell; the script sets $TOOL and $THREADS
-    parse: Callable[[str], float]
-    notes: str
-
-
-# Keyed by runner name (a target's `runner`), since the timer must be the target's runtime.
-DEVICE_TOOLS: dict[str, DeviceTool] = {
-    "litert": DeviceTool(
-        "LiteRT's benchmark_model for the device's CPU (android_aarch64_benchmark_model from LiteRT's releases)",
-        "BENCHMARK_MODEL", "/data/local/tmp/benchmark_model",
-        "'$TOOL' --graph='$MODEL' --num_threads=$THREADS --use_xnnpack=true --warmup_runs=1 --num_runs=50 --min_secs=1",
-        parse_benchmark_model,
-        "each run: warm-up runs (at least one, and 0.5 s), then at least 50 timed runs and 1 s (benchmark_model's "
-        "defaults), with XNNPACK as the table was timed"),
-    "executorch": DeviceTool(
-        "ExecuTorch's executor_runner built for Android with XNNPACK and its log on stderr (cmake "
-        "-DEXECUTORCH_BUILD_EXECUTOR_RUNNER=ON -DEXECUTORCH_BUILD_XNNPACK=ON -DEXECUTORCH_ENABLE_LOGGING=ON "
-        "-DEXECUTORCH_PAL_DEFAULT=posix)",
-        "EXECUTOR_RUNNER", "/data/local/tmp/executor_runner",
-        "'$TOOL' --model_path='$MODEL' --num_executions=50 --cpu_threads=$THREADS",
-        parse_executor_runner,
-        "each run: 50 executions timed together (executor_runner has no separate warm-up)"),
-}
+DEVICE_TOOLS = _DeviceTools()
 
 
 def _script(b: Bundle, tool: DeviceTool, then: str) -> str:
@@ -269,7 +228,7 @@ def _write(b: Bundle, files: dict[str, Path]) -> Bundle:
     script where the runtime has a tool, the CSV to fill in, the README and, last, the manifest."""
     for n in b.networks:
         _copy(files[n.name], b.folder / n.file)
-    tool = DEVICE_TOOLS.get(b.runner)
+    tool = device_tool(b.runner)
     if tool is not None:
         write_text_atomic(b.folder / SCRIPT, _script(b, tool, bundle_command(b, b.folder / LOGS)))
         (b.folder / SCRIPT).chmod(0o755)
@@ -312,7 +271,7 @@ def _copy(src: Path, dst: Path) -> None:
         except OSError:  # another file system, or one without links
             shutil.copy2(a, b)
 
-    if src.is_dir():  # a Core ML .mlpackage
+    if src.is_dir():  # a format whose artifact is a folder (a Core ML .mlpackage)
         with atomic_dir(dst) as tmp:
             shutil.copytree(src, tmp, copy_function=link_or_copy)
     else:
@@ -330,8 +289,8 @@ def _readme(b: Bundle, tool: DeviceTool | None) -> str:
         role = f"{n_fit} of them fit a calibration of the {b.device} table, the other {len(b.networks) - n_fit} judge it"
     else:
         role = "they judge the table's prediction (no new fit)"
-    packages = all(n.file.endswith(".mlpackage") for n in b.networks)
-    threads = "" if packages else f" with {b.threads} thread(s)"  # Core ML picks its own compute units
+    runner = RUNNERS.get(b.runner)
+    threads = f" with {b.threads} thread(s)" if runner.takes_threads else ""
     folder = Path(b.networks[0].file).parent if b.networks else "."
     parts = [f"{what.capitalize()} of space '{b.space}' exported for target '{b.target}', to time on device "
              f"'{b.device}'.\n{len(b.networks)} {what} in {folder}/; {role}.\n\n"
@@ -343,14 +302,9 @@ def _readme(b: Bundle, tool: DeviceTool | None) -> str:
     parts.append(f"{'Or time them with any tool you trust and write' if tool else 'Write'} one row per {b.item} and "
                  f"round into {CSV_NAME}\n({b.item},ms: milliseconds per inference, steady state), then:\n\n"
                  f"    {bundle_command(b, b.folder / CSV_NAME)}\n")
-    if packages:
-        parts.append(_COREML_HOWTO)
+    if runner.manual_howto:
+        parts.append(runner.manual_howto)
     return "\n".join(parts)
-
-
-_COREML_HOWTO = """On an iPhone: open each .mlpackage in Xcode, choose the Performance tab, pick the connected
-iPhone and create a report; its median prediction time is the number to write.
-"""
 
 
 # ---------------------------------------------------------------------------- reading measurements
@@ -419,7 +373,7 @@ def _read_csv(path: Path, item: str) -> list[tuple[str, float, str]]:
 
 
 def _read_logs(folder: Path, b: Bundle) -> list[tuple[str, float, str]]:
-    tool = DEVICE_TOOLS.get(b.runner)
+    tool = device_tool(b.runner)
     if tool is None:
         raise PipelineError(f"'{folder}' is a folder, but target '{b.target}' has no device tool whose logs this "
                             f"tool reads; write the times into {b.folder / CSV_NAME} and pass that")
@@ -480,7 +434,7 @@ def table_from_measurements(measurements: Path, space: SearchSpace, target: Targ
                             f"{', ...' if len(untimed) > 3 else ''}); time them (run {SCRIPT} again) or write them "
                             f"into {b.folder / CSV_NAME}")
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    tool = DEVICE_TOOLS.get(b.runner)
+    tool = device_tool(b.runner)
     exp = b.exporter
     table = LatencyTable({"target": target.name, "device": device, "unit": "ms", "threads": b.threads,
                           "space": space.name, "space_fingerprint": space.fingerprint, "block_set": list(space.blocks),
@@ -488,7 +442,7 @@ def table_from_measurements(measurements: Path, space: SearchSpace, target: Targ
                           "format": exp.get("format"), "exporter_options": {k: v for k, v in exp.items()
                                                                             if k not in ("name", "format")},
                           "imported_from": {"file": str(measurements), "bundle": str(b.folder.resolve())},
-                          "source": (f"timed on {device} with {tool.tool.split(' (')[0]}" if tool and measurements.is_dir()
+                          "source": (f"timed on {device} with {tool.name}" if tool and measurements.is_dir()
                                      else f"times written into {measurements.name}"),
                           "statistic": "median of the rounds", "imported": now, "created": now, "updated": now})
     for n in b.networks:

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from benchmarks.bundle import MANIFEST, parse_benchmark_model, parse_executor_runner
+from benchmarks.bundle import MANIFEST
+from benchmarks.runners.executorch import parse_executor_runner
+from benchmarks.runners.litert import parse_benchmark_model
 from pipeline.cli import main
 from tests.conftest import make_table
 

@@ -4,6 +4,6 @@ from benchmarks.runners import coreml as _coreml  # noqa: F401  (registers 'core
 from benchmarks.runners import executorch as _executorch  # noqa: F401  ('executorch', 'executorch-coreml')
 from benchmarks.runners import litert as _litert  # noqa: F401  (registers 'litert')
 from benchmarks.runners import onnxruntime as _onnxruntime  # noqa: F401  (registers 'onnxruntime')
-from benchmarks.runners.base import RUNNERS, Run, Runner
+from benchmarks.runners.base import RUNNERS, Call, DeviceTool, Run, Runner
 
-__all__ = ["RUNNERS", "Run", "Runner"]
+__all__ = ["RUNNERS", "Call", "DeviceTool", "Run", "Runner"]

@@ -30,6 +30,11 @@ class CoreMLRunner(Runner):
         "Core ML runs only on macOS or iOS: run the same command on a Mac to measure it, "
         "or import a table measured there with 'pipeline benchmark import'"
     )
+    takes_threads = False  # Core ML picks its own compute units
+    manual_howto = (
+        "On an iPhone: open each .mlpackage in Xcode, choose the Performance tab, pick the connected\n"
+        "iPhone and create a report; its median prediction time is the number to write.\n"
+    )
 
     def __init__(self, threads: int = 1, **options: Any) -> None:
         super().__init__(threads, **options)

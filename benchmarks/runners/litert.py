@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
-from benchmarks.runners.base import RUNNERS, Run, Runner
+from benchmarks.runners.base import RUNNERS, Call, DeviceTool, Run, Runner
 from export.base import Artifact, package_version, quiet_converters
 from core.errors import PipelineError, first_line
 
@@ -16,6 +17,30 @@ class LiteRTRunnerOptions:
     xnnpack: bool = True  # the CPU delegate LiteRT applies by default on Android
 
 
+def parse_benchmark_model(text: str) -> float:
+    """LiteRT `benchmark_model`'s log -> ms per run. The median of the timed runs where the
+    tool prints one (recent versions add `median=` to the last `count=` line, the timed runs; the
+    one before it is the warm-up), else their average (`Inference (avg)`). Both are in µs."""
+    if "Inference timings in us" not in text:
+        raise ValueError("it has no 'Inference timings in us' line, so benchmark_model did not finish")
+    medians = re.findall(r"^.*\bcount=\d+\b.*\bmedian=([0-9.eE+-]+)", text, re.MULTILINE)
+    if medians:
+        return float(medians[-1]) / 1000.0
+    avg = re.search(r"Inference \(avg\): ([0-9.eE+-]+)", text)
+    if avg is None:
+        raise ValueError("its 'Inference timings in us' line has no 'Inference (avg)'")
+    return float(avg.group(1)) / 1000.0
+
+
+BENCHMARK_MODEL = DeviceTool(
+    "LiteRT's benchmark_model for the device's CPU (android_aarch64_benchmark_model from LiteRT's releases)",
+    "BENCHMARK_MODEL", "/data/local/tmp/benchmark_model",
+    "'$TOOL' --graph='$MODEL' --num_threads=$THREADS --use_xnnpack=true --warmup_runs=1 --num_runs=50 --min_secs=1",
+    parse_benchmark_model,
+    "each run: warm-up runs (at least one, and 0.5 s), then at least 50 timed runs and 1 s (benchmark_model's "
+    "defaults), with XNNPACK as the table was timed")
+
+
 @RUNNERS.register("litert")
 class LiteRTRunner(Runner):
     name = "litert"
@@ -23,6 +48,7 @@ class LiteRTRunner(Runner):
     runtime = "ai-edge-litert"
     Options = LiteRTRunnerOptions
     modules = ("ai_edge_litert",)
+    device_tool = BENCHMARK_MODEL
 
     def version(self) -> str:
         return package_version("ai-edge-litert")
@@ -51,3 +77,13 @@ class LiteRTRunner(Runner):
             return [it.get_tensor(o) for o in outs]
 
         return run
+
+    @classmethod
+    def open_plain(cls, path: str, threads: int) -> Call:
+        from ai_edge_litert.interpreter import Interpreter
+
+        it = Interpreter(model_path=path, num_threads=threads)  # XNNPACK applied by default, as on Android
+        it.allocate_tensors()
+        d = it.get_input_details()[0]
+        it.set_tensor(d["index"], np.random.default_rng(0).standard_normal(d["shape"]).astype(np.float32))
+        return it.invoke

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from benchmarks.runners.base import RUNNERS, Run, Runner
+from benchmarks.runners.base import RUNNERS, Call, Run, Runner
 from export.base import Artifact
 from core.errors import PipelineError, first_line
 
@@ -70,3 +70,12 @@ class OnnxRuntimeRunner(Runner):
             return sess.run(None, dict(zip(names, inputs)))
 
         return run
+
+    @classmethod
+    def open_plain(cls, path: str, threads: int) -> Call:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        inp = sess.get_inputs()[0]
+        feed = {inp.name: np.random.default_rng(0).standard_normal(inp.shape).astype(np.float32)}
+        return lambda: sess.run(None, feed)
