@@ -4,10 +4,11 @@
     python perf/independent_timing.py pipeline-out/validate/fbnet/desktop/host/validate.json
 
 `validate` times each network with the project's protocol (`benchmarks/protocol.py`). This
-script imports none of the project: it opens each artifact listed in validate.json with the
-runtime's own Python API (onnxruntime.InferenceSession, ai_edge_litert's Interpreter,
-executorch.runtime), one thread, pinned to one core like `taskset` in LiteRT's benchmark_model
-guide, and times a plain loop as `benchmark_model` does by default (a warm-up run, then at least
+script uses none of the project's loading or timing code: it opens each artifact listed in
+validate.json with the runtime's own Python API alone (each runner's `open_plain`, chosen by the
+file's format from the exporter and runner registries: onnxruntime.InferenceSession,
+ai_edge_litert's Interpreter, executorch.runtime), one thread, pinned to one core like `taskset`
+in LiteRT's benchmark_model guide, and times a plain loop as `benchmark_model` does by default (a warm-up run, then at least
 50 runs and at least 1 s), in `--rounds` rounds (by default as many as `validate` took). It
 prints, per network, its own median beside validate's, and the table's predictions judged
 against its own timings, so the measurement and the predictor can each be checked without
@@ -16,7 +17,7 @@ first k rounds, k = 1, 2, 3, 5, 9 and all: the part of the gap that shrinks as k
 re-timing's own noise, not the predictor's error.
 
 By default every network is loaded once, all in this process, before any is timed. With
-`--alone`, each is timed in its own fresh process (per round) that imports only its runtime,
+`--alone`, each is timed in its own fresh process (per round) that opens only that network,
 as `benchmark_model` runs a model (see the README's validate figures for how far apart the two
 were on this project's VM). With `--paired`, each network is timed both ways back to back in
 every round (which way first alternates), and the two ways' ratio is printed pair by pair, so
@@ -37,40 +38,41 @@ from typing import Callable
 import numpy as np
 from scipy.stats import spearmanr
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project, for its registries
 
-def open_onnx(path: str, threads: int) -> Callable[[], object]:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    inp = sess.get_inputs()[0]
-    feed = {inp.name: np.random.default_rng(0).standard_normal(inp.shape).astype(np.float32)}
-    return lambda: sess.run(None, feed)
+from benchmarks.runners import RUNNERS  # noqa: E402
+from core.errors import PipelineError  # noqa: E402
+from core.plugins import LOADED, load_plugins  # noqa: E402
+from export import EXPORTERS  # noqa: E402
 
 
-def open_tflite(path: str, threads: int) -> Callable[[], object]:
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_path=path, num_threads=threads)  # XNNPACK applied by default, as on Android
-    it.allocate_tensors()
-    d = it.get_input_details()[0]
-    it.set_tensor(d["index"], np.random.default_rng(0).standard_normal(d["shape"]).astype(np.float32))
-    return it.invoke
-
-
-def open_pte(path: str, threads: int) -> Callable[[], object]:
-    import torch
-    from executorch.extension.pybindings import portable_lib
-    from executorch.runtime import Runtime
-
-    portable_lib._unsafe_reset_threadpool(threads)  # XNNPACK's pool, process-wide in the bindings
-    method = Runtime.get().load_program(path).load_method("forward")
-    x = torch.randn(*method.metadata.input_tensor_meta(0).sizes(), generator=torch.Generator().manual_seed(0))
-    return lambda: method.execute([x])
+def opener_for(path: str) -> Callable[[str, int], Callable[[], object]]:
+    """The plain opener (`Runner.open_plain`) of the first registered runner of the format whose
+    files end as `path` does, by the exporters' suffixes."""
+    suffix = Path(path).suffix
+    formats = {e.format for _, e in EXPORTERS.items() if e.suffix == suffix}
+    runners = [r for _, r in RUNNERS.items() if formats & set(r.formats)]
+    if not runners:
+        known = ", ".join(sorted({e.suffix for _, e in EXPORTERS.items()}))
+        sys.exit(f"{path}: no registered exporter writes '{suffix}' files (they write {known}); pass the plugin "
+                 "that registers its format with --plugin")
+    return runners[0].open_plain
 
 
-OPENERS = {".onnx": open_onnx, ".tflite": open_tflite, ".pte": open_pte}
+def open_artifact(path: str, threads: int) -> Callable[[], object]:
+    """`path` opened with its runtime's own API, or the reason it cannot be, as an exit."""
+    try:
+        return opener_for(path)(path, threads)
+    except PipelineError as e:
+        sys.exit(f"{path}: {e}")
+
+
+def load_plugin_files(paths: list[str]) -> None:
+    """The plugins that register a format's exporter and runner, as `pipeline --plugin` took them."""
+    try:
+        load_plugins(paths)
+    except PipelineError as e:
+        sys.exit(str(e))
 
 
 def time_loop(call: Callable[[], object], min_runs: int = 50, min_s: float = 1.0) -> float:
@@ -89,17 +91,19 @@ _ALONE = """
 import os, sys
 sys.path.insert(0, sys.argv[1])
 import independent_timing as it
+it.load_plugin_files(sys.argv[6:])
 if hasattr(os, "sched_setaffinity"):
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:int(sys.argv[3])])
-call = it.OPENERS[os.path.splitext(sys.argv[2])[1]](sys.argv[2], int(sys.argv[3]))
+call = it.open_artifact(sys.argv[2], int(sys.argv[3]))
 print(it.time_loop(call, int(sys.argv[4]), float(sys.argv[5])))
 """
 
 
 def time_alone(path: str, threads: int, min_runs: int, min_s: float) -> float:
-    """`path` timed like `benchmark_model`: alone, in a fresh process that imports only its runtime."""
+    """`path` timed like `benchmark_model`: alone, in a fresh process that opens only it (the
+    project's registries are imported to find its runtime; none of its loading or timing code runs)."""
     here = str(Path(__file__).resolve().parent)
-    out = subprocess.run([sys.executable, "-c", _ALONE, here, path, str(threads), str(min_runs), str(min_s)],
+    out = subprocess.run([sys.executable, "-c", _ALONE, here, path, str(threads), str(min_runs), str(min_s), *LOADED],
                          capture_output=True, text=True)
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["no message"])[-1]
@@ -128,6 +132,8 @@ def main() -> None:
     ap.add_argument("--paired", action="store_true",
                     help="time each network both loaded here and alone, back to back, and print their ratio")
     ap.add_argument("--limit", type=int, help="only the first N networks")
+    ap.add_argument("--plugin", action="append", default=[], metavar="FILE",
+                    help="a plugin file that registers the format's exporter and runner, as given to 'pipeline'")
     opts = ap.parse_args()
     if opts.alone and opts.paired:
         sys.exit("--alone and --paired: pick one (--paired times both ways)")
@@ -135,6 +141,7 @@ def main() -> None:
         sys.exit(f"--limit {opts.limit}: give a number of networks, at least 1")
     if opts.rounds is not None and opts.rounds < 1:
         sys.exit(f"--rounds {opts.rounds}: give a number of rounds, at least 1")
+    load_plugin_files(opts.plugin)
     try:
         report = json.loads(opts.validate_json.read_text())
         samples = [s for s in report["samples"] if s.get("artifact")][:opts.limit]
@@ -158,7 +165,7 @@ def main() -> None:
     if opts.alone:
         time_one = alone_ms
     else:
-        calls = [OPENERS[Path(s["artifact"]).suffix](s["artifact"], threads) for s in samples]
+        calls = [open_artifact(s["artifact"], threads) for s in samples]
 
         def time_one(i: int) -> float:
             return time_loop(calls[i], opts.min_runs, opts.min_s)
