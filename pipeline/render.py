@@ -155,16 +155,25 @@ def export_text(r: ExportReport) -> str:
 
 
 def targets_text(targets: list[Target]) -> str:
+    """Each target and what it can do, all read from its exporter's and runner's classes."""
+    from export import EXPORTERS
+
     lines = []
     for t in targets:
         export_here = t.exportable_here()
         measure_here = t.measurable_here()
         options = {**t.exporter_options, **t.runner_options}
         lines.append(f"{t.name:<19} {t.description}")
-        lines.append(f"{'':<19} exporter {t.exporter}, runner {t.runner}"
+        exporter, runner = EXPORTERS.get(t.exporter), t.runner_class()
+        lines.append(f"{'':<19} exporter {t.exporter} ({exporter.format}, {exporter.suffix}), runner {t.runner} "
+                     f"({runner.runtime})"
                      + (f", options {', '.join(f'{k}={v}' for k, v in options.items())}" if options else ""))
         lines.append(f"{'':<19} export here: {'yes' if export_here is None else 'no, ' + export_here}; "
                      f"measure here: {'yes' if measure_here is None else 'no, ' + measure_here}")
+        tool = runner.device_tool
+        lines.append(f"{'':<19} on a device: "
+                     + (f"a bundle's script times it with {tool.name} over adb" if tool
+                        else "a bundle to time by hand (its README says how)"))
     return "\n".join(lines)
 
 
