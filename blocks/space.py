@@ -11,14 +11,17 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import BeforeValidator, Field, PlainValidator
+from pydantic_core import PydanticCustomError
 from torch import nn
 
 from blocks.fbnet import conv_bn
 from blocks.mbconv import mb_name, ofa_set
 from blocks.registry import BLOCKS, create_block, resolve_block_set
-from core.config import build_config
+from core.config import (CHANNELS, CLASSES, IMAGE_CHANNELS, LAYERS, MAX_ACTIVATION, RESOLUTION, STAGES, STRIDES, Input,
+                         int_in, one_of, validate)
 from core.errors import PipelineError
 from core.fileio import read_config
 from core.registry import Registry
@@ -103,6 +106,16 @@ def build_part(name: str, shape: LayerShape) -> nn.Module:
     return create_block(name, shape.in_ch, shape.out_ch, shape.stride)
 
 
+def _refuse_huge(name: str, maps: list[tuple[int, int]]) -> None:
+    """Refuse a space where a layer's input or output map (channels x side², the wider of the two at
+    the input's size) is past MAX_ACTIVATION values, before anything is allocated for it."""
+    for channels, side in maps:
+        if channels * side * side > MAX_ACTIVATION:
+            raise PipelineError(f"space '{name}': a {channels}x{side}x{side} feature map holds "
+                                f"{channels * side * side:,} values, over the {MAX_ACTIVATION:,} any device here runs; "
+                                "lower the resolution or the channels")
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     name: str
@@ -121,18 +134,23 @@ class SearchSpace:
     _stage_of: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.resolution < 1 or not self.stages:
-            raise PipelineError(f"space '{self.name}' needs a positive resolution and >= 1 stage")
+        if self.resolution < 1 or not self.stages or self.stem_stride not in STRIDES:
+            raise PipelineError(f"space '{self.name}' needs a positive resolution, >= 1 stage and a stem stride of 1 or 2")
         h = (self.resolution - 1) // self.stem_stride + 1
         in_ch, shapes, stage_of = self.stem_channels, [], []
         for j, st in enumerate(self.stages):
-            if st.channels < 1 or st.layers < 1 or st.stride not in (1, 2):
-                raise PipelineError(f"space '{self.name}': bad stage {st}; stride must be 1 or 2")
+            for name, value, ok in (("channels", st.channels, st.channels >= 1), ("layers", st.layers, st.layers >= 1),
+                                    ("stride", st.stride, st.stride in STRIDES)):
+                if not ok:
+                    raise PipelineError(f"space '{self.name}': stage {j} has {name} {value}; "
+                                        f"{'stride must be 1 or 2' if name == 'stride' else f'{name} must be >= 1'}")
             for i in range(st.layers):
                 shape = LayerShape(in_ch, st.channels, st.stride if i == 0 else 1, h, h)
                 shapes.append(shape)
                 stage_of.append(j)
                 in_ch, h = st.channels, shape.out_hw[0]
+        _refuse_huge(self.name, [(self.in_channels, self.resolution)]
+                     + [(max(s.in_ch, s.out_ch), s.height) for s in shapes])
         object.__setattr__(self, "_layers", tuple(shapes))
         object.__setattr__(self, "_stage_of", tuple(stage_of))
         for i in range(len(shapes)):
@@ -189,37 +207,73 @@ class SearchSpace:
 SPACES: Registry[SearchSpace] = Registry("search space")
 
 
-STAGE_KEYS = ("channels", "layers", "stride", "blocks")
+def _block_set_value(v: Any) -> str | list[str]:
+    if isinstance(v, str) or isinstance(v, list) and 0 < len(v) <= 1024 and all(isinstance(b, str) for b in v):
+        return v
+    raise PydanticCustomError("block_set", "a block-set name or a list of block names")
 
 
-def stage_from_data(st: Any, what: str) -> Stage:
-    """`[channels, layers, stride]`, or `{channels, layers, stride, blocks}` where the stage fixes
-    its candidates (`blocks`: a block-set name or a list of block names)."""
-    blocks = None
-    if isinstance(st, dict):
-        unknown = sorted(set(st) - set(STAGE_KEYS))
-        if unknown:
-            raise PipelineError(f"{what}: stage has unknown key(s) {', '.join(unknown)}; valid: {', '.join(STAGE_KEYS)}")
-        if "blocks" in st:
-            if not isinstance(st["blocks"], (str, list)):
-                raise PipelineError(f"{what}: a stage's 'blocks' must be a block-set name or a list of block names")
-            blocks = resolve_block_set(st["blocks"])
-        st = [st.get("channels"), st.get("layers"), st.get("stride")]
-    if not (isinstance(st, list) and len(st) == 3 and all(isinstance(v, int) and not isinstance(v, bool) for v in st)):
-        raise PipelineError(f"{what}: stage {st!r} must be [channels, layers, stride] integers")
-    return Stage(*st, blocks=blocks)
+BlockSetValue = Annotated[Any, PlainValidator(_block_set_value)]
+
+
+def _stage_form(v: Any) -> Any:
+    """The list form `[channels, layers, stride]` as the mapping form, so both are checked alike."""
+    if isinstance(v, list) and len(v) == 3:
+        return dict(zip(("channels", "layers", "stride"), v))
+    if isinstance(v, dict):
+        return v
+    raise PydanticCustomError("stage", "[channels, layers, stride] integers or {channels, layers, stride, blocks}")
+
+
+class StageInput(Input):
+    channels: int_in(*CHANNELS)  # type: ignore[valid-type]
+    layers: int_in(*LAYERS)  # type: ignore[valid-type]
+    stride: one_of(*STRIDES)  # type: ignore[valid-type]
+    # a block-set name or a list of block names: the stage fixes its own candidates
+    blocks: BlockSetValue | None = None
+
+
+class SpaceInput(Input):
+    """A search-space file. Fields left out take `SearchSpace`'s defaults."""
+
+    name: str
+    description: str | None = None
+    resolution: int_in(*RESOLUTION)  # type: ignore[valid-type]
+    stages: Annotated[list[Annotated[StageInput, BeforeValidator(_stage_form)]], Field(min_length=STAGES[0],
+                                                                                      max_length=STAGES[1])]
+    blocks: BlockSetValue | None = None
+    in_channels: int_in(*IMAGE_CHANNELS) | None = None  # type: ignore[valid-type]
+    num_classes: int_in(*CLASSES) | None = None  # type: ignore[valid-type]
+    stem_channels: int_in(*CHANNELS) | None = None  # type: ignore[valid-type]
+    stem_stride: one_of(*STRIDES) | None = None  # type: ignore[valid-type]
+    head_channels: int_in(*CHANNELS) | None = None  # type: ignore[valid-type]
+    feature_mix_channels: int_in(0, CHANNELS[1]) | None = None  # type: ignore[valid-type]
+
+
+SPACE_FIX = "fix it in the space file ('pipeline spaces' lists the built-in spaces to copy from)"
+
+
+def _blocks_in(value: str | list[str], field: str, what: str) -> tuple[str, ...]:
+    try:
+        return resolve_block_set(value)
+    except PipelineError as e:
+        raise PipelineError(f"{what}: {field}: {e}") from None
 
 
 def space_from_dict(data: dict[str, Any], what: str) -> SearchSpace:
-    data = dict(data)
-    stages = data.get("stages")
-    if not isinstance(stages, list) or not stages:
-        raise PipelineError(f"{what}: 'stages' must be a list of [channels, layers, stride]")
-    data["stages"] = tuple(stage_from_data(st, what) for st in stages)
-    data["blocks"] = resolve_block_set(data.get("blocks", "fbnet"))
+    """A space from a file's mapping (or `SearchSpace.to_dict`); a bad value is one line naming its field."""
+    data = {k: v for k, v in data.items() if k not in ("_layers", "_stage_of")}
     data.setdefault("name", what)
-    data.pop("_layers", None), data.pop("_stage_of", None)
-    return build_config(SearchSpace, data, what)
+    m = validate(SpaceInput, data, what, SPACE_FIX)
+    stages = tuple(Stage(st.channels, st.layers, st.stride,
+                         None if st.blocks is None else _blocks_in(st.blocks, f"stages.{i}.blocks", what))
+                   for i, st in enumerate(m.stages))
+    given = {k: getattr(m, k) for k in m.model_fields_set if getattr(m, k) is not None}
+    given.update(stages=stages, blocks=_blocks_in(m.blocks if m.blocks is not None else "fbnet", "blocks", what))
+    try:
+        return SearchSpace(**given)
+    except PipelineError as e:  # the space as a whole (sizes, candidates): name the file too
+        raise PipelineError(f"{what}: {e}") from None
 
 
 def resolve_space(value: str) -> SearchSpace:

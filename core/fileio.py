@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator
 
 import yaml
 
+from core.config import short
 from core.errors import PipelineError
 
 
@@ -105,34 +106,59 @@ def _expect_file(path: Path, what: str) -> None:
         raise PipelineError(f"{what} '{path}' does not exist; check the path")
 
 
-def read_json(path: str | os.PathLike, what: str) -> Any:
-    """Read a JSON file; a missing, unreadable or corrupt file is a one-line PipelineError."""
+def read_text(path: str | os.PathLike, what: str) -> str:
+    """A text file's contents as UTF-8; a missing file or other bytes are a one-line PipelineError."""
     path = Path(path)
     _expect_file(path, what)
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return path.read_bytes().decode("utf-8-sig")  # -sig: editors on Windows write a byte-order mark
+    except UnicodeDecodeError as e:
+        raise PipelineError(f"{what} '{path}' is not UTF-8 text (byte {e.start} is {e.object[e.start:e.start + 1]!r}); "
+                            "save it as UTF-8") from None
+
+
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    """Read a JSON file; a missing, unreadable or corrupt file is a one-line PipelineError."""
+    text = read_text(path, what)
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as e:  # ValueError: JSONDecodeError, or an integer past Python's digit limit
         raise PipelineError(
-            f"{what} '{path}' is corrupt or truncated ({e}); regenerate it or pass another file"
+            f"{what} '{path}' is corrupt or truncated ({_first_line(e)}); regenerate it or pass another file"
         ) from None
 
 
+def _first_line(e: BaseException) -> str:
+    """What went wrong, on one line: YAML's own message spans several, its problem and place first."""
+    mark = getattr(e, "problem_mark", None)
+    if getattr(e, "problem", None) and mark is not None:
+        return f"{e.problem} at line {mark.line + 1}, column {mark.column + 1}"  # type: ignore[attr-defined]
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def parse_config_text(text: str, suffix: str) -> Any:
+    """The document in `text` as the format `suffix` names; yaml.YAMLError, ValueError (TOML, JSON
+    and digit-limit errors) or RecursionError where it is not one."""
+    if suffix == ".toml":
+        return tomllib.loads(text)
+    if suffix in (".yaml", ".yml"):
+        return yaml.safe_load(text)
+    return json.loads(text)
+
+
 def read_config(path: str | os.PathLike, what: str) -> dict[str, Any]:
-    """Read a YAML (safe_load) or TOML mapping, chosen by the file's extension."""
+    """Read a YAML (safe_load), TOML or JSON mapping, chosen by the file's extension."""
     path = Path(path)
-    _expect_file(path, what)
+    if path.suffix not in (".toml", ".yaml", ".yml", ".json"):
+        raise PipelineError(f"{what} '{path}' must end in .yaml, .yml, .toml or .json; rename it")
+    text = read_text(path, what)
     try:
-        if path.suffix == ".toml":
-            data = tomllib.loads(path.read_text())
-        elif path.suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(path.read_text())
-        elif path.suffix == ".json":
-            data = json.loads(path.read_text())
-        else:
-            raise PipelineError(f"{what} '{path}' must end in .yaml, .yml, .toml or .json")
-    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise PipelineError(f"{what} '{path}' is not valid: {first}") from None
+        data = parse_config_text(text, path.suffix)
+    except (yaml.YAMLError, ValueError, TypeError, RecursionError) as e:
+        # TypeError: PyYAML hashing an unhashable key inside a merge (`<<: [[1]]`)
+        raise PipelineError(f"{what} '{path}' is not valid {path.suffix[1:].upper()}: {_first_line(e)}; "
+                            "fix the syntax at that line") from None
     if not isinstance(data, dict):
-        raise PipelineError(f"{what} '{path}' must hold a mapping at the top level")
+        raise PipelineError(f"{what} '{path}' holds {short(data)} at the top level; it must hold a mapping "
+                            "(key: value lines)")
     return data

@@ -27,10 +27,10 @@ def test_space_file_yaml_and_toml_agree(tmp_path, micro_space):
 
 
 @pytest.mark.parametrize("text,match", [
-    ("resolution: 16\nstages: [[8, 1, 3]]\n", "stride must be 1 or 2"),
-    ("resolution: 16\nstages: [[8, 1]]\n", r"must be \[channels, layers, stride\]"),
+    ("resolution: 16\nstages: [[8, 1, 3]]\n", r"stages\.0\.stride = 3: expected 1 or 2"),
+    ("resolution: 16\nstages: [[8, 1]]\n", r"stages\.0 = \[8, 1\]: expected \[channels, layers, stride\]"),
     ("resolution: 16\nstages: [[8, 1, 1]]\ncolour: red\n", "unknown key.*colour"),
-    ("resolution: '16'\nstages: [[8, 1, 1]]\n", "'resolution' = '16' has the wrong type"),
+    ("resolution: '16'\nstages: [[8, 1, 1]]\n", "resolution = '16': expected an integer from 8 to 1024"),
     ("resolution: 16\nstages: [[8, 1, 1]]\nblocks: [k3_e1, zzz]\n", "unknown block 'zzz'"),
     ("resolution: [16\n", "is not valid"),
 ])
