@@ -14,10 +14,14 @@ import os
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, PlainValidator
+from pydantic_core import PydanticCustomError
 
 from blocks.space import LayerShape, SearchSpace
 from benchmarks.device import HOST_DEVICE
+from core.config import CLASSES, LAYER_INDEX, MAX_MS, SHAPE_SIDE, STRIDES, Input, int_in, number_in, one_of, validate
 from core.errors import PipelineError
 from core.fileio import read_json, write_text_atomic
 from core.workspace import Workspace
@@ -25,6 +29,8 @@ from core.workspace import Workspace
 TABLE_FORMAT = "pipeline-latency-table"
 TABLE_VERSION = 1
 STATUSES = ("ok", "unavailable", "failed")
+ROW_CHANNELS = (1, CLASSES[1])  # a row's out_ch is the number of classes for the classifier
+MAX_STAT = 1e12  # a row statistic's magnitude (counts, ms, ratios): past it a number was mistyped
 
 
 def row_key(block: str, shape: LayerShape) -> str:
@@ -49,14 +55,21 @@ class Row:
     stats: dict[str, float] = field(default_factory=dict)  # p10/p90/iqr/cv/count/...
     reason: str = ""
     layers: list[int] = field(default_factory=list)  # which layers of the space use this row
+    # What `median_ms` holds: the median of this tool's samples, or what a source published
+    # (a lookup table's mean). Stored as "statistic" with the value under "ms" where not the median.
+    statistic: str = "median"
 
     @property
     def key(self) -> str:
         return row_key(self.block, self.shape)
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"key": self.key, "block": self.block, **asdict(self.shape)}
-        d.update(status=self.status, median_ms=self.median_ms, **self.stats)
+        d: dict[str, Any] = {"key": self.key, "block": self.block, **asdict(self.shape), "status": self.status}
+        if self.statistic == "median":
+            d["median_ms"] = self.median_ms
+        else:  # a row's field names what it holds: a published mean is not a median
+            d.update(statistic=self.statistic, ms=self.median_ms)
+        d.update(self.stats)
         if self.reason:
             d["reason"] = self.reason
         if self.layers:
@@ -64,28 +77,63 @@ class Row:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str) -> "Row":
-        try:
-            shape = LayerShape(*(int(d[k]) for k in ("in_ch", "out_ch", "stride", "height", "width")))
-            row = cls(str(d["block"]), shape, str(d.get("status", "ok")))
-        except (KeyError, TypeError, ValueError) as e:
-            raise PipelineError(f"{where}: row {d.get('key', d)!r} is malformed ({e}); fix or remeasure it") from None
-        known = {"key", "block", "in_ch", "out_ch", "stride", "height", "width", "status", "median_ms", "reason", "layers"}
-        row.stats = {k: v for k, v in d.items() if k not in known}
-        row.reason, row.layers = str(d.get("reason", "")), list(d.get("layers", []))
-        row.median_ms = d.get("median_ms")
-        if row.status not in STATUSES:
-            raise PipelineError(f"{where}: row {row.key} has status '{row.status}'; valid: {', '.join(STATUSES)}")
-        if d.get("key", row.key) != row.key:
-            raise PipelineError(f"{where}: row key {d['key']!r} does not match its fields ({row.key})")
-        if row.status == "ok":
-            m = row.median_ms
-            if not isinstance(m, (int, float)) or isinstance(m, bool) or not math.isfinite(m) or m < 0:
-                raise PipelineError(
-                    f"{where}: row {row.key} has latency {m!r}; latencies must be finite and >= 0 ms "
-                    "(remeasure with 'pipeline benchmark --force')"
-                )
+    def from_input(cls, r: "RowInput", where: str, statistic: str = "median") -> "Row":
+        """A checked row; `statistic` is the table's, for rows that do not name their own."""
+        shape = LayerShape(r.in_ch, r.out_ch, r.stride, r.height, r.width)
+        statistic = r.statistic or statistic
+        ms = r.ms if r.ms is not None else r.median_ms
+        row = cls(r.block, shape, r.status, ms, dict(r.model_extra or {}), r.reason, list(r.layers), statistic)
+        if r.key is not None and r.key != row.key:
+            raise PipelineError(f"{where}: row key {r.key!r} does not match its fields ({row.key}); fix the key "
+                                "or the fields")
+        if row.status == "ok" and ms is None:
+            raise PipelineError(f"{where}: row {row.key} is 'ok' but has no latency; give median_ms, or remeasure "
+                                "with 'pipeline benchmark --force'")
         return row
+
+
+def _stat_value(v: Any) -> Any:
+    """A row's extra statistic: text, true/false, null, a finite number or a list of finite numbers."""
+    def number(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and abs(x) < MAX_STAT and x == x
+    if v is None or isinstance(v, (str, bool)) or number(v) or isinstance(v, list) and all(number(x) for x in v):
+        return v
+    raise PydanticCustomError("stat", "text, a finite number below 1e12 or a list of them")
+
+
+class RowInput(Input):
+    """One row of a table file. Keys beyond these are the row's statistics (p10_ms, count, samples_ms, ...)."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, Annotated[Any, PlainValidator(_stat_value)]] = Field(init=False)  # type: ignore[assignment]
+
+    key: str | None = None
+    block: str
+    in_ch: int_in(*ROW_CHANNELS)  # type: ignore[valid-type]
+    out_ch: int_in(*ROW_CHANNELS)  # type: ignore[valid-type]
+    stride: one_of(*STRIDES)  # type: ignore[valid-type]
+    height: int_in(*SHAPE_SIDE)  # type: ignore[valid-type]
+    width: int_in(*SHAPE_SIDE)  # type: ignore[valid-type]
+    status: Literal[STATUSES] = "ok"  # type: ignore[valid-type]
+    median_ms: number_in(0, MAX_MS, "a latency in ms") | None = None  # type: ignore[valid-type]
+    statistic: Literal["median", "mean"] | None = None  # where set, the latency is under "ms"
+    ms: number_in(0, MAX_MS, "a latency in ms") | None = None  # type: ignore[valid-type]
+    reason: str = ""
+    layers: list[int_in(*LAYER_INDEX)] = []  # type: ignore[valid-type]
+
+
+class TableInput(Input):
+    """A table file's top level; `format` and `version` are checked before, with their own fixes."""
+
+    model_config = ConfigDict(extra="forbid")
+    format: str
+    version: int
+    provenance: dict[str, Any]
+    calibration: dict[str, dict[str, Any]] = {}
+    rows: list[RowInput]
+
+
+TABLE_FIX = "fix it, or remeasure the table with 'pipeline benchmark --force'"
 
 
 _AT_SCALE = ("p10_ms", "p90_ms", "iqr_ms", "mean_ms")  # a row's summary statistics in ms, beside its median
@@ -198,16 +246,11 @@ def load_table(path: str | os.PathLike) -> LatencyTable:
             f"{where} has table format version {data.get('version')}; this tool reads version {TABLE_VERSION}: "
             "remeasure it with 'pipeline benchmark --force'"
         )
-    if not isinstance(data.get("provenance"), dict) or not isinstance(data.get("rows"), list):
-        raise PipelineError(f"{where} lacks 'provenance' or 'rows'; it is damaged: remeasure it")
-    calibration = data.get("calibration", {})
-    if not isinstance(calibration, dict):
-        raise PipelineError(f"{where}: 'calibration' is not an object; the file is damaged: refit with 'pipeline validate --fit'")
-    table = LatencyTable(data["provenance"], calibration=calibration)
-    for d in data["rows"]:
-        if not isinstance(d, dict):
-            raise PipelineError(f"{where}: a row is not an object; the file is damaged")
-        row = Row.from_dict(d, where)
+    checked = validate(TableInput, data, where, TABLE_FIX)
+    table = LatencyTable(checked.provenance, calibration=checked.calibration)
+    statistic = "mean" if checked.provenance.get("statistic") == "mean" else "median"  # tables from before rows named it
+    for i, r in enumerate(checked.rows):
+        row = Row.from_input(r, f"{where}: rows.{i}", statistic)
         if row.key in table.rows:
             raise PipelineError(f"{where}: row '{row.key}' appears twice; keep one")
         table.add(row)
