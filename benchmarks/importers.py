@@ -24,14 +24,19 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from collections.abc import Hashable
+from typing import Annotated, Any
 
 import yaml
+from pydantic import PlainValidator
+from pydantic_core import PydanticCustomError
 
 from benchmarks.table import TABLE_FORMAT, LatencyTable, Row, load_table, required_rows, row_key
 from blocks.mbconv import mb_name
 from blocks.space import FIXED_PARTS, LayerShape, SearchSpace
+from core.config import CLASSES, MAX_COUNT, MAX_MS, STRIDES, Input, int_in, number_in, one_of, short, validate
 from core.errors import PipelineError
+from core.fileio import read_text
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,9 @@ SKIP_NOTE = "skipped layer: the source has no key for it, it takes no time"
 # is folded into that part's row (ProxylessNAS's own Logits rows already include it).
 PART_OF_KIND = {"Conv": "stem", "Conv_1": "head_conv", "Conv_2": "feature_mix", "Logits": "classifier"}
 KINDS = ("expanded_conv", *PART_OF_KIND, "AvgPool2D")
+SIZE = (1, CLASSES[1])  # a key's sizes: the classifier's output is the number of classes
+EXPAND_MAX = 2**16  # Once-for-All keys give the middle channels, not the ratio
+KERNEL_MAX = 15
 _LUT_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*-input:")
 
 
@@ -80,7 +88,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
+            key = self.construct_object(key_node, deep=True)  # a list key is filled in only when deep
+            if not isinstance(key, Hashable):  # `? [1, 2]`: a list as a key
+                raise DuplicateKey(f"key {short(key)} (line {key_node.start_mark.line + 1}) is not text; keys look "
+                                   "like 'expanded_conv-input:HxWxC-...': fix or remove it")
             if key in seen:
                 raise DuplicateKey(f"key '{key}' appears twice (line {key_node.start_mark.line + 1})")
             seen.add(key)
@@ -89,18 +100,18 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def read_source(path: Path) -> dict[str, Any] | None:
     """None for this tool's own table; the mapping of a lookup table; anything else an error."""
-    text = path.read_text(errors="replace")
+    text = read_text(path, "table to import")
     try:
         data = json.loads(text)
         if isinstance(data, dict) and data.get("format") == TABLE_FORMAT:
             return None
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON (ValueError: also an integer past Python's digit limit)
         pass
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except DuplicateKey as e:
-        raise PipelineError(f"lookup table '{path}': {e}; keep one") from None
-    except yaml.YAMLError as e:
+        raise PipelineError(f"lookup table '{path}': {e}" + ("; keep one" if "twice" in str(e) else "")) from None
+    except (yaml.YAMLError, ValueError, RecursionError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise PipelineError(f"'{path}' is neither valid JSON nor YAML ({first}); accepted formats: {ACCEPTED}") from None
     if not (isinstance(data, dict) and any(isinstance(k, str) and _LUT_KEY.match(k) for k in data)):
@@ -143,7 +154,8 @@ def _from_lookup_table(path: Path, data: dict[str, Any], space: SearchSpace) -> 
     where = f"lookup table '{path}'"
     _check_unit(data.get("unit", UNIT), where)
     entries = read_entries(data, where)
-    rows, left_out = _fit([(e.key, Row(e.block, e.shape, "ok", e.mean_ms, e.stats)) for e in entries], space, where)
+    rows, left_out = _fit([(e.key, Row(e.block, e.shape, "ok", e.mean_ms, e.stats, statistic="mean"))
+                           for e in entries], space, where)
     _refuse_missing(rows, space, where, skip_filled=True)
     # The device is the phone that measured the file, not this machine: no host info.
     provenance = {"source": _source_name(data), "statistic": "mean", "host": None}
@@ -174,57 +186,84 @@ def read_entries(data: dict[str, Any], where: str) -> list[_Entry]:
     return entries
 
 
-def parse_key(key: str, where: str) -> tuple[str, dict[str, str]]:
-    """`Kind-name:value-name:value...` -> (Kind, {name: value})."""
+def _dims_value(v: Any) -> list[int]:
+    if isinstance(v, list) and len(v) in (1, 3) and all(isinstance(d, int) and 1 <= d <= SIZE[1] for d in v):
+        return v
+    raise PydanticCustomError("dims", f"HxWxC or N, each from 1 to {SIZE[1]}")
+
+
+class LutKey(Input):
+    """The fields of a lookup-table key (`expanded_conv-input:56x56x24-output:28x28x40-expand:3-...`)."""
+
+    input: Annotated[list[int], PlainValidator(_dims_value)]
+    output: Annotated[list[int], PlainValidator(_dims_value)]
+    expand: int_in(1, EXPAND_MAX) | None = None  # type: ignore[valid-type]
+    kernel: int_in(1, KERNEL_MAX) | None = None  # type: ignore[valid-type]
+    stride: one_of(*STRIDES) | None = None  # type: ignore[valid-type]
+    idskip: one_of(0, 1) | None = None  # type: ignore[valid-type]
+    se: one_of(0, 1) | None = None  # type: ignore[valid-type]
+    hs: one_of(0, 1) | None = None  # type: ignore[valid-type]
+
+
+class LutValue(Input):
+    """A lookup table's value for one key: the published statistics of its time."""
+
+    mean: number_in(0, MAX_MS, "a latency in ms")  # type: ignore[valid-type]
+    count: int_in(0, MAX_COUNT) | None = None  # type: ignore[valid-type]
+    std: number_in(0, MAX_MS, "a deviation in ms") | None = None  # type: ignore[valid-type]
+    var: number_in(0, MAX_MS**2, "a variance in ms²") | None = None  # type: ignore[valid-type]
+    unit: str | None = None
+
+
+KEY_FIX = "fix the key or remove its row"
+
+
+def parse_key(key: str, where: str) -> tuple[str, LutKey]:
+    """`Kind-name:value-name:value...` -> (Kind, its checked fields)."""
     kind, *parts = key.split("-")
     if kind not in KINDS:
         raise PipelineError(
             f"{where}: key '{key}' is of unknown kind '{kind}'; known kinds: {', '.join(KINDS)}. "
             "Remove the row or convert it to one of these"
         )
-    fields: dict[str, str] = {}
+    fields: dict[str, Any] = {}
     for part in parts:
         name, sep, value = part.partition(":")
         if not sep or not value or name in fields:
             raise PipelineError(f"{where}: key '{key}' is malformed at '{part}'; fields are name:value joined by '-'")
-        fields[name] = value
+        fields[name] = _key_number(name, value, key, where)
     need = ("input", "output") + (("expand", "kernel", "stride", "idskip") if kind == "expanded_conv" else ())
     missing = [n for n in need if n not in fields]
     if missing:
         raise PipelineError(f"{where}: key '{key}' lacks field '{missing[0]}'; a {kind} key needs {', '.join(need)}")
-    return kind, fields
+    return kind, validate(LutKey, fields, f"{where}: key '{key}'", KEY_FIX)
 
 
-def _dims(value: str, key: str, where: str) -> tuple[int, ...]:
+def _key_number(name: str, value: str, key: str, where: str) -> int | list[int] | str:
+    """A key field's integer (a size `HxWxC` or `N`: a list of them); other text is left for LutKey to refuse."""
     try:
-        dims = tuple(int(v) for v in value.split("x"))
+        if name in ("input", "output"):
+            return [int(v) for v in value.split("x")]
+        return int(value)
     except ValueError:
-        dims = ()
-    if len(dims) not in (1, 3) or min(dims) < 1:
-        raise PipelineError(f"{where}: key '{key}' has size '{value}'; sizes are HxWxC or N")
-    return dims
+        if name in ("input", "output"):
+            raise PipelineError(f"{where}: key '{key}' has size '{value}'; sizes are HxWxC or N") from None
+        raise PipelineError(f"{where}: key '{key}' has {name}:{value}, not an integer") from None
 
 
-def _hwc(value: str, key: str, where: str) -> tuple[int, int, int]:
-    dims = _dims(value, key, where)
+def _hwc(dims: list[int], key: str, where: str) -> tuple[int, int, int]:
     if len(dims) != 3:
-        raise PipelineError(f"{where}: key '{key}' has size '{value}' where HxWxC is needed")
-    return dims  # type: ignore[return-value]
+        raise PipelineError(f"{where}: key '{key}' has size '{'x'.join(map(str, dims))}' where HxWxC is needed")
+    return dims[0], dims[1], dims[2]
 
 
-def _int_field(fields: dict[str, str], name: str, key: str, where: str) -> int:
-    try:
-        return int(fields[name])
-    except ValueError:
-        raise PipelineError(f"{where}: key '{key}' has {name}:{fields[name]}, not an integer") from None
-
-
-def _block_of(key: str, fields: dict[str, str], where: str) -> tuple[str, LayerShape]:
+def _block_of(key: str, f: LutKey, where: str) -> tuple[str, LayerShape]:
     """An MBConv key -> (block name, input shape). Once-for-All keys (with se/hs) give the middle
     channels as `expand`; ProxylessNAS keys give the expansion ratio."""
-    (h, w, cin), out = _hwc(fields["input"], key, where), _hwc(fields["output"], key, where)
-    k, e, s, idskip = (_int_field(fields, n, key, where) for n in ("kernel", "expand", "stride", "idskip"))
-    ofa = "se" in fields or "hs" in fields
+    (h, w, cin), out = _hwc(f.input, key, where), _hwc(f.output, key, where)
+    k, e, s, idskip = f.kernel, f.expand, f.stride, f.idskip
+    assert k is not None and e is not None and s is not None and idskip is not None  # parse_key requires them
+    ofa = f.se is not None or f.hs is not None
     if ofa:
         if e % cin:
             raise PipelineError(
@@ -232,29 +271,28 @@ def _block_of(key: str, fields: dict[str, str], where: str) -> tuple[str, LayerS
             )
         e = e // cin
     shape = LayerShape(cin, out[-1], s, h, w)
-    if out[:2] != shape.out_hw or idskip != int(s == 1 and cin == out[-1]):
+    if tuple(out[:2]) != shape.out_hw or idskip != int(s == 1 and cin == out[-1]):
         raise PipelineError(
             f"{where}: key '{key}' is inconsistent (stride {s} from {h}x{w} gives {shape.out_hw[0]}x{shape.out_hw[1]}; "
             "a residual exactly when stride is 1 and channels are kept); fix the key"
         )
-    se, hs = (_int_field(fields, n, key, where) if n in fields else 0 for n in ("se", "hs"))
-    return mb_name(k, e, bool(se), bool(hs)), shape
+    return mb_name(k, e, bool(f.se), bool(f.hs)), shape
 
 
-def _part_of(kind: str, fields: dict[str, str], key: str, where: str) -> tuple[str, LayerShape]:
+def _part_of(kind: str, f: LutKey, key: str, where: str) -> tuple[str, LayerShape]:
     """A fixed-part key -> (part name, input shape); the stride is what maps input to output size."""
-    (h, w, cin), out = _hwc(fields["input"], key, where), _dims(fields["output"], key, where)
+    (h, w, cin), out = _hwc(f.input, key, where), f.output
     stride = 1 if len(out) == 1 or out[0] == h else 2
     shape = LayerShape(cin, out[-1], stride, h, w)
-    if len(out) == 3 and out[:2] != shape.out_hw:
+    if len(out) == 3 and tuple(out[:2]) != shape.out_hw:
         raise PipelineError(f"{where}: key '{key}' maps {h}x{w} to {out[0]}x{out[1]}: neither stride 1 nor 2")
     return PART_OF_KIND[kind], shape
 
 
-def _fold_pool(pool: tuple[str, dict[str, str], float, dict[str, Any]], entries: list[_Entry], where: str) -> None:
+def _fold_pool(pool: tuple[str, LutKey, float, dict[str, Any]], entries: list[_Entry], where: str) -> None:
     """Add AvgPool2D's time to the part that reads its output; that part is keyed at the pool's input."""
     key, fields, mean, stats = pool
-    (h, w, c), out = _hwc(fields["input"], key, where), _hwc(fields["output"], key, where)
+    (h, w, c), out = _hwc(fields.input, key, where), _hwc(fields.output, key, where)
     after = [e for e in entries if e.block in ("feature_mix", "classifier")
              and (e.shape.height, e.shape.width, e.shape.in_ch) == (*out[:2], c)]
     if out[:2] != (1, 1) or not after:
@@ -277,25 +315,18 @@ def _combined(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
-
-
 def _value_stats(key: str, value: Any, where: str) -> tuple[float, dict[str, Any]]:
     """`{mean, count, var|std}` -> (mean ms, {count, std}); latencies must be finite and >= 0 ms."""
-    if not isinstance(value, dict) or "mean" not in value:
-        raise PipelineError(f"{where}: row '{key}' has no 'mean'; each value needs mean (ms), count and var or std")
-    if "unit" in value:
-        _check_unit(value["unit"], f"{where}: row '{key}'")
-    for name in ("mean", "count", "var", "std"):
-        if name in value and not _number(value[name]):
-            raise PipelineError(f"{where}: row '{key}' has {name} {value[name]!r}; it must be a finite number >= 0 (ms)")
+    v = validate(LutValue, value, f"{where}: row '{key}'",
+                 "each value is {mean: MS, count: N, var: MS² or std: MS}; fix it or remove the row")
+    if v.unit is not None:
+        _check_unit(v.unit, f"{where}: row '{key}'")
     stats: dict[str, Any] = {}
-    if "count" in value:
-        stats["count"] = int(value["count"])
-    if "std" in value or "var" in value:
-        stats["std"] = float(value["std"]) if "std" in value else math.sqrt(value["var"])
-    return float(value["mean"]), stats
+    if v.count is not None:
+        stats["count"] = v.count
+    if v.std is not None or v.var is not None:
+        stats["std"] = v.std if v.std is not None else math.sqrt(v.var)  # type: ignore[arg-type]
+    return v.mean, stats
 
 
 def _source_name(data: dict[str, Any]) -> str:
@@ -307,7 +338,8 @@ def _add_skip_rows(table: LatencyTable, space: SearchSpace) -> None:
     """A skipped layer takes no time and has no key in the published tables: 0 ms rows."""
     for block, shape in required_rows(space):
         if block == "identity" and row_key(block, shape) not in table.rows:
-            table.add(Row(block, shape, "ok", 0.0, {"note": SKIP_NOTE}, layers=_layers_of(space, block, shape)))
+            table.add(Row(block, shape, "ok", 0.0, {"note": SKIP_NOTE}, layers=_layers_of(space, block, shape),
+                          statistic="mean"))
 
 
 # ---------------------------------------------------------------------------- fitting and binding

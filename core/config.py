@@ -167,8 +167,8 @@ def _valid(err: Mapping[str, Any]) -> str:
         return f"at least {ctx.get('min_length')} item(s)"
     if kind == "too_long":
         return f"at most {ctx.get('max_length')} item(s)"
-    msg = str(err.get("msg", kind))
-    return msg[0].lower() + msg[1:] if msg else kind
+    msg = str(err.get("msg") or kind)
+    return msg.removeprefix("Input should be ")
 
 
 def describe(err: Mapping[str, Any], where: str, fix: str) -> str:
@@ -177,10 +177,10 @@ def describe(err: Mapping[str, Any], where: str, fix: str) -> str:
     if err["type"] == "unknown_key":
         inside = f" in {'.'.join(loc)}" if loc else ""
         return f"{where}: unknown key {err['ctx']['key']}{inside}; {_valid(err)}; remove it or correct its spelling"
-    path = ".".join(loc) or "the top level"
+    named = f"{where}: {'.'.join(loc)}" if loc else where
     if err["type"] == "missing":
-        return f"{where}: {path} is missing: it is required; {fix}"
-    return f"{where}: {path} = {short(err.get('input'))}: expected {_valid(err)}; {fix}"
+        return f"{named} is missing: it is required; {fix}"
+    return f"{named} = {short(err.get('input'))}: expected {_valid(err)}; {fix}"
 
 
 def validate(model: type[M], data: Any, where: str, fix: str) -> M:
