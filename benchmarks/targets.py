@@ -8,15 +8,18 @@ and overrides single options with `--target-option compute_units=CPU_ONLY`.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ConfigDict, RootModel
 
 from benchmarks.runners import RUNNERS, Runner
 from export import EXPORTERS, Exporter
 from export.verify import FP16, FP32, Tolerance
+from core.config import MAX_TOLERANCE, Input, OptionValue, number_in, short, validate
 from core.errors import PipelineError
 from core.fileio import read_config
 from core.registry import Registry
@@ -119,44 +122,71 @@ TARGETS.add("desktop", Target(
     exporter="onnx", runner="onnxruntime",
 ))
 
-_FILE_KEYS = {"name", "description", "base", "exporter", "runner", "exporter_options", "runner_options", "tolerance"}
+class ToleranceInput(Input):
+    atol: number_in(0, MAX_TOLERANCE)  # type: ignore[valid-type]
+    rtol: number_in(0, MAX_TOLERANCE)  # type: ignore[valid-type]
+
+
+class TargetInput(Input):
+    """A target file: complete (exporter and runner), or `base: NAME` plus what changes."""
+
+    name: str | None = None
+    description: str | None = None
+    base: str | None = None
+    exporter: str | None = None
+    runner: str | None = None
+    exporter_options: dict[str, OptionValue] = {}
+    runner_options: dict[str, OptionValue] = {}
+    tolerance: ToleranceInput | None = None
+
+
+TARGET_FIX = "fix it in the target file ('pipeline targets' lists the built-in targets to start from with base:)"
 
 
 def target_from_file(path: str) -> Target:
     """A target described in YAML/TOML: either complete, or `base: NAME` plus what changes."""
-    data = read_config(path, "target file")
     what = f"target file '{path}'"
-    unknown = sorted(set(data) - _FILE_KEYS)
-    if unknown:
-        raise PipelineError(f"{what}: unknown key '{unknown[0]}'; valid keys: {', '.join(sorted(_FILE_KEYS))}")
-    base = TARGETS.get(data["base"]) if "base" in data else None
-    if base is None and not {"exporter", "runner"} <= set(data):
-        raise PipelineError(f"{what} needs 'exporter' and 'runner', or 'base' naming a target to start from")
-    name = str(data.get("name", Path(path).stem))
+    m = validate(TargetInput, read_config(path, "target file"), what, TARGET_FIX)
+    base = _named(TARGETS, m.base, "base", what) if m.base is not None else None
+    if base is None and (m.exporter is None or m.runner is None):
+        raise PipelineError(f"{what} needs 'exporter' and 'runner', or 'base' naming a target to start from; "
+                            f"add them ('pipeline targets' lists the built-in targets)")
+    name = m.name if m.name is not None else Path(path).stem
+    exporter = m.exporter if m.exporter is not None else base.exporter  # type: ignore[union-attr]
+    runner = m.runner if m.runner is not None else base.runner  # type: ignore[union-attr]
+    _named(EXPORTERS, exporter, "exporter", what), _named(RUNNERS, runner, "runner", what)
+    tolerance = Tolerance(m.tolerance.atol, m.tolerance.rtol) if m.tolerance else (base.tolerance if base else None)
     target = Target(
         name=name,
-        description=str(data.get("description", base.description if base else name)),
-        exporter=str(data.get("exporter", base.exporter if base else "")),
-        runner=str(data.get("runner", base.runner if base else "")),
-        exporter_options={} if "exporter" in data or base is None else dict(base.exporter_options),
-        runner_options={} if "runner" in data or base is None else dict(base.runner_options),
-        tolerance=_tolerance(data.get("tolerance"), what) if "tolerance" in data else (base.tolerance if base else None),
+        description=m.description if m.description is not None else (base.description if base else name),
+        exporter=exporter, runner=runner,
+        exporter_options={} if m.exporter is not None or base is None else dict(base.exporter_options),
+        runner_options={} if m.runner is not None or base is None else dict(base.runner_options),
+        tolerance=tolerance,
     )
-    EXPORTERS.get(target.exporter), RUNNERS.get(target.runner)
-    options = {**_mapping(data.get("exporter_options", {}), what), **_mapping(data.get("runner_options", {}), what)}
-    return target.with_options(options)
+    try:
+        target = target.with_options({**m.exporter_options, **m.runner_options})
+        target.check()
+    except PipelineError as e:  # an option the format lacks, or a value its exporter or runner refuses
+        raise PipelineError(f"{what}: {e}") from None
+    return target
 
 
-def _mapping(value: Any, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise PipelineError(f"{what}: options must be a mapping of name: value")
-    return value
+def _named(registry: Registry[Any], name: str, field: str, what: str) -> Any:
+    try:
+        return registry.get(name)
+    except PipelineError as e:
+        raise PipelineError(f"{what}: {field}: {e}") from None
 
 
-def _tolerance(value: Any, what: str) -> Tolerance:
-    if not (isinstance(value, dict) and set(value) == {"atol", "rtol"}):
-        raise PipelineError(f"{what}: 'tolerance' must be {{atol: NUMBER, rtol: NUMBER}}")
-    return Tolerance(float(value["atol"]), float(value["rtol"]))
+_OPTION_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+OPTION_FIX = "give -o KEY=VALUE with a text, number or true/false value, e.g. -o compute_units=CPU_ONLY"
+
+
+class OptionValues(RootModel[dict[str, OptionValue]]):
+    """What `-o KEY=VALUE` flags give: option names and scalar values."""
+
+    model_config = ConfigDict(strict=True)
 
 
 def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -164,10 +194,16 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise PipelineError(f"target option '{pair}' must look like KEY=VALUE, e.g. compute_units=CPU_ONLY")
-        out[key.strip()] = yaml.safe_load(value) if value else ""
-    return out
+        key = key.strip()
+        if not sep or not _OPTION_KEY.fullmatch(key):
+            raise PipelineError(f"target option {short(pair)} must look like KEY=VALUE with KEY a name, e.g. "
+                                "compute_units=CPU_ONLY")
+        try:
+            out[key] = yaml.safe_load(value) if value else ""
+        except (yaml.YAMLError, ValueError, RecursionError):
+            raise PipelineError(f"target option {short(pair)}: the value {short(value)} is not a YAML scalar; "
+                                f"quote it (-o '{key}=\"...\"') or {OPTION_FIX}") from None
+    return validate(OptionValues, out, "--target-option/-o", OPTION_FIX).root
 
 
 def resolve_target(value: str, options: dict[str, Any] | None = None) -> Target:
