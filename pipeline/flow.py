@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from benchmarks.device import HOST_DEVICE
@@ -13,6 +14,8 @@ from benchmarks.protocol import Protocol
 from benchmarks.table import find_table
 from benchmarks.targets import Target
 from blocks.space import SearchSpace
+from core.config import build_config
+from core.errors import PipelineError
 from core.workspace import Workspace
 from pipeline.stages import benchmark as benchmark_stage
 from pipeline.stages import export as export_stage
@@ -22,6 +25,7 @@ from pipeline.training.data import load_data
 from pipeline.training.distributed import check_device, single_process
 from pipeline.training.loop import TrainConfig
 from pipeline.training.search import SearchConfig
+from pipeline.training.sweep import SweepReport, parse_sweep
 
 OnStage = Callable[[str, Any], None]
 
@@ -32,6 +36,11 @@ class RunReport:
     search: search_stage.SearchReport
     train: train_stage.TrainReport | None
     export: export_stage.ExportReport
+
+    def to_dict(self) -> dict[str, Any]:
+        """`run --json`: each stage's own `--json` object (None for a stage that did not run here)."""
+        return {"benchmark": self.benchmark.to_dict() if self.benchmark else None, "search": self.search.to_dict(),
+                "train": self.train.to_dict() if self.train else None, "export": self.export.to_dict()}
 
 
 def run(space: SearchSpace, target: Target, ws: Workspace, cfg: SearchConfig, protocol: Protocol, data: str = "digits",
@@ -63,3 +72,32 @@ def run(space: SearchSpace, target: Target, ws: Workspace, cfg: SearchConfig, pr
     exported = export_stage.export(found.path, target, ws, protocol, device, space)
     on_stage("export", exported)
     return RunReport(bench, found, trained, exported)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """`search --sweep`: the values to search (PARAM=V1,V2,...), and how each network is judged."""
+    spec: str
+    random: int = 10  # random architectures trained beside the searched ones
+    train_epochs: int = 5
+
+
+def search_or_sweep(space: SearchSpace, target: Target, ws: Workspace, settings: dict[str, Any], data: str = "digits",
+                    device: str = HOST_DEVICE, table_path: Path | None = None, out: Path | None = None,
+                    resume: bool = False, sweep: Sweep | None = None,
+                    progress: bool = True) -> search_stage.SearchReport | SweepReport | None:
+    """`pipeline search`: one search on `data` with the config `settings` make (None on every
+    torchrun process but rank 0), or a Pareto sweep of searches."""
+    cfg = build_config(SearchConfig, settings, "search config")
+    check_device(cfg.device)  # before the data loads
+    if sweep is not None:
+        single_process("pipeline search --sweep")
+        if resume or out is not None:
+            raise PipelineError("--sweep resumes by itself and writes into the workspace; drop --resume / --output")
+    splits = load_data(data, cfg.resolution or space.resolution, space.in_channels, cfg.seed)
+    if sweep is None:
+        return search_stage.search(space, target, ws, cfg, splits, device, table_path, out, progress=progress,
+                                   resume=resume)
+    train_cfg = TrainConfig(epochs=sweep.train_epochs, seed=cfg.seed, device=cfg.device)
+    return search_stage.sweep_search(space, target, ws, settings, parse_sweep(sweep.spec), splits, train_cfg,
+                                     sweep.random, device, table_path, progress=progress)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from benchmarks import bundle, importers
 from benchmarks.device import HOST_DEVICE, host_info
@@ -26,6 +27,16 @@ class BenchmarkReport:
     @property
     def unavailable(self) -> list[str]:
         return [k for k, r in self.table.rows.items() if r.status != "ok"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """`benchmark --json`: where the table is, how its rows came to be, and each row's ms."""
+        p = self.table.provenance
+        imported = p.get("imported_from")
+        return {"table": str(self.path), "target": self.table.target, "device": self.table.device,
+                "space": p.get("space"), "rows": len(self.table.rows), "measured": self.measured,
+                "reused": 0 if imported else len(self.table.rows) - self.measured,
+                "imported_from": imported, "reference": self.table.reference, "unavailable": self.unavailable,
+                "latency_ms": {k: r.median_ms if r.status == "ok" else None for k, r in self.table.rows.items()}}
 
 
 def benchmark(space: SearchSpace, target: Target, ws: Workspace, protocol: Protocol,
@@ -96,3 +107,24 @@ def bundle_blocks(space: SearchSpace, command: str, target: Target, ws: Workspac
     exported and checked here, in a bundle with the script that times them there."""
     return bundle.prepare_blocks(space, command, target, ws, device, threads, rounds or bundle.BLOCK_ROUNDS, jobs,
                                  progress)
+
+
+def benchmark_or_bundle(space: SearchSpace, target: Target, ws: Workspace, protocol: Protocol, device: str,
+                        command: str, table_path: Path | None = None, force: bool = False, progress: bool = True,
+                        jobs: int = 1, rounds: int | None = None,
+                        reference: bool = True) -> BenchmarkReport | bundle.Bundle:
+    """`pipeline benchmark`: the table measured here, or, for a device this machine is not, the
+    bundle of its blocks that `command` (with the times measured there) turns into its table."""
+    if device != HOST_DEVICE:  # a table belongs to where it was timed: for another device, time it there
+        return bundle_blocks(space, command, target, ws, device, protocol.threads, rounds, jobs, progress)
+    return benchmark(space, target, ws, protocol, device, table_path, force, progress, jobs, rounds or 1, reference)
+
+
+def bundle_dict(b: bundle.Bundle) -> dict[str, Any]:
+    """`--json` for a bundle (of `benchmark --device` or `validate --device`): what it holds and
+    the command that reads its times back, as the text output prints them."""
+    tool = bundle.DEVICE_TOOLS.get(b.runner)
+    times = b.folder / (bundle.LOGS if tool is not None else bundle.CSV_NAME)
+    return {"bundle": str(b.folder), "kind": b.kind, "target": b.target, "device": b.device, "space": b.space,
+            "networks": len(b.networks), "script": str(b.folder / bundle.SCRIPT) if tool is not None else None,
+            "measurements": str(b.folder / bundle.CSV_NAME), "then": bundle.bundle_command(b, times)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -44,6 +45,17 @@ class ExportReport:
         if self.measured is None or self.predicted_ms is None:
             return None
         return 100.0 * (self.predicted_ms - self.measured["median_ms"]) / self.measured["median_ms"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """`export --json`: the model written, its check against PyTorch, its time and the prediction."""
+        check = None if self.check is None else {"max_abs_err": self.check.max_abs_err, "max_ref": self.check.max_ref,
+                                                 "ok": self.check.ok}
+        return {"model": str(self.artifact.path), "format": self.artifact.format, "target": self.target,
+                "device": self.device, "architecture": str(self.arch_path) if self.arch_path else None,
+                "weights": self.weights_source, "test_accuracy": self.test_accuracy, "check": check,
+                "measured": self.measured, "not_measured_because": self.not_measured_because,
+                "predicted_ms": self.predicted_ms, "predictor": self.predictor or None,
+                "error_pct": self.error_pct, "table": str(self.table_path) if self.table_path else None}
 
 
 def _load_net(arch: Architecture, arch_path: Path) -> tuple[DerivedNet, str, float | None]:

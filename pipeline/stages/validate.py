@@ -190,6 +190,13 @@ class ValidateReport:
         """The metrics of the predictor the search uses: calibrated when there is one."""
         return self.metrics.get("calibrated", self.metrics["table sum"])
 
+    def to_dict(self) -> dict[str, Any]:
+        """`validate --json`: the headline metrics (of the predictor the search uses) at the top."""
+        head = {k: self.headline[k] for k in METRIC_KEYS}
+        return {**head, "predictor": "calibrated" if "calibrated" in self.metrics else "table sum",
+                "fitted_now": self.fitted_now, "by_predictor": self.metrics, "noise": self.noise,
+                "drift": self.drift, "plot": str(self.files["plot"])}
+
 
 def metrics(predicted: list[float], measured: list[float]) -> dict[str, float]:
     from scipy.stats import spearmanr  # scipy.stats takes a second to import: only when validating
@@ -500,3 +507,18 @@ def validate_measured(space: SearchSpace, target: Target, ws: Workspace, cfg: Va
     report = ValidateReport([], tpath, {}, None, target=target.name, measured_on=device,
                             measurements=measurements.resolve(), missing=[n.name for n in b.networks if n.name not in times])
     return judge(p, space, Timed(rounds), paths, report, b.folder.parent)  # a device's times come as taken there
+
+
+def validate_or_bundle(space: SearchSpace, target: Target, ws: Workspace, protocol: Protocol, cfg: ValidateConfig,
+                       device: str, command: str, table_path: Path | None = None, derived: tuple[Path, ...] = (),
+                       measurements: Path | None = None, progress: bool = True) -> ValidateReport | bundle.Bundle:
+    """`pipeline validate`: networks timed here; for a device this machine is not, the bundle of
+    them to time there (which `command` finishes), or the judgement of the `measurements` taken there."""
+    if measurements is not None and device == HOST_DEVICE:
+        raise PipelineError("--measurements brings in times measured on another device; name it with --device NAME "
+                            "(validate times this machine's networks itself)")
+    if measurements is not None:
+        return validate_measured(space, target, ws, cfg, device, measurements, table_path)
+    if device != HOST_DEVICE:
+        return prepare(space, command, target, ws, cfg, device, protocol.threads, table_path, derived, progress)
+    return validate(space, target, ws, protocol, cfg, device, table_path, derived, progress=progress)
