@@ -434,56 +434,8 @@ def run_search(space: SearchSpace, latency: LatencyModel, splits: Splits, cfg: S
     s = _Searcher(space, latency, splits, cfg, ctx)
     ident = {"space": space.fingerprint, "latency": latency_fingerprint(latency), "config": cfg.identity(),
              "processes": ctx.world, **(identity or {})}
-    if resume:
-        assert checkpoint is not None
-        s.restore(load_checkpoint(checkpoint, ident))
-    elif checkpoint is not None and checkpoint.exists() and ctx.is_main:
-        log.warning("starting over: '%s' holds an earlier search's checkpoint (use --resume to continue it)", checkpoint)
-    progress = progress and ctx.is_main
-    # Which checkpoint of this search is on disk, in words (an earlier search's does not count).
-    saved = "the checkpoint this run resumed from" if resume else None
-
-    def save() -> None:
-        nonlocal saved
-        if checkpoint is not None:
-            if ctx.is_main:
-                save_checkpoint(checkpoint, ident, s.state())
-            saved = f"the checkpoint after epoch {s.position.epoch}"
-
-    def stopped(message: str, kind: type[PipelineError] = PipelineError) -> PipelineError:
-        e = kind(message)
-        e.quiet = not ctx.is_main
-        return e
-
-    for h in s.history:
-        if progress:
-            tqdm.write(_epoch_line(h) + "  (from checkpoint)")
-    bar = tqdm(total=cfg.epochs, initial=s.position.epoch, desc="search", unit="epoch", disable=not progress)
-    with bar, _ctrl_c_requests_stop(s):
-        try:
-            while s.position.epoch < cfg.epochs:
-                try:
-                    h = s.epoch(progress)
-                except _Stop:
-                    save()
-                    ctx.barrier()  # no process exits (and has torchrun stop the rest) before rank 0 has saved
-                    p = s.position
-                    where = f"epoch {p.epoch + 1}, {'W' if p.phase == 'W' else 'Θ'} step {p.batch + 1}"
-                    raise stopped(f"search stopped at {where}: progress saved to '{checkpoint}'; "
-                                  "run the same command with --resume to continue" if checkpoint else
-                                  f"search stopped at {where} (no checkpoint was asked for)", SearchStopped) from None
-                except _Diverged as e:
-                    last = f"; {saved}, the last good one, is kept at '{checkpoint}'" if saved else ""
-                    raise stopped(f"search stopped: {e}{last}; lower --w-lr / --theta-lr and search again") from None
-                save()
-                bar.update(1)
-                bar.set_postfix(acc=f"{h['w_acc']:.3f}", lat=f"{h['expected_latency_ms']:.3f}ms")
-                if progress:
-                    tqdm.write(_epoch_line(h))
-        except KeyboardInterrupt:  # a second Ctrl-C, wherever it lands (even mid-save: writes are atomic)
-            kept = (f"{saved} is kept at '{checkpoint}'; run the same command with --resume to continue "
-                    "from it") if saved else "nothing was saved"
-            raise stopped(f"search interrupted at once by a second Ctrl-C: {kept}", SearchStopped) from None
+    saver = _Saver(s, checkpoint, ident, resume)
+    _train_all_epochs(s, saver, progress and ctx.is_main)
     argmax = s.net.derive()
     blocks = argmax
     if cfg.latency_target is not None:
@@ -491,3 +443,75 @@ def run_search(space: SearchSpace, latency: LatencyModel, splits: Splits, cfg: S
     acc = evaluate(s.net, splits.test, ctx.device) if ctx.is_main else 0.0
     return SearchResult(s.net, blocks, s.history, acc, argmax)
 
+
+class _Saver:
+    """The search's checkpoint: restored on --resume, written after every epoch (by rank 0), and
+    described in words for the messages that say what a stop keeps."""
+
+    def __init__(self, s: _Searcher, path: Path | None, ident: dict[str, Any], resume: bool) -> None:
+        self.s, self.path, self.ident = s, path, ident
+        # Which checkpoint of this search is on disk (an earlier search's does not count).
+        self.saved: str | None = None
+        if resume:
+            assert path is not None
+            s.restore(load_checkpoint(path, ident))
+            self.saved = "the checkpoint this run resumed from"
+        elif path is not None and path.exists() and s.ctx.is_main:
+            log.warning("starting over: '%s' holds an earlier search's checkpoint (use --resume to continue it)", path)
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        if self.s.ctx.is_main:
+            save_checkpoint(self.path, self.ident, self.s.state())
+        self.saved = f"the checkpoint after epoch {self.s.position.epoch}"
+
+    def stopped(self, message: str, kind: type[PipelineError] = PipelineError) -> PipelineError:
+        """The error every process raises alike; only rank 0's is printed."""
+        e = kind(message)
+        e.quiet = not self.s.ctx.is_main
+        return e
+
+    def on_ctrl_c(self) -> PipelineError:
+        """The first Ctrl-C: stop after the step in progress, save, say how to go on."""
+        self.save()
+        self.s.ctx.barrier()  # no process exits (and has torchrun stop the rest) before rank 0 has saved
+        p = self.s.position
+        where = f"epoch {p.epoch + 1}, {'W' if p.phase == 'W' else 'Θ'} step {p.batch + 1}"
+        if self.path is None:
+            return self.stopped(f"search stopped at {where} (no checkpoint was asked for)", SearchStopped)
+        return self.stopped(f"search stopped at {where}: progress saved to '{self.path}'; run the same command "
+                            "with --resume to continue", SearchStopped)
+
+    def on_diverged(self, e: Exception) -> PipelineError:
+        last = f"; {self.saved}, the last good one, is kept at '{self.path}'" if self.saved else ""
+        return self.stopped(f"search stopped: {e}{last}; lower --w-lr / --theta-lr and search again")
+
+    def on_second_ctrl_c(self) -> PipelineError:
+        kept = (f"{self.saved} is kept at '{self.path}'; run the same command with --resume to continue from it"
+                if self.saved else "nothing was saved")
+        return self.stopped(f"search interrupted at once by a second Ctrl-C: {kept}", SearchStopped)
+
+
+def _train_all_epochs(s: _Searcher, saver: _Saver, progress: bool) -> None:
+    """The epochs left, each saved when done; a stop becomes the one-line error that says what is kept."""
+    for h in s.history:
+        if progress:
+            tqdm.write(_epoch_line(h) + "  (from checkpoint)")
+    bar = tqdm(total=s.cfg.epochs, initial=s.position.epoch, desc="search", unit="epoch", disable=not progress)
+    with bar, _ctrl_c_requests_stop(s):
+        try:
+            while s.position.epoch < s.cfg.epochs:
+                try:
+                    h = s.epoch(progress)
+                except _Stop:
+                    raise saver.on_ctrl_c() from None
+                except _Diverged as e:
+                    raise saver.on_diverged(e) from None
+                saver.save()
+                bar.update(1)
+                bar.set_postfix(acc=f"{h['w_acc']:.3f}", lat=f"{h['expected_latency_ms']:.3f}ms")
+                if progress:
+                    tqdm.write(_epoch_line(h))
+        except KeyboardInterrupt:  # a second Ctrl-C, wherever it lands (even mid-save: writes are atomic)
+            raise saver.on_second_ctrl_c() from None
