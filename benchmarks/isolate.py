@@ -21,6 +21,7 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 from functools import partial
@@ -66,12 +67,15 @@ def _parent_logging() -> tuple[int, str | None]:
     return root.getEffectiveLevel(), fmt
 
 
-def _serve(conn: Any, make_handler: Callable[[], Callable[[Any], Any]], plugins: list[str],
-           log_setup: tuple[int, str | None], parent_pid: int) -> None:
+def _serve(conn: Any, handler_pickle: bytes, plugins: list[str], log_setup: tuple[int, str | None],
+           parent_pid: int) -> None:
     follow_parent(parent_pid)
     level, fmt = log_setup
     logging.basicConfig(level=level, **({"format": fmt} if fmt else {}))
     load_plugins(plugins)
+    # Unpickled only now: the handler may name a runner or exporter a plugin defines. The bytes
+    # are the parent's own objects, never a user's file.
+    make_handler: Callable[[], Callable[[Any], Any]] = pickle.loads(handler_pickle)
     handle = make_handler()
     reply: tuple[str, Any] = ("ready", None)
     while True:
@@ -123,7 +127,7 @@ class Child:
     def start(self) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_serve, args=(child, self.make_handler, list(LOADED), _parent_logging(), os.getpid()),
+        self.process = ctx.Process(target=_serve, args=(child, pickle.dumps(self.make_handler), list(LOADED), _parent_logging(), os.getpid()),
                                    daemon=True)
         with pinned(self.pin_threads, self.pin_threads > 0):
             self.process.start()

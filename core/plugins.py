@@ -7,6 +7,7 @@ registers must exist wherever it is built.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 from core.errors import PipelineError
@@ -23,11 +24,16 @@ def load_plugin(path: str) -> None:
     spec = importlib.util.spec_from_file_location(f"pipeline_plugin_{p.stem}", p)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    # Registered as a module, so that what it defines pickles by name into worker processes
+    # (which load the same plugin files before they unpickle anything).
+    sys.modules[spec.name] = module
     try:
         spec.loader.exec_module(module)
     except PipelineError:
+        del sys.modules[spec.name]
         raise
     except Exception as e:
+        del sys.modules[spec.name]
         raise PipelineError(f"plugin '{path}' failed to load: {type(e).__name__}: {e}") from None
     LOADED.append(str(p))
 
