@@ -14,7 +14,6 @@ the device's latency table from a benchmark bundle's times.
 from __future__ import annotations
 
 import csv
-import math
 import os
 import re
 import shlex
@@ -22,7 +21,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from tqdm import tqdm
@@ -34,6 +33,7 @@ from benchmarks.runners import RUNNERS, DeviceTool
 from benchmarks.table import LatencyTable, Row, row_key
 from blocks.architecture import Architecture
 from blocks.space import LayerShape, SearchSpace
+from core.config import MAX_MS, Input, int_in, number_in, short, validate
 from core.errors import PipelineError
 from core.fileio import atomic_dir, atomic_path, read_json, write_json_atomic, write_text_atomic
 from benchmarks.targets import Target, require_exporter
@@ -42,6 +42,8 @@ from core.workspace import Workspace
 
 BUNDLE_FORMAT = "pipeline-device-bundle"  # validate's networks or a table's blocks
 BUNDLE_VERSION = 1
+MAX_THREADS = 1024  # runtime threads on any phone or desktop
+MAX_ROUNDS = 1000  # rounds over a bundle's items
 MANIFEST = "manifest.json"
 CSV_NAME = "measurements.csv"
 LOGS = "logs"
@@ -94,6 +96,38 @@ class Bundle:
         return {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, **d}
 
 
+class NetworkInput(Input):
+    name: str
+    blocks: list[str]
+    origin: str
+    file: str
+    fits: bool
+    row: str = ""
+
+
+class BundleInput(Input):
+    """A bundle's manifest.json, as `Bundle.to_dict` writes it."""
+
+    format: str
+    version: int
+    target: str
+    runner: str
+    device: str
+    space: str
+    space_fingerprint: str
+    fit: bool
+    threads: int_in(1, MAX_THREADS)  # type: ignore[valid-type]
+    rounds: int_in(1, MAX_ROUNDS)  # type: ignore[valid-type]
+    networks: list[NetworkInput]
+    command: str
+    kind: Literal[tuple(KINDS)] = "validate"  # type: ignore[valid-type]
+    exporter: dict[str, Any] = {}
+
+
+class Measurement(Input):
+    ms: number_in(0, MAX_MS, "milliseconds per inference", lo_open=True)  # type: ignore[valid-type]
+
+
 def load_bundle(folder: Path) -> Bundle:
     """The bundle whose manifest is in `folder`; anything else is a one-line error."""
     path = folder / MANIFEST
@@ -105,16 +139,10 @@ def load_bundle(folder: Path) -> Bundle:
         raise PipelineError(f"validate bundle '{path}' is version {d.get('version')}, this tool reads version "
                             f"{BUNDLE_VERSION}; write the bundle again with this version ('pipeline validate' or "
                             "'pipeline benchmark' with --device NAME)")
-    try:
-        nets = tuple(BundleNetwork(str(n["name"]), tuple(n["blocks"]), str(n["origin"]), str(n["file"]), bool(n["fits"]),
-                                   str(n.get("row", ""))) for n in d["networks"])
-        if d.get("kind", "validate") not in KINDS:
-            raise ValueError(f"kind {d.get('kind')!r}")
-        return Bundle(folder, str(d["target"]), str(d["runner"]), str(d["device"]), str(d["space"]),
-                      str(d["space_fingerprint"]), bool(d["fit"]), int(d["threads"]), int(d["rounds"]), nets,
-                      str(d["command"]), str(d.get("kind", "validate")), dict(d.get("exporter", {})))
-    except (KeyError, TypeError, ValueError) as e:
-        raise PipelineError(f"validate bundle manifest '{path}' is malformed ({e}); write the bundle again") from None
+    m = validate(BundleInput, d, f"bundle manifest '{path}'", "restore it, or write the bundle again")
+    nets = tuple(BundleNetwork(n.name, tuple(n.blocks), n.origin, n.file, n.fits, n.row) for n in m.networks)
+    return Bundle(folder, m.target, m.runner, m.device, m.space, m.space_fingerprint, m.fit, m.threads, m.rounds, nets,
+                  m.command, m.kind, m.exporter)
 
 
 # ---------------------------------------------------------------------------- the tools that time on a device
@@ -333,10 +361,9 @@ def read_measurements(path: Path, b: Bundle) -> dict[str, list[float]]:
     rows = _read_logs(path, b) if path.is_dir() else _read_csv(path, b.item)
     for name, ms, where in rows:
         if name not in known:
-            raise PipelineError(f"{where}: {b.item} '{name}' is not in the bundle (it has {b.networks[0].name} to "
+            raise PipelineError(f"{where}: {b.item} {short(name)} is not in the bundle (it has {b.networks[0].name} to "
                                 f"{b.networks[-1].name}); these measurements belong to another bundle")
-        if not (ms > 0 and math.isfinite(ms)):
-            raise PipelineError(f"{where}: {ms} ms is not a latency; give milliseconds per inference, above 0")
+        ms = validate(Measurement, {"ms": ms}, where, "give milliseconds per inference (a decimal point, no unit)").ms
         out.setdefault(name, []).append(ms)
     if not out:
         raise PipelineError(f"'{path}' holds no measurements yet; time the {b.item}s first (see "
@@ -361,11 +388,11 @@ def _read_csv(path: Path, item: str) -> list[tuple[str, float, str]]:
                     continue  # blank, or a network not timed (yet): the template lists every one
                 if len(cells) != 2:
                     raise PipelineError(f"{where}: a row is '{item},ms' (two fields, a decimal point, no comma in "
-                                        f"the number), not '{','.join(row)}'")
+                                        f"the number), not {short(','.join(row))}")
                 try:
                     ms = float(cells[1])
                 except ValueError:
-                    raise PipelineError(f"{where}: '{cells[1]}' is not a number of milliseconds") from None
+                    raise PipelineError(f"{where}: {short(cells[1])} is not a number of milliseconds") from None
                 rows.append((cells[0], ms, where))
     except (UnicodeDecodeError, csv.Error) as e:
         raise PipelineError(f"{path} is not a readable CSV ({e}); save it as UTF-8 text") from None

@@ -9,7 +9,6 @@ benchmark keeps what it measured.
 from __future__ import annotations
 
 import json
-import math
 import os
 import statistics
 from dataclasses import asdict, dataclass, field

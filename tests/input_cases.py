@@ -72,3 +72,16 @@ def one_error_line(stderr: str) -> str:
 
 def files_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def cli_error(args: list[str], out: Path) -> str:
+    """Run `pipeline ARGS`: it must exit 2 with one `error:` line and write nothing under `out`."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    r = CliRunner().invoke(main, args)
+    line = one_error_line(r.stderr)
+    assert r.exit_code == 2, r.output
+    assert files_under(out) == []
+    return line

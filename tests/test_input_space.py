@@ -13,7 +13,7 @@ from blocks.space import SearchSpace, resolve_space, space_from_dict
 from core.errors import PipelineError
 from pipeline.cli import main
 from tests.conftest import MICRO_SPACE
-from tests.input_cases import files_under, mutated, one_error_line
+from tests.input_cases import cli_error, mutated, one_error_line
 
 VALID = yaml.safe_load(MICRO_SPACE)
 
@@ -52,11 +52,8 @@ def test_bad_space_file_is_one_line_and_writes_nothing(tmp_path: Path, text: str
     space = tmp_path / "my.yaml"
     space.write_text(text)
     out = tmp_path / "ws"
-    r = CliRunner().invoke(main, ["benchmark", "--target", "desktop", "--space", str(space), "--out", str(out), "-q"])
-    line = one_error_line(r.stderr)
-    assert r.exit_code == 2
+    line = cli_error(["benchmark", "--target", "desktop", "--space", str(space), "--out", str(out), "-q"], out)
     assert f"search-space file '{space}'" in line and message in line, line
-    assert files_under(out) == []
 
 
 def test_space_file_that_is_not_utf8(tmp_path: Path) -> None:

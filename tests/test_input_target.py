@@ -7,13 +7,11 @@ from typing import Any
 
 import pytest
 import yaml
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 
 from benchmarks.targets import Target, resolve_target
 from core.errors import PipelineError
-from pipeline.cli import main
-from tests.input_cases import files_under, mutated, one_error_line
+from tests.input_cases import cli_error, mutated
 
 BAD = [
     ("base: desktop\ntolerance: {atol: abc, rtol: 0.1}\n", "tolerance.atol = 'abc': expected a number from 0 to below 1,000"),
@@ -41,12 +39,9 @@ def test_bad_target_file_is_one_line_and_writes_nothing(tmp_path: Path, micro_sp
     target = tmp_path / "my.yaml"
     target.write_text(text)
     out = tmp_path / "ws"
-    r = CliRunner().invoke(main, ["benchmark", "--target", str(target), "--space", str(micro_space_file), "--out",
-                                  str(out), "-q"])
-    line = one_error_line(r.stderr)
-    assert r.exit_code == 2
+    line = cli_error(["benchmark", "--target", str(target), "--space", str(micro_space_file), "--out", str(out), "-q"],
+                     out)
     assert f"target file '{target}'" in line and message in line, line
-    assert files_under(out) == []
 
 
 def test_target_file_that_is_not_utf8(tmp_path: Path) -> None:

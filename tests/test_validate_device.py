@@ -131,9 +131,9 @@ def test_device_measurements_bad_input(micro_space, micro_space_file: Path, tmp_
         ("net,time\nnet-00,1.0\n", "the first line must be the header 'network,ms'"),
         ("network,ms\nnet-00,1.0\nnet-99,2.0\n", "measurements.csv:3: network 'net-99' is not in the bundle"),
         ("network,ms\nnet-00,fast\n", "measurements.csv:2: 'fast' is not a number of milliseconds"),
-        ("network,ms\nnet-00,-1\n", "measurements.csv:2: -1.0 ms is not a latency"),
+        ("network,ms\nnet-00,-1\n", "measurements.csv:2: ms = -1.0: expected milliseconds per inference above 0"),
         ("\ufeffnetwork,ms\n# a comment\nnet-00,12,5\n", "measurements.csv:3: a row is 'network,ms' (two fields"),
-        ("network,ms\n\n#\nnet-00,inf\n", "measurements.csv:4: inf ms is not a latency"),
+        ("network,ms\n\n#\nnet-00,inf\n", "measurements.csv:4: ms = inf: expected milliseconds per inference"),
         (b"network,ms\nnet-00,\xff\n", "is not a readable CSV"),
         ("network,ms\n" + "".join(f"net-{i:02d},1.0\n" for i in (0, 1, 2, 3, 5, 7)),  # two fitting ones missing
          "2 network(s) the calibration fits on have no time yet (net-04, net-06); time them"),
