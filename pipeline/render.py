@@ -24,7 +24,7 @@ def _grid(header: list[str], rows: list[list[str]]) -> str:
 
 
 def latency_grid(table: LatencyTable, space: SearchSpace) -> str:
-    """Layers down, blocks across, median ms in each cell ('-' where a block cannot go); the
+    """Layers down, blocks across, each row's ms in each cell ('-' where a block cannot go); the
     fixed parts (stem, head, classifier) in a column of their own, since no block is timed there."""
     # Stages may fix their own candidates, so the columns are every block some layer can take.
     columns = list(dict.fromkeys(b for i in range(len(space.layers)) for b in space.candidates(i)))
@@ -49,12 +49,17 @@ def benchmark_text(r: BenchmarkReport, space: SearchSpace) -> str:
     lines = [
         f"latency table: {r.path}",
         f"  {provenance_line(r.table)}",
-        f"  {_counts(r)}; ms per block:",
+        f"  {_counts(r)}; {_statistic(r.table)} ms per block:",
         latency_grid(r.table, space),
     ]
     if r.unavailable:
         lines.append(f"  not measurable: {', '.join(r.unavailable)} (see 'reason' in the table)")
     return "\n".join(lines)
+
+
+def _statistic(table: LatencyTable) -> str:
+    """What the cells hold: the median of this tool's timings, or a published table's mean."""
+    return "/".join(sorted({row.statistic for row in table.rows.values()})) or "median"
 
 
 def _counts(r: BenchmarkReport) -> str:
