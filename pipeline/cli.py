@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shlex
 import sys
@@ -12,30 +13,28 @@ from typing import Any, Callable
 
 import click
 
+from benchmarks.bundle import Bundle
 from benchmarks.device import HOST_DEVICE
 from benchmarks.protocol import Protocol
+from benchmarks.targets import TARGETS, Target, parse_options, resolve_target
 from blocks import BLOCK_SETS, BLOCKS, SPACES, SearchSpace, resolve_space
 from core import __version__
-from pipeline import flow
-from pipeline.stages import benchmark as benchmark_stage, compare as compare_stage, export as export_stage
-from pipeline.stages import search as search_stage, train as train_stage, validate as validate_stage
 from core.config import build_config, merge
-from pipeline.training.data import load_data
-from pipeline.training.distributed import check_device, single_process
 from core.errors import PipelineError
 from core.fileio import read_config
 from core.plugins import load_plugin
+from core.workspace import Workspace
+from pipeline import flow
 from pipeline.render import (benchmark_text, bundle_text, export_text, search_text, sweep_text, targets_text,
                              validate_text)
-from pipeline.training.search import SearchConfig
-from pipeline.training.sweep import parse_sweep
-from benchmarks.targets import TARGETS, Target, parse_options, resolve_target
-from blocks.architecture import load_architecture
+from pipeline.stages import benchmark as benchmark_stage, compare as compare_stage, export as export_stage
+from pipeline.stages import search as search_stage, train as train_stage, validate as validate_stage
 from pipeline.stages.compare import render as compare_render
-from pipeline.training.loop import TrainConfig
 from pipeline.stages.validate import ValidateConfig
-from core.workspace import Workspace
-
+from pipeline.training.distributed import check_device
+from pipeline.training.loop import TrainConfig
+from pipeline.training.search import SearchConfig
+from pipeline.training.sweep import SweepReport
 
 # What a Ctrl-C leaves, for the commands that keep less than everything finished so far
 # (`search` and `run` say it themselves, from the search's checkpoint).
@@ -84,40 +83,36 @@ def main(plugin: tuple[str, ...], verbose: bool) -> None:
 
 
 # ---------------------------------------------------------------- shared options
-_COMPUTE = ("cpu", "cuda")
-
-
 def _is_compute(name: str) -> bool:
-    return name in _COMPUTE or name.startswith("cuda:")
+    return name in ("cpu", "cuda") or name.startswith("cuda:")
 
 
 def _table_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    # A table named 'cuda' would look like a GPU measurement; the runners time on this host's CPU.
+    # A table named 'cuda' would look like a GPU measurement; where training runs is --compute.
     if _is_compute(value):
-        raise PipelineError(f"--device {value}: '{ctx.info_name}' names the device a latency table belongs to "
-                            "(host, pixel1, ...), not a compute device; the runners here time on the CPU")
+        trains = any(p.name == "compute" for p in ctx.command.params)
+        where = (f"to train on it, use --compute {value}" if trains
+                 else "the runners here time on this machine's CPU")
+        raise PipelineError(f"--device {value}: --device names the device a latency table belongs to (host, pixel1, "
+                            f"...), not a compute device; {where}")
+    return value
+
+
+def _compute(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        try:
+            check_device(value)
+        except PipelineError as e:
+            # check_device's messages name the option --device; on these commands the option is --compute
+            raise PipelineError(str(e).replace("--device", "--compute")) from None
     return value
 
 
 def _common(f: Callable) -> Callable:
-    return _common_options(f, trains=False)
-
-
-def _common_training(f: Callable) -> Callable:
-    """_common for commands that train: --device also names the torch device (cpu, cuda, cuda:N)."""
-    return _common_options(f, trains=True)
-
-
-def _common_options(f: Callable, trains: bool) -> Callable:
     f = click.option("--out", "root", type=click.Path(path_type=Path), default=Path("pipeline-out"),
                      show_default=True, help="Workspace folder for tables, architectures and models.")(f)
-    if trains:
-        f = click.option("--device", "devices", multiple=True, metavar="NAME",
-                         help="Device the latency table belongs to [host = this machine], or where to train: "
-                              "cpu [default] or cuda[:N]. Give it twice for both: --device pixel1 --device cuda.")(f)
-    else:
-        f = click.option("--device", default=HOST_DEVICE, show_default=True, callback=_table_device,
-                         help="Device the latency table belongs to ('host' = this machine).")(f)
+    f = click.option("--device", default=HOST_DEVICE, show_default=True, callback=_table_device,
+                     help="Device the latency table belongs to ('host' = this machine).")(f)
     f = click.option("--space", "space_name", default="tiny", show_default=True,
                      help="Search space: a registered name (see 'pipeline spaces') or a YAML/TOML file.")(f)
     f = click.option("--target-option", "-o", "target_options", multiple=True, metavar="KEY=VALUE",
@@ -125,6 +120,48 @@ def _common_options(f: Callable, trains: bool) -> Callable:
     f = click.option("--target", "target_name", default="desktop", show_default=True,
                      help="Deployment target: a name (see 'pipeline targets') or a YAML/TOML target file.")(f)
     return f
+
+
+def _compute_option(f: Callable) -> Callable:
+    return click.option("--compute", metavar="cpu|cuda|cuda:N", callback=_compute,
+                        help="Where training runs: cpu [default] or a CUDA GPU.")(f)
+
+
+def _json_option(f: Callable) -> Callable:
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print the result as one JSON object (README: 'JSON output'); messages go to stderr.")(f)
+
+
+def _json_default(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else str(value)  # numpy scalars, paths
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: they become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _echo_json(data: dict[str, Any]) -> None:
+    click.echo(json.dumps(_finite(data), default=_json_default))
+
+
+def _show(result: Any, as_json: bool, text: Callable[[Any], str]) -> None:
+    """Print a stage's result: its JSON object, or its text (a device's bundle, either way, as a bundle)."""
+    if as_json:
+        _echo_json(benchmark_stage.bundle_dict(result) if isinstance(result, Bundle) else result.to_dict())
+    else:
+        click.echo(bundle_text(result) if isinstance(result, Bundle) else text(result))
+
+
+def _given(name: str) -> bool:
+    """Whether the user typed option `name` (rather than it taking its default)."""
+    return click.get_current_context().get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
 
 
 def _protocol_options(f: Callable) -> Callable:
@@ -172,16 +209,6 @@ def _search_options(f: Callable) -> Callable:
     return f
 
 
-def _devices(values: tuple[str, ...]) -> tuple[str, str | None]:
-    """Split --device values into (the table's device, the torch device to train on or None)."""
-    table = [v for v in values if not _is_compute(v)]
-    compute = [v for v in values if _is_compute(v)]
-    if len(table) > 1 or len(compute) > 1:
-        raise PipelineError(f"--device given as {', '.join(values)}: give at most one table device (host, pixel1, ...) "
-                            "and one compute device (cpu, cuda, cuda:N)")
-    return (table[0] if table else HOST_DEVICE), (compute[0] if compute else None)
-
-
 def _search_settings(config_file: Path | None, compute: str | None, **flags: Any) -> dict[str, Any]:
     """The search config as given: the file's keys, then the flags given on the command line."""
     base = read_config(config_file, "search config") if config_file else {}
@@ -203,23 +230,42 @@ def _ctx(target_name: str, target_options: tuple[str, ...], space_name: str, roo
 
 
 # ---------------------------------------------------------------- listing
+def _target_dict(t: Target) -> dict[str, Any]:
+    return {"name": t.name, "description": t.description, "exporter": t.exporter, "runner": t.runner,
+            "options": {**t.exporter_options, **t.runner_options},
+            "export_here": t.exportable_here(), "measure_here": t.measurable_here()}
+
+
 @main.command()
-def targets() -> None:
+@_json_option
+def targets(as_json: bool) -> None:
     """List deployment targets, what each needs, and whether this machine can measure it."""
-    click.echo(targets_text([t for _, t in TARGETS.items()]))
+    found = [t for _, t in TARGETS.items()]
+    if as_json:
+        return _echo_json({"targets": [_target_dict(t) for t in found]})
+    click.echo(targets_text(found))
 
 
 @main.command()
-def spaces() -> None:
+@_json_option
+def spaces(as_json: bool) -> None:
     """List registered search spaces."""
-    for name, s in SPACES.items():
-        click.echo(f"{name:<10} {len(s.layers):>2} layers, {s.resolution}x{s.resolution}, "
-                   f"{s.size():.3g} architectures: {s.description}")
+    found = [{"name": name, "layers": len(s.layers), "resolution": s.resolution, "architectures": s.size(),
+              "description": s.description} for name, s in SPACES.items()]
+    if as_json:
+        return _echo_json({"spaces": found})
+    for s in found:
+        click.echo(f"{s['name']:<10} {s['layers']:>2} layers, {s['resolution']}x{s['resolution']}, "
+                   f"{s['architectures']:.3g} architectures: {s['description']}")
 
 
 @main.command(name="blocks")
-def list_blocks() -> None:
+@_json_option
+def list_blocks(as_json: bool) -> None:
     """List candidate blocks and block sets."""
+    if as_json:
+        return _echo_json({"blocks": {name: b.description for name, b in BLOCKS.items()},
+                           "sets": {name: list(names) for name, names in BLOCK_SETS.items()}})
     for name, b in BLOCKS.items():
         click.echo(f"{name:<10} {b.description}")
     for name, names in BLOCK_SETS.items():
@@ -242,11 +288,12 @@ def list_blocks() -> None:
               help="Time every row against a reference row of the space, each repeat followed by one of the "
                    "reference's, and keep its ratio to it: the machine's speed wandering under both cancels. A table "
                    "keeps the way it was measured when resumed.")
+@_json_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def benchmark(ctx: click.Context, target_name: str, target_options: tuple[str, ...], space_name: str, device: str,
-              root: Path, threads: int, repeats: int, min_repeat_ms: float, row_timeout: float, table_path: Path | None, force: bool,
-              jobs: int, rounds: int, reference: bool, quiet: bool) -> None:
+              root: Path, threads: int, repeats: int, min_repeat_ms: float, row_timeout: float, table_path: Path | None,
+              force: bool, jobs: int, rounds: int | None, reference: bool, as_json: bool, quiet: bool) -> None:
     """Export and time every (layer, block) of the space on the target: a latency table.
 
     \b
@@ -257,16 +304,11 @@ def benchmark(ctx: click.Context, target_name: str, target_options: tuple[str, .
     if ctx.invoked_subcommand is not None:
         return
     target, space, ws = _ctx(target_name, target_options, space_name, root)
-    if device != HOST_DEVICE:  # a table belongs to where it was timed: for another device, time it there
-        command = _command("benchmark", "import", target_name=target_name, device=device, space_name=space_name,
-                           root=root, table_path=table_path)
-        click.echo(bundle_text(benchmark_stage.bundle_blocks(space, command, target, ws, device, threads,
-                                                     rounds, jobs,
-                                                     progress=not quiet)))
-        return
-    report = benchmark_stage.benchmark(space, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout), device,
-                                table_path, force, progress=not quiet, jobs=jobs, rounds=rounds or 1, reference=reference)
-    click.echo(benchmark_text(report, space))
+    command = _command("benchmark", "import", target_name=target_name, device=device, space_name=space_name,
+                       root=root, table_path=table_path)
+    result = benchmark_stage.benchmark_or_bundle(space, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout),
+                                                 device, command, table_path, force, not quiet, jobs, rounds, reference)
+    _show(result, as_json, lambda r: benchmark_text(r, space))
 
 
 @benchmark.command(name="import")
@@ -278,17 +320,19 @@ def benchmark(ctx: click.Context, target_name: str, target_options: tuple[str, .
               help="Workspace folder.")
 @click.option("--table", "table_path", type=click.Path(path_type=Path), help="Write the table here instead of the workspace.")
 @click.option("--force", is_flag=True, help="Replace an existing table for this target, device and space.")
+@_json_option
 def import_cmd(file: Path, target_name: str, device: str, space_name: str, root: Path, table_path: Path | None,
-               force: bool) -> None:
+               force: bool, as_json: bool) -> None:
     """Import a latency table measured on a device: this tool's JSON, or ProxylessNAS/OFA YAML."""
     target, space, ws = _target(target_name, ()), resolve_space(space_name), Workspace(root)
     report = benchmark_stage.import_table(file, space, target, ws, device, table_path, force)
-    click.echo(f"imported {len(report.table.rows)} rows from '{file}' as {target.name}/{device} for space '{space.name}'")
-    click.echo(benchmark_text(report, space))
+    _show(report, as_json, lambda r: f"imported {len(r.table.rows)} rows from '{file}' as {target.name}/{device} for "
+                                      f"space '{space.name}'\n" + benchmark_text(r, space))
 
 
 @main.command()
-@_common_training
+@_common
+@_compute_option
 @_search_options
 @click.option("--table", "table_path", type=click.Path(path_type=Path), help="Latency table to search against.")
 @click.option("--output", type=click.Path(path_type=Path), help="Architecture file to write.")
@@ -300,36 +344,28 @@ def import_cmd(file: Path, target_name: str, device: str, space_name: str, root:
               help="Random architectures trained beside the sweep's, for reference.")
 @click.option("--sweep-train-epochs", type=click.IntRange(1), default=5, show_default=True,
               help="Epochs each network of the sweep is trained from scratch.")
+@_json_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def search(target_name: str, target_options: tuple[str, ...], space_name: str, devices: tuple[str, ...], root: Path,
-           config_file: Path | None, data: str, table_path: Path | None, output: Path | None, resume: bool,
-           sweep_spec: str | None, sweep_random: int, sweep_train_epochs: int, quiet: bool, **flags: Any) -> None:
+def search(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, compute: str | None,
+           root: Path, config_file: Path | None, data: str, table_path: Path | None, output: Path | None, resume: bool,
+           sweep_spec: str | None, sweep_random: int, sweep_train_epochs: int, as_json: bool, quiet: bool,
+           **flags: Any) -> None:
     """Train the super-net against the latency table and write the derived architecture.
 
     \b
+    On a GPU:          pipeline search --compute cuda
     Several processes: torchrun --nproc-per-node 2 $(which pipeline) search ...
     Pareto sweep:      pipeline search --sweep lam=0.01,0.1,1
     """
-    device, compute = _devices(devices)
     target, space, ws = _ctx(target_name, target_options, space_name, root)
-    settings = _search_settings(config_file, compute, **flags)
-    cfg = build_config(SearchConfig, settings, "search config")
-    check_device(cfg.device)
-    if sweep_spec is not None:
-        single_process("pipeline search --sweep")
-    splits = load_data(data, cfg.resolution or space.resolution, space.in_channels, cfg.seed)
-    if sweep_spec is not None:
-        spec = parse_sweep(sweep_spec)
-        if resume or output is not None:
-            raise PipelineError("--sweep resumes by itself and writes into the workspace; drop --resume / --output")
-        train_cfg = TrainConfig(epochs=sweep_train_epochs, seed=cfg.seed, device=cfg.device)
-        click.echo(sweep_text(search_stage.sweep_search(space, target, ws, settings, spec, splits, train_cfg, sweep_random,
-                                                    device, table_path, progress=not quiet)))
+    sweep = flow.Sweep(sweep_spec, sweep_random, sweep_train_epochs) if sweep_spec is not None else None
+    report = flow.search_or_sweep(space, target, ws, _search_settings(config_file, compute, **flags), data, device,
+                                  table_path, output, resume, sweep, progress=not quiet)
+    if report is None:  # the other processes of a torchrun job
         return
-    report = search_stage.search(space, target, ws, cfg, splits, device, table_path, output, progress=not quiet,
-                             resume=resume)
-    if report is not None:  # None on the other processes of a torchrun job
-        click.echo(search_text(report))
+    if isinstance(report, SweepReport):
+        return _echo_json(search_stage.sweep_dict(report)) if as_json else click.echo(sweep_text(report))
+    _show(report, as_json, search_text)
 
 
 def _train_options(f: Callable) -> Callable:
@@ -339,41 +375,23 @@ def _train_options(f: Callable) -> Callable:
     return f
 
 
-def _arch_and_space(arch: Path | None, ws: Workspace, space_name: str, target: str,
-                    device: str) -> tuple[Path, SearchSpace | None]:
-    """An explicit --arch brings its own space (checked against --space only if that was given)."""
-    space = resolve_space(space_name)
-    if arch is not None:
-        given = click.get_current_context().get_parameter_source("space_name")
-        return arch, space if given == click.core.ParameterSource.COMMANDLINE else None
-    return ws.architecture(space.name, target, device), space
-
-
 @main.command()
-@_common_training
+@_common
+@_compute_option
 @_train_options
 @click.option("--arch", type=click.Path(path_type=Path), help="Architecture file [the workspace's for this space/target/device].")
 @click.option("--data", default="digits", show_default=True, help="'digits' or an image folder.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@_json_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def train(target_name: str, target_options: tuple[str, ...], space_name: str, devices: tuple[str, ...], root: Path,
-          arch: Path | None, data: str, seed: int, train_epochs: int, train_lr: float, quiet: bool) -> None:
+def train(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, compute: str | None,
+          root: Path, arch: Path | None, data: str, seed: int, train_epochs: int, train_lr: float, as_json: bool,
+          quiet: bool) -> None:
     """Train a derived network from scratch and save its weights beside the architecture."""
-    device, compute = _devices(devices)
-    check_device(compute or "cpu")
-    report = _train(target_name, space_name, device, root, arch, data, seed, train_epochs, train_lr, quiet, compute or "cpu")
-    click.echo(f"trained weights: {report.path}\nheld-out test accuracy: {report.test_accuracy:.3f}")
-
-
-def _train(target_name: str, space_name: str, device: str, root: Path, arch: Path | None, data: str, seed: int,
-           epochs: int, lr: float, quiet: bool, compute: str = "cpu") -> train_stage.TrainReport:
-    path, space = _arch_and_space(arch, Workspace(root), space_name, target_name, device)
-    a = load_architecture(path, space)
-    # Train at the size the search trained at (a proxy resolution, if it used one).
-    resolution = (a.info.get("search") or {}).get("resolution") or a.space.resolution
-    splits = load_data(data, resolution, a.space.in_channels, seed)
-    return train_stage.train(path, splits, TrainConfig(epochs=epochs, lr=lr, seed=seed, device=compute), a.space,
-                          progress=not quiet)
+    path, space = train_stage.locate(Workspace(root), space_name, target_name, device, arch, _given("space_name"))
+    cfg = TrainConfig(epochs=train_epochs, lr=train_lr, seed=seed, device=compute or "cpu")
+    report = train_stage.train_derived(path, space, data, cfg, progress=not quiet)
+    _show(report, as_json, lambda r: f"trained weights: {r.path}\nheld-out test accuracy: {r.test_accuracy:.3f}")
 
 
 @main.command()
@@ -385,58 +403,65 @@ def _train(target_name: str, space_name: str, device: str, root: Path, arch: Pat
 @click.option("--output", type=click.Path(path_type=Path), help="Model file to write.")
 @click.option("--train", "do_train", is_flag=True, help="Train the derived network from scratch first.")
 @click.option("--data", default="digits", show_default=True, help="Data for --train.")
+@_json_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def export(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, root: Path, threads: int, repeats: int,
-           min_repeat_ms: float, row_timeout: float, train_epochs: int, train_lr: float, arch: Path | None, table_path: Path | None,
-           output: Path | None, do_train: bool, data: str, quiet: bool) -> None:
+def export(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, root: Path, threads: int,
+           repeats: int, min_repeat_ms: float, row_timeout: float, train_epochs: int, train_lr: float,
+           arch: Path | None, table_path: Path | None, output: Path | None, do_train: bool, data: str, as_json: bool,
+           quiet: bool) -> None:
     """Export the derived network to the target's format, check it against PyTorch and time it."""
-    target = _target(target_name, target_options)
-    ws = Workspace(root)
-    path, space = _arch_and_space(arch, ws, space_name, target_name, device)
+    target, ws = _target(target_name, target_options), Workspace(root)
+    path, space = train_stage.locate(ws, space_name, target_name, device, arch, _given("space_name"))
     if do_train:
-        t = _train(target_name, space_name, device, root, path, data, 0, train_epochs, train_lr, quiet)
-        click.echo(f"trained from scratch: test accuracy {t.test_accuracy:.3f}")
-    report = export_stage.export(path, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout), device, space, table_path, output)
-    click.echo(export_text(report))
+        t = train_stage.train_derived(path, space, data, TrainConfig(epochs=train_epochs, lr=train_lr), not quiet)
+        click.echo(f"trained from scratch: test accuracy {t.test_accuracy:.3f}", err=as_json)
+    report = export_stage.export(path, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout), device,
+                                 space, table_path, output)
+    _show(report, as_json, export_text)
 
 
 @main.command()
-@_common_training
+@_common
+@_compute_option
 @_search_options
 @_protocol_options
 @_train_options
 @click.option("--train/--no-train", "do_train", default=True, show_default=True,
               help="Train the derived network from scratch before export.")
+@_json_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def run(target_name: str, target_options: tuple[str, ...], space_name: str, devices: tuple[str, ...], root: Path,
-        config_file: Path | None, data: str, threads: int, repeats: int, min_repeat_ms: float, row_timeout: float,
-        train_epochs: int, train_lr: float, do_train: bool, quiet: bool, **flags: Any) -> None:
+def run(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, compute: str | None,
+        root: Path, config_file: Path | None, data: str, threads: int, repeats: int, min_repeat_ms: float,
+        row_timeout: float, train_epochs: int, train_lr: float, do_train: bool, as_json: bool, quiet: bool,
+        **flags: Any) -> None:
     """benchmark -> search -> (train) -> export in one command; defaults run on the embedded digits."""
-    device, compute = _devices(devices)
     target, space, ws = _ctx(target_name, target_options, space_name, root)
     cfg = _search_config(config_file, compute, **flags)
     train = TrainConfig(epochs=train_epochs, lr=train_lr) if do_train else None
-    flow.run(space, target, ws, cfg, _protocol(threads, repeats, min_repeat_ms, row_timeout), data, device, train,
-                  progress=not quiet, on_stage=_run_printer(space, target, device, cfg, data, train))
+    report = flow.run(space, target, ws, cfg, _protocol(threads, repeats, min_repeat_ms, row_timeout), data, device,
+                      train, progress=not quiet, on_stage=_run_printer(space, target, device, cfg, data, train, as_json))
+    if as_json:
+        _echo_json(report.to_dict())
 
 
 def _run_printer(space: SearchSpace, target: Target, device: str, cfg: SearchConfig, data: str,
-                 train: TrainConfig | None) -> Callable[[str, Any], None]:
-    """Print each stage of `pipeline run` as it starts (report None) and when it is done."""
+                 train: TrainConfig | None, as_json: bool) -> Callable[[str, Any], None]:
+    """Print each stage of `pipeline run` as it starts (report None) and when it is done: under
+    --json, on stderr, so that stdout holds the one object at the end."""
     starts = {"benchmark": f"== benchmark: {space.name} on {target.name}/{device}",
               "search": f"\n== search: {cfg.epochs} epochs, loss '{cfg.loss}', data '{data}'",
               "train": f"\n== train from scratch: {train.epochs if train else 0} epochs",
               "export": f"\n== export: {target.name}"}
+    texts = {"benchmark": lambda r: benchmark_text(r, space), "search": search_text,
+             "train": lambda r: f"held-out test accuracy {r.test_accuracy:.3f}", "export": export_text}
 
     def show(stage: str, report: Any) -> None:
-        if report is None:
-            if stage != "benchmark" or device == HOST_DEVICE:
-                click.echo(starts[stage])
-            elif stage == "benchmark":
-                click.echo(f"== benchmark: {target.name}/{device} is not this machine; using its table")
-            return
-        click.echo({"benchmark": lambda r: benchmark_text(r, space), "search": search_text,
-                    "train": lambda r: f"held-out test accuracy {r.test_accuracy:.3f}", "export": export_text}[stage](report))
+        if report is not None:
+            click.echo(texts[stage](report), err=as_json)
+        elif stage != "benchmark" or device == HOST_DEVICE:
+            click.echo(starts[stage], err=as_json)
+        else:
+            click.echo(f"== benchmark: {target.name}/{device} is not this machine; using its table", err=as_json)
 
     return show
 
@@ -465,7 +490,7 @@ def _run_printer(space: SearchSpace, target: Target, device: str, cfg: SearchCon
 @click.option("--measurements", type=click.Path(path_type=Path),
               help="For a --device other than host: the times measured there for the bundle an earlier "
                    "'validate --device NAME' wrote (its measurements.csv, or the logs/ folder of its script).")
-@click.option("--json", "as_json", is_flag=True, help="Print the headline metrics as one JSON object.")
+@_json_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def validate(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, root: Path,
              threads: int, repeats: int, min_repeat_ms: float, row_timeout: float, samples: int, archs: tuple[Path, ...],
@@ -478,33 +503,14 @@ def validate(target_name: str, target_options: tuple[str, ...], space_name: str,
     pipeline validate --target android --device pixel1      writes them to a bundle to time on the phone
     pipeline validate --target android --device pixel1 --measurements DIR/logs   judges those times
     """
-
     target, space, ws = _ctx(target_name, target_options, space_name, root)
-    cfg = ValidateConfig(samples, seed, fit, rounds, recheck, reference=reference)
-    if measurements is not None and device == HOST_DEVICE:
-        raise PipelineError("--measurements brings in times measured on another device; name it with --device NAME "
-                            "(validate times this machine's networks itself)")
-    if measurements is None and device != HOST_DEVICE:
-        command = _command("validate", target_name=target_name, target_options=target_options, device=device,
-                           space_name=space_name, root=root, table_path=table_path)
-        b = validate_stage.prepare(space, command, target, ws, cfg, device, threads, table_path, archs,
-                           progress=not quiet and not as_json)
-        click.echo(json.dumps({"bundle": str(b.folder), "networks": len(b.networks), "device": device})
-                   if as_json else bundle_text(b))
-        return
-    if measurements is not None:
-        r = validate_stage.validate_measured(space, target, ws, cfg, device, measurements, table_path)
-    else:
-        r = validate_stage.validate(space, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout), cfg, device,
-                         table_path, archs, progress=not quiet and not as_json)
-    if as_json:
-        head = {k: r.headline[k] for k in validate_stage.METRIC_KEYS}
-        click.echo(json.dumps({**head, "predictor": "calibrated" if "calibrated" in r.metrics else "table sum",
-                               "fitted_now": r.fitted_now,
-                               "by_predictor": r.metrics, "noise": r.noise, "drift": r.drift,
-                               "plot": str(r.files["plot"])}))
-        return
-    click.echo(validate_text(r))
+    command = _command("validate", target_name=target_name, target_options=target_options, device=device,
+                       space_name=space_name, root=root, table_path=table_path)
+    result = validate_stage.validate_or_bundle(
+        space, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout),
+        ValidateConfig(samples, seed, fit, rounds, recheck, reference=reference), device, command, table_path, archs,
+        measurements, progress=not quiet and not as_json)
+    _show(result, as_json, validate_text)
 
 
 def _command(*words: str, target_name: str, device: str, space_name: str, root: Path, table_path: Path | None,
@@ -521,31 +527,10 @@ def _command(*words: str, target_name: str, device: str, space_name: str, root: 
     return shlex.join(args)
 
 
-def _compare_spec(spec: str, ws: Workspace, default_space: str) -> tuple[Path, Path, str | None]:
-    """`TARGET/DEVICE[@SPACE]` (the workspace's table and architecture) or `TABLE.json=ARCH.json`."""
-    if "=" in spec:
-        table, _, arch = spec.partition("=")
-        return Path(table), Path(arch), None
-    where, _, space_name = spec.partition("@")
-    target, slash, device = where.partition("/")
-    if not slash or not target or not device:
-        raise PipelineError(
-            f"compare entry '{spec}' must be TARGET/DEVICE[@SPACE] (e.g. android/pixel1@proxyless) or TABLE=ARCH files"
-        )
-    space = resolve_space(space_name or default_space)
-    table, arch = ws.table(space.name, target, device), ws.architecture(space.name, target, device)
-    dev = f" --device {device}" if device != HOST_DEVICE else ""
-    if not table.exists():
-        raise PipelineError(f"compare entry '{spec}': no table at '{table}'; run 'pipeline benchmark --target {target}"
-                            f"{dev} --space {space.name}' (or 'pipeline benchmark import') first")
-    if not arch.exists():
-        raise PipelineError(f"compare entry '{spec}': no architecture at '{arch}'; run 'pipeline search --target {target}"
-                            f"{dev} --space {space.name}' first")
-    return table, arch, None
-
-
 @main.command()
 @click.argument("entries", nargs=-1, required=True)
+@click.option("--label", "labels", multiple=True, metavar="NAME",
+              help="What the report calls an entry [its table's TARGET/DEVICE]; give it once per entry, in order.")
 @click.option("--space", "space_name", default="tiny", show_default=True, help="Space of entries that name none.")
 @click.option("--out", "root", type=click.Path(path_type=Path), default=Path("pipeline-out"), show_default=True,
               help="Workspace folder.")
@@ -553,18 +538,23 @@ def _compare_spec(spec: str, ws: Workspace, default_space: str) -> tuple[Path, P
 @click.option("--measure/--no-measure", default=True, show_default=True,
               help="Time every architecture end to end on each of this host's targets that run here.")
 @_protocol_options
-def compare(entries: tuple[str, ...], space_name: str, root: Path, report_dir: Path | None, measure: bool,
-            threads: int, repeats: int, min_repeat_ms: float, row_timeout: float) -> None:
+@_json_option
+def compare(entries: tuple[str, ...], labels: tuple[str, ...], space_name: str, root: Path, report_dir: Path | None,
+            measure: bool, threads: int, repeats: int, min_repeat_ms: float, row_timeout: float, as_json: bool) -> None:
     """Compare architectures searched for different devices, side by side.
 
     \b
     ENTRY is TARGET/DEVICE[@SPACE] (its table and architecture in the workspace)
     or TABLE.json=ARCHITECTURE.json. Example:
       pipeline compare desktop/host android/host android-executorch/host
+      pipeline compare a.json=a-arch.json b.json=b-arch.json --label fast --label small
     """
     ws = Workspace(root)
-    specs = [_compare_spec(e, ws, space_name) for e in entries]
-    comparison, files = compare_stage.compare(specs, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout), measure, report_dir)
+    specs = compare_stage.parse_entries(entries, labels, ws, space_name)
+    comparison, files = compare_stage.compare(specs, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout),
+                                              measure, report_dir)
+    if as_json:
+        return _echo_json(compare_stage.to_dict(comparison, files))
     click.echo(compare_render.to_text(comparison))
     click.echo("\nwrote " + ", ".join(str(p) for p in files.values()))
 

@@ -257,3 +257,31 @@ def test_corrupt_trained_weights_are_logged_not_fatal(entries, caplog):
     weights_path(entries[0].arch_path, "trained").write_bytes(b"not a weights file")
     assert compare(entries).accuracy[0].trained is None
     assert "is corrupt or not a weights file" in caplog.text
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_cli_label_names_entries_that_would_share_one(tmp_path, micro_space, entries):
+    """Two architectures searched with the same table: only --label tells them apart."""
+    (tmp_path / "twin").mkdir()
+    twin = _entry(tmp_path / "twin", "desktop/host", entries[0].table, micro_space, ARCHS["android/host"])
+    pair = [f"{e.table_path}={e.arch_path}" for e in (entries[0], twin)]
+    r = _cli("compare", *pair, "--out", tmp_path, "--no-measure")
+    assert r.exit_code == 2 and "give each entry its own label" in r.stderr
+    r = _cli("compare", *pair, "--label", "skips", "--label", "wide", "--out", tmp_path, "--no-measure")
+    assert r.exit_code == 0, r.stderr
+    assert "\nskips " in r.stdout and "\nwide " in r.stdout
+    assert [e["label"] for e in json.loads((tmp_path / "compare/compare.json").read_text())["entries"]] == ["skips", "wide"]
+
+
+def test_cli_label_count_must_match_the_entries(tmp_path, entries):
+    specs = [f"{e.table_path}={e.arch_path}" for e in entries]
+    r = _cli("compare", *specs, "--label", "a", "--label", "b", "--out", tmp_path, "--no-measure")
+    assert r.exit_code == 2
+    assert r.stderr.strip() == ("error: --label given 2 time(s) for 3 entries; give one per entry, in the order of "
+                                "the entries, or none")

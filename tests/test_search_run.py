@@ -280,16 +280,22 @@ def test_cli_latency_target_reports_whether_it_is_met(cli_ws):
 
 def test_cli_devices_bad_input(cli_ws):
     if not torch.cuda.is_available():
-        assert "--device cuda: no CUDA GPU is available here" in _one_line_error(
-            _invoke("search", *cli_ws, "--device", "cuda"))
-    assert "give at most one table device" in _one_line_error(_invoke("search", *cli_ws, "--device", "a", "--device", "b"))
+        assert "--compute cuda: no CUDA GPU is available here" in _one_line_error(
+            _invoke("search", *cli_ws, "--compute", "cuda"))
+        assert "--compute cuda: no CUDA GPU" in _one_line_error(_invoke("train", "--compute", "cuda"))
     assert "unknown mixing strategy 'fast'" in _one_line_error(_invoke("search", *cli_ws, "--mixing", "fast"))
-    assert "--device cuda:x: not a compute device" in _one_line_error(_invoke("search", *cli_ws, "--device", "cuda:x"))
-    assert "--device cuda:-1: not a compute device" in _one_line_error(
-        _invoke("search", *cli_ws, "--device", "cuda:-1", "--sweep", "lam=1,2", "--loss", "add"))
+    assert "--compute cuda:x: not a compute device" in _one_line_error(_invoke("search", *cli_ws, "--compute", "cuda:x"))
+    assert "--compute cuda:-1: not a compute device" in _one_line_error(
+        _invoke("search", *cli_ws, "--compute", "cuda:-1", "--sweep", "lam=1,2", "--loss", "add"))
+    assert "--compute pixel1: not a compute device" in _one_line_error(_invoke("run", "--compute", "pixel1"))
+    # --device names a table's device only: a compute device there points to --compute
     ws = cli_ws[cli_ws.index("--out") + 1]
-    assert "'benchmark' names the device a latency table belongs to" in _one_line_error(
-        _invoke("benchmark", "--out", ws, "--device", "cuda"))
+    for command in ("search", "train", "run"):
+        assert "not a compute device; to train on it, use --compute cuda" in _one_line_error(
+            _invoke(command, "--out", ws, "--device", "cuda"))
+    assert "--device cpu: --device names the device a latency table belongs to" in _one_line_error(
+        _invoke("benchmark", "--out", ws, "--device", "cpu"))
+    assert "No such option '--compute'" in _invoke("export", "--out", ws, "--compute", "cpu").stderr
     assert "--device pixel9' writes its blocks to a bundle to time there) or bring in a table" in _one_line_error(
         _invoke("search", "--out", ws, "--device", "pixel9"))
 
