@@ -21,15 +21,17 @@ SEARCH = ["--epochs", "2", "--warmup-epochs", "1"]
 
 
 def documented_keys() -> dict[str, set[str]]:
-    """README's `## JSON output`: each `### `COMMAND`` heading and the `- `key`` items under it."""
+    """README's `## JSON output` table: per row, the first `COMMAND` of its first cell and the
+    `key`s of its second."""
     readme = (ROOT / "README.md").read_text()
     section = readme.split("\n## JSON output\n", 1)[1].split("\n## ", 1)[0]
     keys: dict[str, set[str]] = {}
-    for part in section.split("\n### ")[1:]:
-        heading, _, body = part.partition("\n")
-        command = re.match(r"`([^`]+)`", heading).group(1)
-        items = re.split(r"\n- ", "\n" + body.strip())[1:]  # an item may go on over indented lines
-        keys[command] = {k for item in items for k in re.findall(r"`([a-z0-9_]+)`", item.split(": ")[0])}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 2 or not cells[0].startswith("`"):
+            continue
+        command = re.match(r"`([^`]+)`", cells[0]).group(1)
+        keys[command] = set(re.findall(r"`([a-z0-9_]+)`", cells[1]))
     return keys
 
 
