@@ -151,16 +151,14 @@ def device_tool(runner: str) -> DeviceTool | None:
     return RUNNERS.get(runner).device_tool
 
 
-class _DeviceTools:
-    """Runner name -> its device tool, looked up in the runner registry on every call, so a
-    runner registered later (a plugin's) has its tool too. Callers outside this module that
-    know only `DEVICE_TOOLS.get(name)` keep working; `device_tool(name)` is the same."""
-
-    def get(self, runner: str) -> DeviceTool | None:
-        return device_tool(runner)
-
-
-DEVICE_TOOLS = _DeviceTools()
+def summary(b: Bundle) -> dict[str, Any]:
+    """`--json` for a bundle (of `benchmark --device` or `validate --device`): what it holds and
+    the command that reads its times back, as the text output prints them."""
+    tool = device_tool(b.runner)
+    times = b.folder / (LOGS if tool is not None else CSV_NAME)
+    return {"bundle": str(b.folder), "kind": b.kind, "target": b.target, "device": b.device, "space": b.space,
+            "networks": len(b.networks), "script": str(b.folder / SCRIPT) if tool is not None else None,
+            "measurements": str(b.folder / CSV_NAME), "then": bundle_command(b, times)}
 
 
 def _script(b: Bundle, tool: DeviceTool, then: str) -> str:

@@ -18,8 +18,7 @@ re-timing's own noise, not the predictor's error.
 
 By default every network is loaded once, all in this process, before any is timed. With
 `--alone`, each is timed in its own fresh process (per round) that opens only that network,
-as `benchmark_model` runs a model (see the README's validate figures for how far apart the two
-were on this project's VM). With `--paired`, each network is timed both ways back to back in
+as `benchmark_model` runs a model (docs/validate.md gives how far apart the two ways land). With `--paired`, each network is timed both ways back to back in
 every round (which way first alternates), and the two ways' ratio is printed pair by pair, so
 that the machine's drift between them is as small as it can be.
 """

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import click
 
 from benchmarks.bundle import Bundle
+from benchmarks.bundle import summary as bundle_summary
 from benchmarks.device import HOST_DEVICE
 from benchmarks.protocol import Protocol
 from benchmarks.targets import TARGETS, Target, parse_options, resolve_target
@@ -100,11 +101,7 @@ def _table_device(ctx: click.Context, param: click.Parameter, value: str) -> str
 
 def _compute(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value is not None:
-        try:
-            check_device(value)
-        except PipelineError as e:
-            # check_device's messages name the option --device; on these commands the option is --compute
-            raise PipelineError(str(e).replace("--device", "--compute")) from None
+        check_device(value, "--compute")
     return value
 
 
@@ -154,7 +151,7 @@ def _echo_json(data: dict[str, Any]) -> None:
 def _show(result: Any, as_json: bool, text: Callable[[Any], str]) -> None:
     """Print a stage's result: its JSON object, or its text (a device's bundle, either way, as a bundle)."""
     if as_json:
-        _echo_json(benchmark_stage.bundle_dict(result) if isinstance(result, Bundle) else result.to_dict())
+        _echo_json(bundle_summary(result) if isinstance(result, Bundle) else result.to_dict())
     else:
         click.echo(bundle_text(result) if isinstance(result, Bundle) else text(result))
 

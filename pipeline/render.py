@@ -237,7 +237,7 @@ def validate_text(r: "ValidateReport") -> str:
 
 def bundle_text(b: Bundle) -> str:
     """What `validate` or `benchmark --device NAME` wrote, and the commands that finish the job."""
-    from benchmarks.bundle import CSV_NAME, DEVICE_TOOLS, LOGS, SCRIPT, bundle_command
+    from benchmarks.bundle import CSV_NAME, LOGS, SCRIPT, bundle_command, device_tool
 
     if b.kind == "benchmark":
         what = f"{len(b.networks)} blocks of '{b.space}' for {b.target}"
@@ -246,7 +246,7 @@ def bundle_text(b: Bundle) -> str:
         role = f"{n_fit} fit a calibration, {len(b.networks) - n_fit} judge it" if b.fit else "all judge the table's prediction"
         what = f"{len(b.networks)} networks for {b.target} ({role})"
     lines = [f"{b.device} is not this machine, so the {b.item}s go to a bundle to time there: {what} in {b.folder}"]
-    tool = DEVICE_TOOLS.get(b.runner)
+    tool = device_tool(b.runner)
     if tool is not None:
         lines += [f"time them on the device:  sh {b.folder / SCRIPT}   (adb and {tool.tool})",
                   f"then:                     {bundle_command(b, b.folder / LOGS)}",

@@ -159,7 +159,7 @@ def test_a_format_registered_here_builds_times_and_bundles_a_table(toy_format: N
     assert not (b.folder / bundle.SCRIPT).exists()  # the toy runner has no device tool
     readme = (b.folder / "README.txt").read_text()
     assert "Write one row per block" in readme and "with 1 thread(s)" in readme and bundle.SCRIPT not in readme
-    assert benchmark_stage.bundle_dict(b)["script"] is None
+    assert bundle.summary(b)["script"] is None
 
 
 def test_a_device_tool_on_the_runner_gives_the_bundle_its_script_and_reads_its_logs(

@@ -118,13 +118,3 @@ def benchmark_or_bundle(space: SearchSpace, target: Target, ws: Workspace, proto
     if device != HOST_DEVICE:  # a table belongs to where it was timed: for another device, time it there
         return bundle_blocks(space, command, target, ws, device, protocol.threads, rounds, jobs, progress)
     return benchmark(space, target, ws, protocol, device, table_path, force, progress, jobs, rounds or 1, reference)
-
-
-def bundle_dict(b: bundle.Bundle) -> dict[str, Any]:
-    """`--json` for a bundle (of `benchmark --device` or `validate --device`): what it holds and
-    the command that reads its times back, as the text output prints them."""
-    tool = bundle.DEVICE_TOOLS.get(b.runner)
-    times = b.folder / (bundle.LOGS if tool is not None else bundle.CSV_NAME)
-    return {"bundle": str(b.folder), "kind": b.kind, "target": b.target, "device": b.device, "space": b.space,
-            "networks": len(b.networks), "script": str(b.folder / bundle.SCRIPT) if tool is not None else None,
-            "measurements": str(b.folder / bundle.CSV_NAME), "then": bundle.bundle_command(b, times)}

@@ -69,12 +69,9 @@ class ValidateConfig:
     # Time every network against a reference network (the one of median predicted latency),
     # each repeat followed by one of the reference's, and keep the median of the ratios: on a
     # shared VM the machine's speed wanders within a fraction of a second, under both alike.
-    # One android run's 40 networks timed in 7 rounds all three ways here (perf/reference_effect.py,
-    # 2026-12-02): a network's rounds were a median of 18.4% apart as timed, 13.4% relative to
-    # the reference timed just before and after each network (this option until then), 4.0% as
-    # ratios repeat by repeat; refitted on 40 random halves, the calibrated held-out median
-    # error was 2.26 / 1.67 / 1.30% and a held-out network fell outside ±10% in 32 / 0 / 0% of
-    # the refits. Doubles the timing.
+    # Timed this way, a network's rounds land a median of 4.0% apart, against 18.4% as timed and
+    # 13.4% relative to a reference timed just before and after it, and the calibrated held-out
+    # error drops with them (perf/reference_effect.py; docs/validate.md). Doubles the timing.
     reference: bool = True
 
     def __post_init__(self) -> None:

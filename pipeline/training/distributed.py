@@ -45,18 +45,19 @@ class Context:
             dist.barrier()
 
 
-def check_device(device: str) -> None:
-    """Refuse a compute device this machine does not have, before any work starts."""
+def check_device(device: str, option: str = "--compute") -> None:
+    """Refuse a compute device this machine does not have, before any work starts; `option`
+    is how the user gave it (the CLI flag, or a config file's key)."""
     if device == "cpu":
         return
     kind, colon, index = device.partition(":")
     if kind != "cuda" or (colon and not (index.isascii() and index.isdigit())):
-        raise PipelineError(f"--device {device}: not a compute device; use cpu, cuda or cuda:N (N = 0, 1, ...)")
+        raise PipelineError(f"{option} {device}: not a compute device; use cpu, cuda or cuda:N (N = 0, 1, ...)")
     if not torch.cuda.is_available():
-        raise PipelineError(f"--device {device}: no CUDA GPU is available here (torch {torch.__version__}, "
-                            f"built with CUDA {torch.version.cuda or 'none'}); use --device cpu")
+        raise PipelineError(f"{option} {device}: no CUDA GPU is available here (torch {torch.__version__}, "
+                            f"built with CUDA {torch.version.cuda or 'none'}); use {option} cpu")
     if index and int(index) >= torch.cuda.device_count():
-        raise PipelineError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s); "
+        raise PipelineError(f"{option} {device}: this machine has {torch.cuda.device_count()} GPU(s); "
                             f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}")
 
 
