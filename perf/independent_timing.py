@@ -117,7 +117,7 @@ def judge(pred: np.ndarray, meas: np.ndarray) -> str:
             f"Spearman {spearmanr(pred, meas).statistic:.3f} ({len(meas)} networks)")
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("validate_json", type=Path)
     ap.add_argument("--rounds", type=int,
@@ -140,7 +140,11 @@ def main() -> None:
         sys.exit(f"--limit {opts.limit}: give a number of networks, at least 1")
     if opts.rounds is not None and opts.rounds < 1:
         sys.exit(f"--rounds {opts.rounds}: give a number of rounds, at least 1")
-    load_plugin_files(opts.plugin)
+    return opts
+
+
+def _read_report(opts: argparse.Namespace) -> tuple[dict, list[dict]]:
+    """validate.json and the samples whose files are there to time; one line on anything else."""
     try:
         report = json.loads(opts.validate_json.read_text())
         samples = [s for s in report["samples"] if s.get("artifact")][:opts.limit]
@@ -152,12 +156,12 @@ def main() -> None:
     if missing:
         sys.exit(f"{len(missing)} of the {len(samples)} timed files no longer exist (first: {missing[0]}); "
                  "run 'pipeline validate' again to export them")
-    threads = opts.threads or (report.get("protocol") or {}).get("threads", 1)
-    # as many rounds as validate gave every network: fewer, and a slow spell moves the median more
-    if opts.rounds is None:
-        opts.rounds = (report.get("noise") or {}).get("rounds") or 3
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
+    return report, samples
+
+
+def _time_rounds(samples: list[dict], opts: argparse.Namespace,
+                 threads: int) -> tuple[list[list[float]], list[list[float]]]:
+    """Every network's rounds (alternating order), and with --paired its fresh-process rounds."""
     def alone_ms(i: int) -> float:
         return time_alone(samples[i]["artifact"], threads, opts.min_runs, opts.min_s)
 
@@ -169,7 +173,7 @@ def main() -> None:
         def time_one(i: int) -> float:
             return time_loop(calls[i], opts.min_runs, opts.min_s)
     rounds: list[list[float]] = [[] for _ in samples]
-    alone: list[list[float]] = [[] for _ in samples]  # --paired: each network's fresh-process rounds
+    alone: list[list[float]] = [[] for _ in samples]
     for r in range(opts.rounds):
         for i in (range(len(samples)) if r % 2 == 0 else reversed(range(len(samples)))):
             alone_first = opts.paired and (r + i) % 2 == 1
@@ -178,10 +182,11 @@ def main() -> None:
             rounds[i].append(time_one(i))
             if opts.paired and not alone_first:
                 alone[i].append(alone_ms(i))
-    ours = np.array([np.median(r) for r in rounds])
-    theirs = np.array([s["measured_ms"] for s in samples])
-    how = ", each alone in a fresh process" if opts.alone else ", loaded here and alone, paired" if opts.paired else ""
-    print(f"{len(samples)} networks of {report.get('target', '?')}, {threads} thread(s), {opts.rounds} rounds{how}")
+    return rounds, alone
+
+
+def _print_networks(samples: list[dict], ours: np.ndarray, theirs: np.ndarray, rounds: list[list[float]],
+                    alone: list[list[float]], paired: bool) -> None:
     print(f"{'#':>3} {'independent ms':>15} {'validate ms':>12} {'ratio':>6} {'table sum':>10} {'calibrated':>11}  held out")
     for i, s in enumerate(samples):
         cal = f"{s['calibrated_ms']:11.3f}" if s.get("calibrated_ms") is not None else f"{'-':>11}"
@@ -191,26 +196,51 @@ def main() -> None:
     spread = np.array([(max(r) - min(r)) / np.median(r) * 100 for r in rounds])
     print(f"\nindependent / validate: median {np.median(ratio):.3f}, range {ratio.min():.3f}–{ratio.max():.3f}; "
           f"independent rounds {np.median(spread):.1f}% apart (median)")
-    if opts.paired:
+    if paired:
         pairs = np.array([a / t for al, tl in zip(alone, rounds) for a, t in zip(al, tl)])
         q25, q75 = np.percentile(pairs, [25, 75])
         print(f"alone in a fresh process / loaded here, timed back to back: median {np.median(pairs):.3f}, "
               f"quartiles {q25:.3f}–{q75:.3f} ({len(pairs)} pairs)")
+
+
+def _print_judgements(samples: list[dict], ours: np.ndarray, rounds: list[list[float]], alone: list[list[float]],
+                      opts: argparse.Namespace) -> None:
     held = [i for i, s in enumerate(samples) if not s["fitted"]]
-    calibrated = bool(held) and samples[held[0]].get("calibrated_ms") is not None
+    if len(held) <= 2:
+        return
+    calibrated = samples[held[0]].get("calibrated_ms") is not None
     timings = [("independent timing", ours)]
     if opts.paired:
         timings.append(("each alone in a fresh process", np.array([np.median(a) for a in alone])))
-    for what, measured in timings if len(held) > 2 else []:
+    for what, measured in timings:
         print(f"held-out networks, prediction vs {what}:")
         print(f"  table sum:  {judge(np.array([samples[i]['table_sum_ms'] for i in held]), measured[held])}")
         if calibrated:
             print(f"  calibrated: {judge(np.array([samples[i]['calibrated_ms'] for i in held]), measured[held])}")
-    if len(held) > 2 and opts.rounds > 1:
+    if opts.rounds > 1:
         # the prediction validate judged: the calibration, or the plain sum where no fit beat it
         key = "calibrated_ms" if calibrated else "table_sum_ms"
         print_rounds_sweep(key.removesuffix("_ms").replace("_", " "), np.array([samples[i][key] for i in held]),
                            [rounds[i] for i in held])
+
+
+def main() -> None:
+    opts = _arguments()
+    load_plugin_files(opts.plugin)
+    report, samples = _read_report(opts)
+    threads = opts.threads or (report.get("protocol") or {}).get("threads", 1)
+    # as many rounds as validate gave every network: fewer, and a slow spell moves the median more
+    if opts.rounds is None:
+        opts.rounds = (report.get("noise") or {}).get("rounds") or 3
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
+    rounds, alone = _time_rounds(samples, opts, threads)
+    ours = np.array([np.median(r) for r in rounds])
+    theirs = np.array([s["measured_ms"] for s in samples])
+    how = ", each alone in a fresh process" if opts.alone else ", loaded here and alone, paired" if opts.paired else ""
+    print(f"{len(samples)} networks of {report.get('target', '?')}, {threads} thread(s), {opts.rounds} rounds{how}")
+    _print_networks(samples, ours, theirs, rounds, alone, opts.paired)
+    _print_judgements(samples, ours, rounds, alone, opts)
 
 
 def print_rounds_sweep(predictor: str, pred: np.ndarray, rounds: list[list[float]]) -> None:
