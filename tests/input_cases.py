@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 from hypothesis import strategies as st
+
+from core.errors import PipelineError
 
 # What a mutation puts in place of a value: the types and extremes a hand-edited file holds.
 VALUES = st.one_of(
@@ -85,3 +87,16 @@ def cli_error(args: list[str], out: Path) -> str:
     assert r.exit_code == 2, r.output
     assert files_under(out) == []
     return line
+
+
+T = TypeVar("T")
+
+
+def object_or_one_line(load: Callable[[], T], starts: str = "") -> T | None:
+    """What `load()` returns, or None where it refused the input with a one-line
+    `PipelineError` (starting with `starts`); any other exception fails the test."""
+    try:
+        return load()
+    except PipelineError as e:
+        assert "\n" not in str(e) and str(e).startswith(starts), str(e)
+        return None

@@ -13,7 +13,7 @@ from benchmarks.importers import import_table
 from benchmarks.table import LatencyTable
 from blocks.space import space_from_dict
 from core.errors import PipelineError
-from tests.input_cases import cli_error, mutated
+from tests.input_cases import cli_error, mutated, object_or_one_line
 from tests.test_import import K3_REPEAT, MINI_ROWS, MINI_SPACE
 
 BAD = [
@@ -73,9 +73,5 @@ def test_mutated_lookup_tables_give_a_table_or_one_line(tmp_path_factory: pytest
     f = tmp_path_factory.mktemp("lut") / "lut.yaml"
     f.write_text(yaml.safe_dump(doc))
     mini = space_from_dict(yaml.safe_load(MINI_SPACE), "mini")
-    try:
-        table = import_table(f, "android", "pixel1", mini)
-    except PipelineError as e:
-        assert "\n" not in str(e), str(e)
-    else:
-        assert isinstance(table, LatencyTable) and table.rows
+    table = object_or_one_line(lambda: import_table(f, "android", "pixel1", mini))
+    assert table is None or (isinstance(table, LatencyTable) and table.rows)

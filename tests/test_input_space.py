@@ -13,7 +13,7 @@ from blocks.space import SearchSpace, resolve_space, space_from_dict
 from core.errors import PipelineError
 from pipeline.cli import main
 from tests.conftest import MICRO_SPACE
-from tests.input_cases import cli_error, mutated, one_error_line
+from tests.input_cases import cli_error, mutated, one_error_line, object_or_one_line
 
 VALID = yaml.safe_load(MICRO_SPACE)
 
@@ -88,9 +88,5 @@ def test_bounds_admit_a_map_of_exactly_the_largest_size() -> None:
 def test_mutated_space_files_give_a_space_or_one_line(tmp_path_factory: pytest.TempPathFactory, doc: object) -> None:
     f = tmp_path_factory.mktemp("space") / "s.yaml"
     f.write_text(yaml.safe_dump(doc))
-    try:
-        space = resolve_space(str(f))
-    except PipelineError as e:
-        assert "\n" not in str(e) and str(e).startswith(f"search-space file '{f}'"), str(e)
-    else:
-        assert isinstance(space, SearchSpace) and space.layers
+    space = object_or_one_line(lambda: resolve_space(str(f)), f"search-space file '{f}'")
+    assert space is None or (isinstance(space, SearchSpace) and space.layers)

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from benchmarks.table import LatencyTable, Row, load_table
 from core.errors import PipelineError
 from tests.conftest import make_table
-from tests.input_cases import cli_error, mutated
+from tests.input_cases import cli_error, mutated, object_or_one_line
 
 
 def _row(**change: Any) -> Callable[[dict], None]:
@@ -97,9 +97,5 @@ def _valid_doc() -> dict:
 def test_mutated_tables_give_a_table_or_one_line(tmp_path_factory: pytest.TempPathFactory, doc: Any) -> None:
     f = tmp_path_factory.mktemp("table") / "t.json"
     f.write_text(json.dumps(doc))
-    try:
-        table = load_table(f)
-    except PipelineError as e:
-        assert "\n" not in str(e), str(e)
-    else:
-        assert isinstance(table, LatencyTable) and all(isinstance(r, Row) for r in table.rows.values())
+    table = object_or_one_line(lambda: load_table(f))
+    assert table is None or (isinstance(table, LatencyTable) and all(isinstance(r, Row) for r in table.rows.values()))

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 
 from benchmarks.targets import Target, resolve_target
 from core.errors import PipelineError
-from tests.input_cases import cli_error, mutated
+from tests.input_cases import cli_error, mutated, object_or_one_line
 
 BAD = [
     ("base: desktop\ntolerance: {atol: abc, rtol: 0.1}\n", "tolerance.atol = 'abc': expected a number from 0 to below 1,000"),
@@ -68,9 +68,5 @@ VALID = {"name": "mine", "description": "ONNX, opset 17", "base": "desktop", "ex
 def test_mutated_target_files_give_a_target_or_one_line(tmp_path_factory: pytest.TempPathFactory, doc: Any) -> None:
     f = tmp_path_factory.mktemp("target") / "t.yaml"
     f.write_text(yaml.safe_dump(doc))
-    try:
-        target = resolve_target(str(f))
-    except PipelineError as e:
-        assert "\n" not in str(e) and str(e).startswith(f"target file '{f}'"), str(e)
-    else:
-        assert isinstance(target, Target)
+    target = object_or_one_line(lambda: resolve_target(str(f)), f"target file '{f}'")
+    assert target is None or isinstance(target, Target)
