@@ -271,8 +271,8 @@ def _numbers(values: Any) -> list[float] | None:
 
 def _disagreement(row: Row, reference: dict[str, Any] | None) -> str | None:
     """Why an 'ok' row cannot have been measured as the provenance says, or None."""
-    # A row's count is not compared with the protocol's repeats: rows measured by an
-    # earlier run with other --repeats are kept when the benchmark is run again.
+    # A row's count is not compared with the protocol's repeats: a resumed benchmark keeps the
+    # rows it finds, whatever --repeats measured them.
     s = row.stats
     count = s.get("count")
     samples = _numbers(s.get("samples_ms"))

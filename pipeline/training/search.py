@@ -455,7 +455,7 @@ class _Saver:
         if resume:
             assert path is not None
             s.restore(load_checkpoint(path, ident))
-            self.saved = "the checkpoint this run resumed from"
+            self.saved = "the checkpoint --resume started from"
         elif path is not None and path.exists() and s.ctx.is_main:
             log.warning("starting over: '%s' holds an earlier search's checkpoint (use --resume to continue it)", path)
 
