@@ -27,6 +27,7 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
+from benchmarks.agent.client import AgentError, RemoteTimer
 from benchmarks.exclusive import timing_alone
 from benchmarks.isolate import RowWorker, follow_parent
 from benchmarks.protocol import Protocol, Reference, measure, pinned, warm_reference
@@ -67,6 +68,8 @@ class BenchmarkJob:
     # quarter to a third of what it is without, and the calibrated held-out error is lower on
     # every local target (docs/measurement.md). Costs 30-50% more timing.
     reference: bool = True
+    # Time on an agent's device instead of here (`pipeline benchmark --remote`).
+    remote: RemoteTimer | None = None
 
 
 def example_input(shape: LayerShape, seed: int) -> torch.Tensor:
@@ -218,25 +221,42 @@ def measure_row(job: BenchmarkJob, block: str, shape: LayerShape, artifact: Arti
     are (`NetworkTimer`), then check the same loaded artifact against PyTorch (a mismatch is an
     error)."""
     assert job.runner is not None
-    module, x = row_module(block, shape)
     start = time.perf_counter()
     run = _load(job, block, shape, artifact)
     load_ms = (time.perf_counter() - start) * 1e3
-    inputs = [x.numpy()]
+    inputs = [row_module(block, shape)[1].numpy()]
+    return timed_row(job, block, shape, artifact, lambda: measure(lambda: run(inputs), job.protocol, load_ms, reference).stats(),
+                     lambda: run)
+
+
+def timed_row(job: BenchmarkJob, block: str, shape: LayerShape, artifact: Artifact,
+              attempt: Callable[[], dict[str, Any]], outputs: Callable[[], Run | None]) -> Row:
+    """A row from `attempt` (one measurement's `Samples.stats`), repeated while its spread is
+    wide (`steadiest`), checked against PyTorch through `outputs()` (a run of the artifact, or
+    None where only its converter can check it: a device whose tool returns no outputs)."""
+    module, x = row_module(block, shape)
     attempts: list[dict[str, Any]] = []
 
-    def attempt() -> dict[str, Any]:
-        attempts.append(measure(lambda: run(inputs), job.protocol, load_ms, reference).stats())
+    def once() -> dict[str, Any]:
+        attempts.append(attempt())
         return attempts[-1]
 
     try:
-        stats = steadiest(attempt, job.protocol)
+        stats = steadiest(once, job.protocol)
+    except AgentError:  # not this row's failure: the run stops, keeping the rows measured so far
+        raise
     except PipelineError as e:
         return Row(block, shape, status="failed", reason=str(e))
     stats["first_ms"] = attempts[0]["first_ms"]  # a retry's first call was not the artifact's first
-    check = check_against_torch(module, (x,), run, job.tolerance, f"block '{block}' at {shape.key} ({job.exporter.format})")
     median = stats.pop("median_ms")
-    stats["max_abs_err"] = check.max_abs_err
+    run = outputs()
+    if run is None:
+        job.exporter.inspect(artifact)
+        stats["max_abs_err"] = None
+    else:
+        check = check_against_torch(module, (x,), run, job.tolerance,
+                                    f"block '{block}' at {shape.key} ({job.exporter.format})")
+        stats["max_abs_err"] = check.max_abs_err
     return Row(block, shape, "ok", median, stats)
 
 
@@ -332,30 +352,67 @@ def benchmark_space(job: BenchmarkJob, progress: bool = True) -> tuple[LatencyTa
     # Export first (in parallel), then time one artifact at a time: timings taken while
     # converters load the other cores would be noise.
     artifacts = export_rows(job, todo, progress)
-    with timing_alone() if todo else contextlib.nullcontext():
-        if todo and not job.force and _stamp(job.table_path) != stamp:
-            # Another run wrote this table while we exported or waited for it to finish timing:
-            # start from what it left, or our first save would drop the rows it measured.
-            table = _start_table(job)
-            ref = _reference_for(job, table)
-            todo = _missing(job, table)
-            artifacts.update(export_rows(job, [r for r in todo if row_key(*r) not in artifacts], progress))
-            log.warning("another run measured this table meanwhile; %d row(s) are left to measure", len(todo))
-        timer = partial(RowTimer, job, _reference_artifact(job, ref) if ref and todo else None)
-        bar = tqdm(todo, desc=f"measure {job.provenance.get('target')}", unit="block", disable=not progress or not todo)
-        isolated = job.protocol.row_timeout_s > 0 and bool(todo)
-        with pinned(job.protocol.threads, job.protocol.pin) as cores:  # a worker inherits the pinning
-            table.provenance["affinity"] = cores
-            if isolated:
-                with RowWorker(timer, job.protocol.row_timeout_s) as worker:
-                    _measure_rows(job, table, bar, artifacts, layers_of, worker.measure)
-        if not isolated:  # not inside `pinned`: `measure` pins after each artifact's first run
-            _measure_rows(job, table, bar, artifacts, layers_of, timer())
+    if job.remote is not None:  # the agent queues its device's timings: nothing here to keep quiet
+        bar = tqdm(todo, desc=f"measure {job.provenance.get('target')} on {job.remote.device.id}", unit="block",
+                   disable=not progress or not todo)
+        measure = RemoteRows(job, _reference_artifact(job, ref) if ref and todo else None)
+        _measure_rows(job, table, bar, artifacts, layers_of, measure)
+        table.provenance["affinity"] = job.remote.provenance.get("affinity")
+    else:
+        with timing_alone() if todo else contextlib.nullcontext():
+            if todo and not job.force and _stamp(job.table_path) != stamp:
+                # Another run wrote this table while we exported or waited for it to finish timing:
+                # start from what it left, or our first save would drop the rows it measured.
+                table = _start_table(job)
+                ref = _reference_for(job, table)
+                todo = _missing(job, table)
+                artifacts.update(export_rows(job, [r for r in todo if row_key(*r) not in artifacts], progress))
+                log.warning("another run measured this table meanwhile; %d row(s) are left to measure", len(todo))
+            _time_here(job, table, todo, artifacts, layers_of, ref, progress)
     for key, row in table.rows.items():  # keep layer lists current for rows measured earlier
         row.layers = layers_of.get(key, row.layers)
     table.apply_reference()
     table.save(job.table_path)
     return table, len(todo)
+
+
+def _time_here(job: BenchmarkJob, table: LatencyTable, todo: list[tuple[str, LayerShape]], artifacts: dict,
+               layers_of: dict, ref: tuple[str, LayerShape] | None, progress: bool) -> None:
+    timer = partial(RowTimer, job, _reference_artifact(job, ref) if ref and todo else None)
+    bar = tqdm(todo, desc=f"measure {job.provenance.get('target')}", unit="block", disable=not progress or not todo)
+    isolated = job.protocol.row_timeout_s > 0 and bool(todo)
+    with pinned(job.protocol.threads, job.protocol.pin) as cores:  # a worker inherits the pinning
+        table.provenance["affinity"] = cores
+        if isolated:
+            with RowWorker(timer, job.protocol.row_timeout_s) as worker:
+                _measure_rows(job, table, bar, artifacts, layers_of, worker.measure)
+    if not isolated:  # not inside `pinned`: `measure` pins after each artifact's first run
+        _measure_rows(job, table, bar, artifacts, layers_of, timer())
+
+
+class RemoteRows:
+    """`measure_row` on an agent's device (`job.remote`): each row sent once and timed there
+    against the reference row; checked against PyTorch with the outputs the device computed, or
+    here where its tool returns none and this machine has the runtime, else by the converter."""
+
+    def __init__(self, job: BenchmarkJob, reference: tuple[str, LayerShape, Artifact] | None) -> None:
+        assert job.remote is not None
+        self.job, self.timer = job, job.remote
+        self.against = None
+        if reference is not None:
+            b, s, a = reference
+            self.against = self.timer.load(a, [row_module(b, s)[1].numpy()])
+
+    def __call__(self, block: str, shape: LayerShape, artifact: Artifact) -> Row:
+        index = self.timer.load(artifact, [row_module(block, shape)[1].numpy()])
+
+        def outputs() -> Run | None:
+            outs = self.timer.outputs(index)
+            if outs is not None:
+                return lambda inputs: outs
+            return _load(self.job, block, shape, artifact) if self.job.runner is not None else None
+
+        return timed_row(self.job, block, shape, artifact, lambda: self.timer.stats(index, self.against), outputs)
 
 
 def _reference_artifact(job: BenchmarkJob, ref: tuple[str, LayerShape]) -> tuple[str, LayerShape, Artifact]:

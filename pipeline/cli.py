@@ -13,6 +13,9 @@ from typing import Any, Callable
 
 import click
 
+from benchmarks.agent.backends import BACKENDS
+from benchmarks.agent.client import Remote, resolve_remote
+from benchmarks.agent.wire import MAX_ARTIFACT_BYTES
 from benchmarks.bundle import Bundle
 from benchmarks.bundle import summary as bundle_summary
 from benchmarks.device import HOST_DEVICE
@@ -26,7 +29,7 @@ from core.fileio import read_config
 from core.plugins import load_plugin
 from core.workspace import Workspace
 from pipeline import flow
-from pipeline.render import (benchmark_text, bundle_text, export_text, search_text, sweep_text, targets_text,
+from pipeline.render import (agent_text, benchmark_text, bundle_text, export_text, search_text, sweep_text, targets_text,
                              validate_text)
 from pipeline.stages import benchmark as benchmark_stage, compare as compare_stage, export as export_stage
 from pipeline.stages import search as search_stage, train as train_stage, validate as validate_stage
@@ -172,6 +175,20 @@ def _protocol_options(f: Callable) -> Callable:
     return f
 
 
+def _remote_options(f: Callable) -> Callable:
+    f = click.option("--token-file", type=click.Path(path_type=Path),
+                     help="File holding the token the agent printed at start (with --remote).")(f)
+    f = click.option("--remote", "remote_url", metavar="URL",
+                     help="Time on the device of a measurement agent ('pipeline agent') at URL instead of here. "
+                          "A device file (--device my-phone.yaml, or my-phone.yaml in this folder or OUT/devices) "
+                          "holds the URL and token file itself.")(f)
+    return f
+
+
+def _remote(device: str, remote_url: str | None, token_file: Path | None, root: Path) -> Remote | None:
+    return resolve_remote(device, remote_url, token_file, root)
+
+
 def _protocol(threads: int, repeats: int, min_repeat_ms: float, row_timeout: float = Protocol.row_timeout_s) -> Protocol:
     return Protocol(threads=threads, repeats=repeats, min_repeat_ms=min_repeat_ms, row_timeout_s=row_timeout)
 
@@ -285,26 +302,32 @@ def list_blocks(as_json: bool) -> None:
               help="Time every row against a reference row of the space, each repeat followed by one of the "
                    "reference's, and keep its ratio to it: the machine's speed wandering under both cancels. A table "
                    "keeps the way it was measured when resumed.")
+@_remote_options
 @_json_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def benchmark(ctx: click.Context, target_name: str, target_options: tuple[str, ...], space_name: str, device: str,
               root: Path, threads: int, repeats: int, min_repeat_ms: float, row_timeout: float, table_path: Path | None,
-              force: bool, jobs: int, rounds: int | None, reference: bool, as_json: bool, quiet: bool) -> None:
+              force: bool, jobs: int, rounds: int | None, reference: bool, remote_url: str | None,
+              token_file: Path | None, as_json: bool, quiet: bool) -> None:
     """Export and time every (layer, block) of the space on the target: a latency table.
 
     \b
     pipeline benchmark --target android                  measure here
     pipeline benchmark --target android --device pixel7  a bundle of the blocks to time on the phone
+    pipeline benchmark --target android --remote URL --token-file F   timed through an agent there
+    pipeline benchmark --target ios --device my-iphone   through the agent my-iphone.yaml names
     pipeline benchmark import FILE --target ...          bring in a table (or a bundle's times) measured there
     """
     if ctx.invoked_subcommand is not None:
         return
     target, space, ws = _ctx(target_name, target_options, space_name, root)
+    remote = _remote(device, remote_url, token_file, root)
     command = _command("benchmark", "import", target_name=target_name, device=device, space_name=space_name,
                        root=root, table_path=table_path)
     result = benchmark_stage.benchmark_or_bundle(space, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout),
-                                                 device, command, table_path, force, not quiet, jobs, rounds, reference)
+                                                 device, command, table_path, force, not quiet, jobs, rounds, reference,
+                                                 remote)
     _show(result, as_json, lambda r: benchmark_text(r, space))
 
 
@@ -554,6 +577,44 @@ def compare(entries: tuple[str, ...], labels: tuple[str, ...], space_name: str, 
         return _echo_json(compare_stage.to_dict(comparison, files))
     click.echo(compare_render.to_text(comparison))
     click.echo("\nwrote " + ", ".join(str(p) for p in files.values()))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; another than loopback lets other machines in (with the token; use TLS).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8470, show_default=True, help="Port (0: any free one).")
+@click.option("--token-file", type=click.Path(path_type=Path),
+              help="Read the token from this file, or write a new one to it if it does not exist [a new token, printed].")
+@click.option("--backend", "backends", multiple=True, default=("local",), show_default=True,
+              type=click.Choice(sorted(BACKENDS.names())),
+              help="Devices to offer: local (this machine's runners), adb (Android phones), iphone (on a Mac).")
+@click.option("--store", type=click.Path(path_type=Path), default=Path("pipeline-out/agent"), show_default=True,
+              help="Where received artifacts are kept (each under its hash; a restart keeps them).")
+@click.option("--max-upload-mb", type=click.IntRange(1, 4096), default=MAX_ARTIFACT_BYTES // 2**20, show_default=True,
+              help="Largest artifact accepted.")
+@click.option("--tls-cert", type=click.Path(path_type=Path), help="Serve HTTPS with this certificate (PEM)...")
+@click.option("--tls-key", type=click.Path(path_type=Path), help="...and this key.")
+@click.option("--backend-option", "backend_options", multiple=True, metavar="BACKEND.KEY=VALUE",
+              help="A backend's setting, e.g. adb.benchmark_model=/data/local/tmp/benchmark_model or iphone.team=ABCDE12345.")
+def agent(host: str, port: int, token_file: Path | None, backends: tuple[str, ...], store: Path, max_upload_mb: int,
+          tls_cert: Path | None, tls_key: Path | None, backend_options: tuple[str, ...]) -> None:
+    """Serve this machine's devices to 'benchmark/validate/export --remote': a measurement agent.
+
+    \b
+    pipeline agent                                   this machine's runners, on 127.0.0.1:8470
+    pipeline agent --backend adb --token-file t.txt  Android phones on adb, token kept in t.txt
+    pipeline agent --backend iphone --backend-option iphone.team=ABCDE12345   an iPhone on this Mac
+    """
+    from benchmarks.agent.server import AgentSettings, agent_token, make_backends, parse_backend_options, serve
+
+    token, source = agent_token(token_file)
+    settings = AgentSettings(token, store, make_backends(list(dict.fromkeys(backends)), parse_backend_options(backend_options)),
+                             max_upload_mb * 2**20)
+
+    def ready(url: str) -> None:
+        click.echo(agent_text(url, token, source, token_file, settings))
+
+    serve(settings, host, port, tls_cert, tls_key, ready)
 
 
 if __name__ == "__main__":

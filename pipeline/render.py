@@ -14,6 +14,9 @@ from pipeline.stages.export import ExportReport
 from pipeline.stages.search import SearchReport
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from benchmarks.agent.server import AgentSettings
     from benchmarks.bundle import Bundle
 
 
@@ -80,6 +83,9 @@ def provenance_line(table: LatencyTable) -> str:
     p = table.provenance
     where = f"{p.get('target')}/{p.get('device')}"
     host = p.get("host")
+    if isinstance(host, dict) and "agent" in host:  # timed on an agent's device
+        return (f"{where} on {host.get('model')} ({host.get('os')}, '{host.get('id')}' at the agent {host.get('agent')}), "
+                f"{p.get('runtime')} {p.get('runtime_version')}, {p.get('threads')} thread(s)")
     if isinstance(host, dict):
         return (f"{where} on {host.get('cpu')} ({host.get('cores')} cores, {host.get('os')}), "
                 f"{p.get('runtime')} {p.get('runtime_version')}, {p.get('threads')} thread(s)")
@@ -266,3 +272,21 @@ def sweep_text(r: SweepReport) -> str:
         "Pareto front (* above): " + ", ".join(f"{p.label} ({p.predicted_ms:.3f} ms, {p.accuracy:.3f})" for p in r.front),
         "written: " + ", ".join(str(f) for f in r.files.values()),
     ])
+
+
+def agent_text(url: str, token: str, source: str, token_file: Path | None, settings: AgentSettings) -> str:
+    """What `pipeline agent` prints once it listens: where, the token, its devices, how to use it."""
+    lines = [f"pipeline agent listening on {url}", f"token ({source}): {token}"]
+    for d in (info for _, info in settings.devices.values()):
+        runtimes = ", ".join(f"{k} {v}" for k, v in d.runtimes.items())
+        lines.append(f"  device {d.id} ({d.backend}): {d.model}, {d.os}; runners {', '.join(d.runners) or 'none'}"
+                     + (f" [{runtimes}]" if runtimes else ""))
+    for backend, why in settings.unavailable.items():
+        lines.append(f"  backend {backend}: {why}")
+    if not settings.devices:
+        lines.append("  no device to measure on yet: it is listed again on every request")
+    tf = str(token_file) if token_file else "TOKEN_FILE"
+    lines.append(f"use it: pipeline benchmark --target TARGET --remote {url} --token-file {tf}"
+                 + ("" if token_file else "  (save the token above in TOKEN_FILE)"))
+    lines.append("Ctrl-C stops it; artifacts it received stay in its store for the next start")
+    return "\n".join(lines)

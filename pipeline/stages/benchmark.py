@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import bundle, importers
+from benchmarks.agent.client import Remote, RemoteTimer, connect
 from benchmarks.device import HOST_DEVICE, host_info
 from benchmarks.harness import BenchmarkJob, benchmark_space, inspect_rows
 from benchmarks.protocol import Protocol
@@ -41,40 +42,57 @@ class BenchmarkReport:
 
 def benchmark(space: SearchSpace, target: Target, ws: Workspace, protocol: Protocol,
               device: str = HOST_DEVICE, table_path: Path | None = None, force: bool = False,
-              progress: bool = True, jobs: int = 1, rounds: int = 1, reference: bool = True) -> BenchmarkReport:
-    """Measure every (layer, block) of `space` for `target` on this host and write the table
-    (each row in `rounds` rounds, keeping its median round; timed against a reference row unless
-    `reference` is False).
+              progress: bool = True, jobs: int = 1, rounds: int = 1, reference: bool = True,
+              remote: Remote | None = None) -> BenchmarkReport:
+    """Measure every (layer, block) of `space` for `target` on this host, or on the device of the
+    agent `remote` names, and write the table (each row in `rounds` rounds, keeping its median
+    round; timed against a reference row unless `reference` is False).
 
-    Where the target's runtime does not exist here (Core ML off macOS), every block is still
-    exported and checked, then PlatformUnsupported says how to obtain the table instead.
+    Where the target's runtime does not exist here (Core ML off macOS) and no agent is named,
+    every block is still exported and checked, then PlatformUnsupported says how to obtain the
+    table instead.
     """
-    if device != HOST_DEVICE:  # a table belongs to where it was timed (a phone's is never timed here)
+    if device != HOST_DEVICE and remote is None:  # a table belongs to where it was timed
         raise PipelineError(f"benchmark times blocks on this machine ('{HOST_DEVICE}'); for '{device}', "
                             f"'pipeline benchmark --target {target.name} --device {device}' writes them to a bundle to "
-                            "time there, or 'pipeline benchmark import' brings in a table measured there")
+                            "time there, 'pipeline benchmark --remote URL' times them through an agent there, or "
+                            "'pipeline benchmark import' brings in a table measured there")
     require_exporter(target)
+    timer = connect(remote, target.runner, target.runner_options, protocol) if remote is not None else None
+    try:
+        return _benchmark(space, target, ws, protocol, table_path, force, progress, jobs, rounds, reference, timer)
+    finally:
+        if timer is not None:
+            timer.close()
+
+
+def _benchmark(space: SearchSpace, target: Target, ws: Workspace, protocol: Protocol, table_path: Path | None,
+               force: bool, progress: bool, jobs: int, rounds: int, reference: bool,
+               timer: RemoteTimer | None) -> BenchmarkReport:
     exporter = target.make_exporter()
     unavailable = target.measurable_here()
-    runner = None if unavailable else target.make_runner(protocol.threads)
+    runner = None if unavailable else target.make_runner(protocol.threads)  # times here, or checks a device's rows
+    device = timer.table_device if timer else HOST_DEVICE
     path = table_path or ws.table(space.name, target.name, device)
+    runtime = target.runner_class().runtime
     provenance = {
-        "target": target.name, "device": device, "host": host_info(),
+        "target": target.name, "device": device, "host": timer.describe() if timer else host_info(),
         "format": exporter.format, "exporter": exporter.name, "exporter_versions": exporter.versions(),
-        "exporter_options": exporter.fingerprint(), "runtime": target.runner_class().runtime,
-        "runtime_version": runner.version() if runner else None, "runner_options": dict(target.runner_options),
+        "exporter_options": exporter.fingerprint(), "runtime": runtime,
+        "runtime_version": timer.device.runtimes.get(runtime) if timer else runner.version() if runner else None,
+        "runner_options": dict(target.runner_options),
         "threads": protocol.threads, "protocol": protocol.to_dict(), "rounds": rounds,
         "space": space.name, "space_fingerprint": space.fingerprint, "block_set": list(space.blocks),
         "unit": "ms",
     }
     job = BenchmarkJob(space, exporter, runner, target.tolerance_for(exporter), protocol, path, ws.cache,
-                       provenance, force, jobs, rounds, reference)
-    if runner is None:
+                       provenance, force, jobs, rounds, reference, timer)
+    if runner is None and timer is None:
         checked, bad = inspect_rows(job, progress)
         skipped = f"; {len(bad)} cannot be expressed: {bad[0]}" if bad else ""
         raise PlatformUnsupported(
             f"exported and checked {checked} {exporter.format} artifacts for '{space.name}'{skipped}; no latency "
-            f"table written: {unavailable}"
+            f"table written: {unavailable}; or time them on a device through an agent there (--remote URL)"
         )
     table, measured = benchmark_space(job, progress)
     return BenchmarkReport(table, path, measured)
@@ -111,10 +129,11 @@ def bundle_blocks(space: SearchSpace, command: str, target: Target, ws: Workspac
 
 def benchmark_or_bundle(space: SearchSpace, target: Target, ws: Workspace, protocol: Protocol, device: str,
                         command: str, table_path: Path | None = None, force: bool = False, progress: bool = True,
-                        jobs: int = 1, rounds: int | None = None,
-                        reference: bool = True) -> BenchmarkReport | bundle.Bundle:
+                        jobs: int = 1, rounds: int | None = None, reference: bool = True,
+                        remote: Remote | None = None) -> BenchmarkReport | bundle.Bundle:
     """`pipeline benchmark`: the table measured here, or, for a device this machine is not, the
     bundle of its blocks that `command` (with the times measured there) turns into its table."""
-    if device != HOST_DEVICE:  # a table belongs to where it was timed: for another device, time it there
+    if device != HOST_DEVICE and remote is None:  # a table belongs to where it was timed: time it there
         return bundle_blocks(space, command, target, ws, device, protocol.threads, rounds, jobs, progress)
-    return benchmark(space, target, ws, protocol, device, table_path, force, progress, jobs, rounds or 1, reference)
+    return benchmark(space, target, ws, protocol, device, table_path, force, progress, jobs, rounds or 1, reference,
+                     remote)
