@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from benchmarks.harness import cached_export, randomize_batchnorm
+from benchmarks.agent.client import RemoteTimer
 from benchmarks.isolate import NetworkTimer
 from benchmarks.protocol import Protocol
 from benchmarks.targets import Target
@@ -45,6 +46,11 @@ def verify_here(target: Target, exporter: Exporter, module: torch.nn.Module, x: 
         check_against_torch(module, (x,), target.make_runner(1).load(artifact), target.tolerance_for(exporter), label)
     else:
         exporter.inspect(artifact)
+
+
+def network_timer(target: Target, protocol: Protocol, remote: RemoteTimer | None = None) -> NetworkTimer | RemoteTimer:
+    """Where whole networks are timed: on the agent's device `remote` when given, else here."""
+    return remote if remote is not None else NetworkTimer(target.make_runner(protocol.threads), protocol)
 
 
 def measure_architecture(arch: Architecture, target: Target, protocol: Protocol, cache_dir: Path) -> float | None:

@@ -326,15 +326,25 @@ def expect_table_for(table: LatencyTable, target: str, device: str, path: Path |
 
 
 def find_table(space: SearchSpace, target: str, ws: Workspace, device: str,
-               table_path: Path | None) -> tuple[LatencyTable, Path]:
+               table_path: Path | None, not_here: str | None = None) -> tuple[LatencyTable, Path]:
     """The table for `space` on `target`/`device`, checked. `Incomplete` where there is none or
-    it lacks rows the space needs; another `PipelineError` where it is damaged or another's."""
+    it lacks rows the space needs; another `PipelineError` where it is damaged or another's.
+    `not_here`: why the target's runtime cannot time on this machine (the message then says
+    what can work here instead of benchmarking here)."""
     path = table_path or ws.table(space.name, target, device)
     if table_path is None and not path.exists():
-        how = (f"run 'pipeline benchmark --target {target} --space {space.name}' first" if device == HOST_DEVICE
-               else f"time it on that device ('pipeline benchmark --target {target} --space {space.name} "
-                    f"--device {device}' writes its blocks to a bundle to time there) or bring in a table measured "
-                    f"there with 'pipeline benchmark import FILE ... --device {device}'")
+        bench = f"pipeline benchmark --target {target} --space {space.name}"
+        if device == HOST_DEVICE and not_here is not None:
+            how = (f"{target} cannot be timed on this machine ({not_here.split(':')[0]}); time it through an agent on "
+                   f"a machine that can ('{bench} --device NAME --remote URL --token-file F', then the same command "
+                   f"with --device NAME), or bring in a table measured there ('pipeline benchmark import FILE --target "
+                   f"{target} --space {space.name} --device NAME')")
+        elif device == HOST_DEVICE:
+            how = f"run '{bench}' first"
+        else:
+            how = (f"time it on that device through an agent there ('{bench} --device {device} --remote URL "
+                   f"--token-file F'), or as a bundle ('{bench} --device {device}' writes its blocks to time there), or "
+                   f"bring in a table measured there with 'pipeline benchmark import FILE ... --device {device}'")
         raise Incomplete(f"no latency table for space '{space.name}' on {target}/{device} at '{path}'; {how}")
     table = load_table(path)
     expect_table_for(table, target, device, path)

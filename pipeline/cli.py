@@ -189,6 +189,11 @@ def _remote(device: str, remote_url: str | None, token_file: Path | None, root: 
     return resolve_remote(device, remote_url, token_file, root)
 
 
+def _device_name(device: str, remote: Remote | None) -> str:
+    """The device a table and an architecture belong to: a device file's name, else `--device`."""
+    return remote.name if remote is not None and remote.name else device
+
+
 def _protocol(threads: int, repeats: int, min_repeat_ms: float, row_timeout: float = Protocol.row_timeout_s) -> Protocol:
     return Protocol(threads=threads, repeats=repeats, min_repeat_ms=min_repeat_ms, row_timeout_s=row_timeout)
 
@@ -323,6 +328,7 @@ def benchmark(ctx: click.Context, target_name: str, target_options: tuple[str, .
         return
     target, space, ws = _ctx(target_name, target_options, space_name, root)
     remote = _remote(device, remote_url, token_file, root)
+    device = _device_name(device, remote)
     command = _command("benchmark", "import", target_name=target_name, device=device, space_name=space_name,
                        root=root, table_path=table_path)
     result = benchmark_stage.benchmark_or_bundle(space, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout),
@@ -423,20 +429,24 @@ def train(target_name: str, target_options: tuple[str, ...], space_name: str, de
 @click.option("--output", type=click.Path(path_type=Path), help="Model file to write.")
 @click.option("--train", "do_train", is_flag=True, help="Train the derived network from scratch first.")
 @click.option("--data", default="digits", show_default=True, help="Data for --train.")
+@_remote_options
 @_json_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def export(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, root: Path, threads: int,
            repeats: int, min_repeat_ms: float, row_timeout: float, train_epochs: int, train_lr: float,
-           arch: Path | None, table_path: Path | None, output: Path | None, do_train: bool, data: str, as_json: bool,
-           quiet: bool) -> None:
-    """Export the derived network to the target's format, check it against PyTorch and time it."""
+           arch: Path | None, table_path: Path | None, output: Path | None, do_train: bool, data: str,
+           remote_url: str | None, token_file: Path | None, as_json: bool, quiet: bool) -> None:
+    """Export the derived network to the target's format, check it against PyTorch and time it
+    (here, or on an agent's device with --remote)."""
     target, ws = _target(target_name, target_options), Workspace(root)
+    remote = _remote(device, remote_url, token_file, root)
+    device = _device_name(device, remote)
     path, space = train_stage.locate(ws, space_name, target_name, device, arch, _given("space_name"))
     if do_train:
         t = train_stage.train_derived(path, space, data, TrainConfig(epochs=train_epochs, lr=train_lr), not quiet)
         click.echo(f"trained from scratch: test accuracy {t.test_accuracy:.3f}", err=as_json)
     report = export_stage.export(path, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout), device,
-                                 space, table_path, output)
+                                 space, table_path, output, remote)
     _show(report, as_json, export_text)
 
 
@@ -510,26 +520,31 @@ def _run_printer(space: SearchSpace, target: Target, device: str, cfg: SearchCon
 @click.option("--measurements", type=click.Path(path_type=Path),
               help="For a --device other than host: the times measured there for the bundle an earlier "
                    "'validate --device NAME' wrote (its measurements.csv, or the logs/ folder of its script).")
+@_remote_options
 @_json_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def validate(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, root: Path,
              threads: int, repeats: int, min_repeat_ms: float, row_timeout: float, samples: int, archs: tuple[Path, ...],
              fit: bool | None, rounds: int, recheck: bool, reference: bool, seed: int, table_path: Path | None,
-             measurements: Path | None, as_json: bool, quiet: bool) -> None:
+             measurements: Path | None, remote_url: str | None, token_file: Path | None, as_json: bool,
+             quiet: bool) -> None:
     """Time whole random networks end to end and report how well the table predicts them.
 
     \b
     pipeline validate --target android                      times them here
     pipeline validate --target android --device pixel1      writes them to a bundle to time on the phone
     pipeline validate --target android --device pixel1 --measurements DIR/logs   judges those times
+    pipeline validate --target android --device pixel1 --remote URL --token-file F   times them through an agent
     """
     target, space, ws = _ctx(target_name, target_options, space_name, root)
+    remote = _remote(device, remote_url, token_file, root)
+    device = _device_name(device, remote)
     command = _command("validate", target_name=target_name, target_options=target_options, device=device,
                        space_name=space_name, root=root, table_path=table_path)
     result = validate_stage.validate_or_bundle(
         space, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout),
         ValidateConfig(samples, seed, fit, rounds, recheck, reference=reference), device, command, table_path, archs,
-        measurements, progress=not quiet and not as_json)
+        measurements, progress=not quiet and not as_json, remote=remote)
     _show(result, as_json, validate_text)
 
 

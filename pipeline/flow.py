@@ -56,7 +56,7 @@ def run(space: SearchSpace, target: Target, ws: Workspace, cfg: SearchConfig, pr
                                           jobs=os.cpu_count() or 1)
         on_stage("benchmark", bench)
     else:  # a device's table is timed there (benchmark --device writes the bundle) or imported
-        find_table(space, target.name, ws, device, None)
+        find_table(space, target.name, ws, device, None, target.measurable_here())
     on_stage("search", None)
     splits = load_data(data, cfg.resolution or space.resolution, space.in_channels, cfg.seed)
     found = search_stage.search(space, target, ws, cfg, splits, device, progress=progress)

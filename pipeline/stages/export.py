@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from benchmarks.device import HOST_DEVICE
+from benchmarks.agent.client import Remote, connect
 from benchmarks.isolate import NetworkTimer
 from benchmarks.predict import LatencyModel
 from benchmarks.protocol import Protocol
@@ -71,8 +72,10 @@ def _load_net(arch: Architecture, arch_path: Path) -> tuple[DerivedNet, str, flo
 
 
 def export(arch_path: Path, target: Target, ws: Workspace, protocol: Protocol, device: str = HOST_DEVICE,
-           space: SearchSpace | None = None, table_path: Path | None = None, out: Path | None = None) -> ExportReport:
-    """Export the derived network, check it against PyTorch, time it, and compare with the table."""
+           space: SearchSpace | None = None, table_path: Path | None = None, out: Path | None = None,
+           remote: Remote | None = None) -> ExportReport:
+    """Export the derived network, check it against PyTorch, time it (here, or on the device of
+    the agent `remote` names), and compare with the table."""
     arch = load_architecture(arch_path, space)
     net, source, acc = _load_net(arch, arch_path)
     exporter = target.make_exporter()
@@ -80,18 +83,27 @@ def export(arch_path: Path, target: Target, ws: Workspace, protocol: Protocol, d
     r = arch.space.resolution
     x = torch.randn(1, arch.space.in_channels, r, r, generator=torch.Generator().manual_seed(0))
     require_exporter(target)
+    timer = connect(remote, target.runner, target.runner_options, protocol) if remote is not None else None
     artifact = exporter.export(net, (x,), out)
     check = measured = None
     not_here = target.measurable_here()
+    tolerance, label = target.tolerance_for(exporter), f"derived network ({exporter.format})"
     if not_here is None:
         runner = target.make_runner(protocol.threads)
-        check = check_against_torch(net, (x,), runner.load(artifact), target.tolerance_for(exporter),
-                                    f"derived network ({exporter.format})")
-        if device == HOST_DEVICE:  # another device's prediction is not judged by this machine's time
-            with NetworkTimer(runner, protocol) as timer:
-                measured = timer.stats(timer.load(artifact, [x.numpy()]))
+        check = check_against_torch(net, (x,), runner.load(artifact), tolerance, label)
+        if device == HOST_DEVICE and timer is None:  # another device's prediction is not judged by this machine's time
+            with NetworkTimer(runner, protocol) as here:
+                measured = here.stats(here.load(artifact, [x.numpy()]))
     else:
         exporter.inspect(artifact)
+    if timer is not None:
+        with timer:
+            index = timer.load(artifact, [x.numpy()])
+            measured = timer.stats(index)
+            outs = timer.outputs(index)
+            if outs is not None:  # what the device itself computed
+                check = check_against_torch(net, (x,), lambda inputs: outs, tolerance, f"{label} on {timer.device.id}")
+        device, not_here = timer.table_device, None
     predicted, tpath, predictor = _prediction(arch, target, ws, device, table_path)
     return ExportReport(artifact, source, acc, check, measured, predicted, tpath, not_here, predictor, device, arch_path, target.name)
 

@@ -70,7 +70,7 @@ def search(space: SearchSpace, target: Target, ws: Workspace, cfg: SearchConfig,
            progress: bool = True, resume: bool = False) -> SearchReport | None:
     """Search against the (target, device) table; under torchrun every process trains and rank 0
     alone writes the checkpoint, the architecture and its weights (other ranks return None)."""
-    table, tpath = find_table(space, target.name, ws, device, table_path)
+    table, tpath = find_table(space, target.name, ws, device, table_path, target.measurable_here())
     latency = LatencyModel.from_table(table, space)
     if splits.num_classes != space.num_classes:
         log.info("data has %d classes, space '%s' %d: the classifier row of the table is for %d",
@@ -126,7 +126,7 @@ def sweep_search(space: SearchSpace, target: Target, ws: Workspace, base: dict[s
                  splits: Splits, train_cfg: TrainConfig, random_n: int, device: str = HOST_DEVICE,
                  table_path: Path | None = None, progress: bool = True) -> SweepReport:
     """`pipeline search --sweep`: one search per value, each trained briefly, beside random ones."""
-    table, _ = find_table(space, target.name, ws, device, table_path)
+    table, _ = find_table(space, target.name, ws, device, table_path, target.measurable_here())
     latency = LatencyModel.from_table(table, space)
     if spec.field == "latency_target":
         for value in spec.values:

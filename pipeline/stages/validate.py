@@ -21,8 +21,9 @@ from benchmarks.device import HOST_DEVICE
 from benchmarks.predict import Calibration, LatencyModel, arch_key, fit_calibration, table_calibration
 from benchmarks.harness import export_row, row_module
 from benchmarks import bundle
+from benchmarks.agent.client import Remote, RemoteTimer, connect
 from benchmarks.isolate import NetworkTimer
-from benchmarks.networks import export_architecture
+from benchmarks.networks import export_architecture, network_timer
 from benchmarks.protocol import Protocol
 from benchmarks.table import Incomplete, LatencyTable, find_table, required_rows, row_key
 from export.base import Artifact
@@ -252,20 +253,30 @@ def plan_table(space: SearchSpace, target: Target, ws: Workspace, device: str,
 
 def validate(space: SearchSpace, target: Target, ws: Workspace, protocol: Protocol, cfg: ValidateConfig,
              device: str = HOST_DEVICE, table_path: Path | None = None, derived: tuple[Path, ...] = (),
-             out_dir: Path | None = None, progress: bool = True) -> ValidateReport:
-    """Time the plan's networks here and judge the table's prediction of them."""
-    if device != HOST_DEVICE:
+             out_dir: Path | None = None, progress: bool = True, remote: Remote | None = None) -> ValidateReport:
+    """Time the plan's networks here, or on the device of the agent `remote` names, and judge the
+    table's prediction of them."""
+    if device != HOST_DEVICE and remote is None:
         raise PipelineError(f"validate times networks on this machine ('{HOST_DEVICE}'); for '{device}' it writes "
-                            f"a bundle to time there (see 'pipeline validate --help', --measurements)")
+                            f"a bundle to time there (see 'pipeline validate --help', --measurements), or times them "
+                            "through an agent there (--remote URL)")
     reason = target.measurable_here()
-    if reason is not None:
-        raise PlatformUnsupported(f"cannot validate '{target.name}' here: {reason}; or name the device "
-                                  "(--device NAME) to get a bundle of networks to time there")
-    p = plan(space, ws, target, cfg, device, table_path, derived)
-    # the reference: the drawn network of median predicted latency
-    order = np.argsort([p.plain.predict(space, blocks) for blocks, _ in p.archs])
-    reference = int(order[len(order) // 2]) if cfg.reference else None
-    paths, timed, rechecks = _measure_all(list(p.archs), space, target, protocol, ws, cfg, p.table, reference, progress)
+    if reason is not None and remote is None:
+        raise PlatformUnsupported(f"cannot validate '{target.name}' here: {reason}; time the networks through an agent "
+                                  "on such a device (--remote URL), or name the device (--device NAME) to get a "
+                                  "bundle of networks to time there")
+    timer = connect(remote, target.runner, target.runner_options, protocol) if remote is not None else None
+    try:
+        device = timer.table_device if timer else device
+        p = plan(space, ws, target, cfg, device, table_path, derived)
+        # the reference: the drawn network of median predicted latency
+        order = np.argsort([p.plain.predict(space, blocks) for blocks, _ in p.archs])
+        reference = int(order[len(order) // 2]) if cfg.reference else None
+        paths, timed, rechecks = _measure_all(list(p.archs), space, target, ws, cfg, p.table, reference, progress,
+                                              network_timer(target, protocol, timer))
+    finally:
+        if timer is not None:
+            timer.close()
     report = ValidateReport([], p.table_path, {}, None, rechecks=rechecks, target=target.name, protocol=protocol,
                             wide_pct=cfg.wide_pct, rounds=cfg.rounds)
     return judge(p, space, timed, paths, report, out_dir or ws.root / "validate" / space.name / target.name / device)
@@ -296,7 +307,7 @@ def judge(p: Plan, space: SearchSpace, timed: Timed, paths: list[Path | None], r
 
 def _complete_table(space: SearchSpace, target: Target, ws: Workspace, device: str, table_path: Path | None) -> tuple:
     try:
-        return find_table(space, target.name, ws, device, table_path)
+        return find_table(space, target.name, ws, device, table_path, target.measurable_here())
     except Incomplete as e:  # none yet, or a benchmark interrupted; a damaged table says so itself
         raise PipelineError(f"validate needs a complete table: {e}") from None
 
@@ -324,17 +335,17 @@ def _recheck_inputs(rows: list[tuple[str, LayerShape]], table: LatencyTable, tar
     return out
 
 
-def _measure_all(archs: list[tuple[tuple[str, ...], str]], space: SearchSpace, target: Target, protocol: Protocol,
-                 ws: Workspace, cfg: ValidateConfig, table: LatencyTable, reference: int | None,
-                 progress: bool) -> tuple[list[Path], Timed, list[list[float]]]:
-    """Each network's artifact (exported and checked once), its measurements (see `in_rounds`;
-    against network `reference` unless None) and, with `recheck`, the rechecked rows' ratios
-    around each regular round."""
+def _measure_all(archs: list[tuple[tuple[str, ...], str]], space: SearchSpace, target: Target, ws: Workspace,
+                 cfg: ValidateConfig, table: LatencyTable, reference: int | None, progress: bool,
+                 timer: NetworkTimer | RemoteTimer) -> tuple[list[Path], Timed, list[list[float]]]:
+    """Each network's artifact (exported and checked once), its measurements on `timer` (see
+    `in_rounds`; against network `reference` unless None) and, with `recheck`, the rechecked
+    rows' ratios around each regular round."""
     artifacts = [export_architecture(Architecture(space, blocks, {}), target, ws.cache)
                  for blocks, _ in tqdm(archs, desc=f"export {target.name}", unit="net", disable=not progress)]
     rows = _recheck_inputs(recheck_rows(table, space), table, target, ws) if cfg.recheck else []
     rechecks: list[list[float]] = []
-    with NetworkTimer(target.make_runner(protocol.threads), protocol) as timer:
+    with timer:
         nets = [timer.load(a, [x]) for a, x in artifacts]
         checked = [(timer.load(a, [x]), table_ms) for a, x, table_ms in rows]
 
@@ -508,7 +519,8 @@ def validate_measured(space: SearchSpace, target: Target, ws: Workspace, cfg: Va
 
 def validate_or_bundle(space: SearchSpace, target: Target, ws: Workspace, protocol: Protocol, cfg: ValidateConfig,
                        device: str, command: str, table_path: Path | None = None, derived: tuple[Path, ...] = (),
-                       measurements: Path | None = None, progress: bool = True) -> ValidateReport | bundle.Bundle:
+                       measurements: Path | None = None, progress: bool = True,
+                       remote: Remote | None = None) -> ValidateReport | bundle.Bundle:
     """`pipeline validate`: networks timed here; for a device this machine is not, the bundle of
     them to time there (which `command` finishes), or the judgement of the `measurements` taken there."""
     if measurements is not None and device == HOST_DEVICE:
@@ -516,6 +528,6 @@ def validate_or_bundle(space: SearchSpace, target: Target, ws: Workspace, protoc
                             "(validate times this machine's networks itself)")
     if measurements is not None:
         return validate_measured(space, target, ws, cfg, device, measurements, table_path)
-    if device != HOST_DEVICE:
+    if device != HOST_DEVICE and remote is None:
         return prepare(space, command, target, ws, cfg, device, protocol.threads, table_path, derived, progress)
-    return validate(space, target, ws, protocol, cfg, device, table_path, derived, progress=progress)
+    return validate(space, target, ws, protocol, cfg, device, table_path, derived, progress=progress, remote=remote)
