@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import math
 import re
 import tarfile
 from pathlib import Path
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 API = "/v1"
 TOKEN_HEADER = "Authorization"  # "Bearer <token>"
 HASH = re.compile(r"[0-9a-f]{64}")
+HASH_FIELD = f"^{HASH.pattern}$"  # a field's pattern is searched for, not matched whole: anchored
 MAX_ARTIFACT_BYTES = 512 * 1024 * 1024  # FBNet-sized networks are tens of MiB; a phone model, hundreds at most
 MAX_ARRAY_VALUES = 2**24  # one input or output: 64 MiB of float32
 FOLDER_FORMATS = ("mlpackage",)  # formats whose artifacts are folders: they travel as a tar
@@ -45,7 +47,8 @@ class Array(Strict):
 
     def array(self) -> np.ndarray:
         """The array; ValueError when shape and data disagree or it is too large."""
-        if any(d < 0 for d in self.shape) or int(np.prod(self.shape, dtype=np.int64)) > MAX_ARRAY_VALUES:
+        # math.prod, not np.prod: Python ints neither overflow nor wrap (a dimension of 10**30)
+        if any(d < 0 for d in self.shape) or math.prod(self.shape) > MAX_ARRAY_VALUES:
             raise ValueError(f"an array of shape {self.shape} is larger than {MAX_ARRAY_VALUES} values")
         raw = base64.b64decode(self.data, validate=True)
         return np.frombuffer(raw, dtype="<f4").reshape(self.shape).astype(np.float32)
@@ -73,9 +76,9 @@ class MeasureRequest(Strict):
     runner: str = Field(pattern=NAME)
     runner_options: dict[str, str | int | float | bool] = Field(default_factory=dict, max_length=32)
     format: str = Field(pattern=NAME)
-    artifact: str = Field(pattern=HASH.pattern)
+    artifact: str = Field(pattern=HASH_FIELD)
     input: Array
-    reference: str | None = Field(None, pattern=HASH.pattern)
+    reference: str | None = Field(None, pattern=HASH_FIELD)
     reference_input: Array | None = None
     protocol: ProtocolSpec = ProtocolSpec()
     outputs: bool = False
