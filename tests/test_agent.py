@@ -58,6 +58,7 @@ def test_tiny_table_through_the_agent_matches_a_local_one(tmp_path, agent):
     loc, rem = json.loads(local.output), json.loads(remote.output)
     device = rem["device"]
     assert rem["table"].endswith(f"tables/tiny/desktop/{device}.json") and rem["measured"] == loc["measured"] == 57
+    assert loc["agent"] is None and rem["agent"] == {"url": agent.url, "device": device, "artifacts_sent": 57}
     table = json.loads(Path(rem["table"]).read_text())
     p = table["provenance"]
     assert p["device"] == device and p["host"]["agent"] == agent.url and p["host"]["backend"] == "local"
@@ -73,9 +74,10 @@ def test_tiny_table_through_the_agent_matches_a_local_one(tmp_path, agent):
 
     before = _blobs(agent)
     again = invoke("benchmark", "--space", "tiny", "--out", out, "-q", "--force", "--remote", agent.url,
-                   "--token-file", agent.token_file, *FAST)
+                   "--token-file", agent.token_file, "--json", *FAST)
     assert again.exit_code == 0, again.output
-    assert _blobs(agent) == before  # a second run sends no artifact again
+    assert json.loads(again.output)["agent"]["artifacts_sent"] == 0
+    assert _blobs(agent) == before  # nothing sent again, so nothing stored again
 
 
 def _free_port() -> int:

@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from benchmarks.agent.client import read_token
 from benchmarks.agent.backends import BACKENDS, Backend, BackendUnavailable, Job, Stored
-from benchmarks.agent.wire import (API, FOLDER_FORMATS, HASH, MAX_ARTIFACT_BYTES, DeviceInfo, Devices, MeasureRequest,
+from benchmarks.agent.wire import (API, FOLDER_FORMATS, HASH, MAX_ARRAY_VALUES, MAX_ARTIFACT_BYTES, DeviceInfo, Devices, MeasureRequest,
                                    MeasureResult)
 from benchmarks.agent.wire import Stored as StoredOut
 from benchmarks.agent.wire import unpack
@@ -48,7 +48,9 @@ from core.errors import PipelineError, first_line
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = ("/health",)  # the only route without the token: a load balancer's or a client's "is it up?"
+OPEN_PATHS = ("/health",)
+# A measure request carries two inputs as base64 (`wire.MAX_ARRAY_VALUES` each at most) and little else.
+MAX_REQUEST_BYTES = 2 * (4 * MAX_ARRAY_VALUES * 4 // 3 + 8) + 64 * 1024  # the only route without the token: a load balancer's or a client's "is it up?"
 
 
 @dataclass
@@ -78,6 +80,38 @@ class TokenGate:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """Requests other than an artifact upload (which `Store.receive` limits as it streams) carry
+    at most `limit` bytes: a JSON body is read whole, so an endless one would fill memory."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] == "PUT":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            await _too_large(self.limit)(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise Refused(413, f"the request is over {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse({"detail": f"the request is over {limit} bytes, the most this agent reads"}, status_code=413)
 
 
 class Refused(Exception):
@@ -204,7 +238,8 @@ def create_app(settings: AgentSettings) -> FastAPI:
             backend.close()
 
     app = FastAPI(title="pipeline measurement agent", version=__version__, lifespan=lifespan)
-    app.add_middleware(TokenGate, token=settings.token)
+    app.add_middleware(BodyLimit, limit=MAX_REQUEST_BYTES)
+    app.add_middleware(TokenGate, token=settings.token)  # added last, so it runs first
 
     @app.exception_handler(Refused)
     async def refused(request: Request, e: Refused) -> JSONResponse:
@@ -233,7 +268,9 @@ def create_app(settings: AgentSettings) -> FastAPI:
             raise Refused(404, f"artifact {sha256} is not stored here")
         return StoredOut(sha256=sha256, size=path.stat().st_size)
 
-    @app.put(f"{API}/artifacts/{{sha256}}", response_model=StoredOut, status_code=201)
+    @app.put(f"{API}/artifacts/{{sha256}}", response_model=StoredOut, status_code=201, openapi_extra={
+        "requestBody": {"required": True, "content": {"application/octet-stream": {
+            "schema": {"type": "string", "format": "binary"}}}}})
     async def put_artifact(sha256: str, request: Request) -> StoredOut:
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind != "application/octet-stream":

@@ -24,6 +24,7 @@ class BenchmarkReport:
     table: LatencyTable
     path: Path
     measured: int
+    agent: dict[str, Any] | None = None  # timed through an agent: its url, its device, artifacts sent to it
 
     @property
     def unavailable(self) -> list[str]:
@@ -36,7 +37,8 @@ class BenchmarkReport:
         return {"table": str(self.path), "target": self.table.target, "device": self.table.device,
                 "space": p.get("space"), "rows": len(self.table.rows), "measured": self.measured,
                 "reused": 0 if imported else len(self.table.rows) - self.measured,
-                "imported_from": imported, "reference": self.table.reference, "unavailable": self.unavailable,
+                "imported_from": imported, "agent": self.agent, "reference": self.table.reference,
+                "unavailable": self.unavailable,
                 "latency_ms": {k: r.median_ms if r.status == "ok" else None for k, r in self.table.rows.items()}}
 
 
@@ -95,7 +97,8 @@ def _benchmark(space: SearchSpace, target: Target, ws: Workspace, protocol: Prot
             f"table written: {unavailable}; or time them on a device through an agent there (--remote URL)"
         )
     table, measured = benchmark_space(job, progress)
-    return BenchmarkReport(table, path, measured)
+    agent = {"url": timer.client.remote.url, "device": timer.device.id, "artifacts_sent": timer.client.sent} if timer else None
+    return BenchmarkReport(table, path, measured, agent)
 
 
 def import_table(file: Path, space: SearchSpace, target: Target, ws: Workspace, device: str,

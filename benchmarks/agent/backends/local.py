@@ -30,6 +30,7 @@ from benchmarks.runners.base import RUNNERS, Run, Runner
 from core.errors import PipelineError
 from export.base import Artifact
 
+KEEP_CHILDREN = 2  # timing processes kept at once (one per thread count asked for)
 KEEP_LOADED = 32  # artifacts a child keeps open: FBNet networks at 224x224 are 18-38 MiB each
 
 
@@ -119,6 +120,8 @@ class LocalBackend(Backend):
     def _child(self, threads: int, pin: bool) -> Child:
         key = threads if pin else 0
         if key not in self.children:
+            while len(self.children) >= KEEP_CHILDREN:  # each holds the runtimes: keep a few, not one per request
+                self.children.pop(next(iter(self.children))).close()
             self.children[key] = Child(partial(_make_timing), threads if pin else 0)
         return self.children[key]
 
@@ -134,8 +137,12 @@ class LocalBackend(Backend):
                                                              "on this artifact (--row-timeout)")
             except Crashed as e:
                 return MeasureResult(status="failed", reason=f"the runtime crashed on this artifact (exit code {e.args[0]})")
-            except PipelineError as e:
-                return MeasureResult(status="failed", reason=str(e))
+            except PipelineError as e:  # the agent's own paths are not the client's business
+                reason = str(e)
+                for stored in (job.artifact, job.reference):
+                    if stored is not None:
+                        reason = reason.replace(str(stored.path), f"artifact {stored.sha256[:12]}")
+                return MeasureResult(status="failed", reason=reason)
         outputs = None if answer["outputs"] is None else [Array.of(o) for o in answer["outputs"]]
         runner_cls = RUNNERS.get(job.runner)
         return MeasureResult(status="ok", stats=answer["stats"], outputs=outputs, provenance={
