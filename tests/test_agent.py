@@ -3,6 +3,7 @@ export timed through it with `--remote` or a device file, an agent killed mid-ta
 one-line messages of a client that cannot reach it."""
 
 import json
+import shutil
 import socket
 import statistics
 import subprocess
@@ -186,3 +187,27 @@ def test_agent_cli_refuses_bad_settings(tmp_path):
     assert "both --tls-cert and --tls-key" in _error(invoke("agent", "--tls-cert", tmp_path / "c.pem",
                                                             "--store", tmp_path / "s"))
     assert "BACKEND.KEY=VALUE" in _error(invoke("agent", "--backend-option", "nonsense", "--store", tmp_path / "s"))
+
+
+def _certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, made by the openssl command."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
+def test_agent_over_tls_with_its_certificate_named_in_the_device_file(tmp_path, micro_space_file):
+    cert, key = _certificate(tmp_path)
+    with running_agent(tmp_path / "agent", "--tls-cert", str(cert), "--tls-key", str(key)) as tls:
+        assert tls.url.startswith("https://127.0.0.1:")
+        out = tmp_path / "ws"
+        device = _device_file(out, tls, "secure")
+        msg = _error(invoke("benchmark", "--space", micro_space_file, "--out", out, "--device", "secure", *FAST))
+        assert "TLS certificate this machine does not trust" in msg and "ca: cert.pem" in msg
+        device.write_text(yaml.safe_dump({"url": tls.url, "token_file": str(tls.token_file), "ca": str(cert)}))
+        r = invoke("benchmark", "--space", micro_space_file, "--out", out, "--device", "secure", "-q", "--json", *FAST)
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.output)["agent"]["url"] == tls.url

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,9 @@ def remote_from_file(path: Path) -> Remote:
     base = path.parent
     token_file = base / m.token_file if not Path(m.token_file).is_absolute() else Path(m.token_file)
     ca = (base / m.ca if not Path(m.ca).is_absolute() else Path(m.ca)) if m.ca else None
+    if ca is not None and not ca.is_file():
+        raise PipelineError(f"device file '{path}': ca = '{m.ca}': no such file; name the certificate the agent serves "
+                            "(its --tls-cert)")
     return Remote(m.url.rstrip("/"), read_token(token_file), m.agent_device, m.name or path.stem, ca)
 
 
@@ -116,7 +120,7 @@ def resolve_remote(device: str, url: str | None, token_file: Path | None, root: 
 class AgentClient:
     def __init__(self, remote: Remote, timeout_s: float | None = None) -> None:
         self.remote = remote
-        verify: Any = str(remote.ca) if remote.ca else True
+        verify: Any = ssl.create_default_context(cafile=str(remote.ca)) if remote.ca else True
         self.http = httpx.Client(base_url=remote.url, headers={"Authorization": f"Bearer {remote.token}"},
                                  verify=verify, timeout=httpx.Timeout(timeout_s, connect=CONNECT_TIMEOUT_S))
         self._hashes: dict[tuple[str, int, int], str] = {}
@@ -131,6 +135,12 @@ class AgentClient:
         except httpx.TimeoutException:
             raise AgentError(f"{self.remote.where} gave no answer in time ({method} {path}); is its device busy "
                                 "or hung? Restart the agent and run the same command to go on") from None
+        except httpx.ConnectError as e:
+            if "CERTIFICATE_VERIFY_FAILED" in str(e):
+                raise AgentError(f"{self.remote.where} has a TLS certificate this machine does not trust; name the "
+                                 "certificate it serves in a device file (ca: cert.pem)") from None
+            raise AgentError(f"{self.remote.where} does not answer ({type(e).__name__}); start 'pipeline agent' "
+                             "there, or check --remote, then run the same command to go on") from None
         except httpx.HTTPError as e:
             raise AgentError(f"{self.remote.where} does not answer ({type(e).__name__}); start 'pipeline agent' "
                                 "there, or check --remote, then run the same command to go on") from None
