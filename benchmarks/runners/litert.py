@@ -17,15 +17,27 @@ class LiteRTRunnerOptions:
     xnnpack: bool = True  # the CPU delegate LiteRT applies by default on Android
 
 
+_LITERT_AVG_MS = re.compile(r"Inference \(avg\):\s+([0-9.eE+-]+) ms")
+
+
 def parse_benchmark_model(text: str) -> float:
     """LiteRT `benchmark_model`'s log -> ms per run. The median of the timed runs where the
     tool prints one (recent versions add `median=` to the last `count=` line, the timed runs; the
-    one before it is the warm-up), else their average (`Inference (avg)`). Both are in µs."""
-    if "Inference timings in us" not in text:
-        raise ValueError("it has no 'Inference timings in us' line, so benchmark_model did not finish")
+    one before it is the warm-up; it is in µs), else their average (`Inference (avg)`).
+
+    Two summaries exist. TFLite's tool (TensorFlow 2.x, LiteRT 1.x) ends with `Inference timings
+    in us: ..., Inference (avg): N` in µs; LiteRT 2.x's (`litert/tools`) prints a `BENCHMARK
+    RESULTS` block instead, with `Inference (avg): N ms (K runs)` in ms."""
+    tflite = "Inference timings in us" in text
+    litert = "BENCHMARK RESULTS" in text and _LITERT_AVG_MS.search(text) is not None
+    if not tflite and not litert:
+        raise ValueError("it has no 'Inference timings in us' line nor 'BENCHMARK RESULTS' block, so "
+                         "benchmark_model did not finish")
     medians = re.findall(r"^.*\bcount=\d+\b.*\bmedian=([0-9.eE+-]+)", text, re.MULTILINE)
     if medians:
         return float(medians[-1]) / 1000.0
+    if not tflite:
+        return float(_LITERT_AVG_MS.findall(text)[-1])
     avg = re.search(r"Inference \(avg\): ([0-9.eE+-]+)", text)
     if avg is None:
         raise ValueError("its 'Inference timings in us' line has no 'Inference (avg)'")
