@@ -3,6 +3,7 @@ export timed through it with `--remote` or a device file, an agent killed mid-ta
 one-line messages of a client that cannot reach it."""
 
 import json
+import os
 import shutil
 import socket
 import statistics
@@ -211,3 +212,32 @@ def test_agent_over_tls_with_its_certificate_named_in_the_device_file(tmp_path, 
         r = invoke("benchmark", "--space", micro_space_file, "--out", out, "--device", "secure", "-q", "--json", *FAST)
         assert r.exit_code == 0, r.output
         assert json.loads(r.output)["agent"]["url"] == tls.url
+
+
+def test_a_folder_artifact_packs_to_the_same_bytes_and_unpacks_only_inside(tmp_path):
+    import io
+    import tarfile
+
+    from benchmarks.agent.wire import digest, pack, unpack
+
+    folder = tmp_path / "model.mlpackage"
+    (folder / "Data" / "weights").mkdir(parents=True)
+    (folder / "Manifest.json").write_text('{"a": 1}')
+    (folder / "Data" / "weights" / "weight.bin").write_bytes(bytes(range(256)) * 4)
+    first = pack(folder)
+    os.utime(folder / "Manifest.json", (0, 12345))  # a new mtime: the same content packs alike
+    assert pack(folder) == first and digest(first) == digest(pack(folder))
+    blob = tmp_path / "blob"
+    blob.write_bytes(first)
+    unpack(blob, tmp_path / "out")
+    assert (tmp_path / "out" / "Data" / "weights" / "weight.bin").read_bytes() == bytes(range(256)) * 4
+
+    evil = io.BytesIO()
+    with tarfile.open(fileobj=evil, mode="w") as tar:
+        info = tarfile.TarInfo("../escaped.txt")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    blob.write_bytes(evil.getvalue())
+    with pytest.raises(tarfile.TarError):
+        unpack(blob, tmp_path / "out2")
+    assert not (tmp_path / "escaped.txt").exists()
