@@ -430,12 +430,14 @@ def train(target_name: str, target_options: tuple[str, ...], space_name: str, de
 @click.option("--train", "do_train", is_flag=True, help="Train the derived network from scratch first.")
 @click.option("--data", default="digits", show_default=True, help="Data for --train.")
 @_remote_options
+@click.option("--operations", is_flag=True,
+              help="With --remote to an iPhone: each operation's time inside the network, as Core ML estimates it.")
 @_json_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def export(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, root: Path, threads: int,
            repeats: int, min_repeat_ms: float, row_timeout: float, train_epochs: int, train_lr: float,
            arch: Path | None, table_path: Path | None, output: Path | None, do_train: bool, data: str,
-           remote_url: str | None, token_file: Path | None, as_json: bool, quiet: bool) -> None:
+           remote_url: str | None, token_file: Path | None, operations: bool, as_json: bool, quiet: bool) -> None:
     """Export the derived network to the target's format, check it against PyTorch and time it
     (here, or on an agent's device with --remote)."""
     target, ws = _target(target_name, target_options), Workspace(root)
@@ -446,7 +448,7 @@ def export(target_name: str, target_options: tuple[str, ...], space_name: str, d
         t = train_stage.train_derived(path, space, data, TrainConfig(epochs=train_epochs, lr=train_lr), not quiet)
         click.echo(f"trained from scratch: test accuracy {t.test_accuracy:.3f}", err=as_json)
     report = export_stage.export(path, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout), device,
-                                 space, table_path, output, remote)
+                                 space, table_path, output, remote, operations)
     _show(report, as_json, export_text)
 
 

@@ -162,6 +162,14 @@ def export_text(r: ExportReport) -> str:
         lines.append(f"predicted ({r.predictor}): {r.predicted_ms:.4f} ms{err} (table {r.table_path})")
         if r.predictor == "table sum" and r.measured is not None:
             lines.append(PLAIN_SUM_HINT)
+    if r.operations_estimated:
+        lines.append("costliest operations, ESTIMATED (the device's compute plan shares each prediction's time out by "
+                     "estimated cost):")
+        for op in r.operations_estimated[:8]:
+            ms = op.get("estimated_median_ms")
+            lines.append(f"  {op.get('operation')} {op.get('path')}: "
+                         + (f"~{ms:.4f} ms" if isinstance(ms, (int, float)) else "no estimate")
+                         + (f" on {op['compute_device']}" if op.get("compute_device") else ""))
     return "\n".join(lines)
 
 

@@ -241,3 +241,14 @@ def test_a_folder_artifact_packs_to_the_same_bytes_and_unpacks_only_inside(tmp_p
     with pytest.raises(tarfile.TarError):
         unpack(blob, tmp_path / "out2")
     assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_operation_estimates_need_a_device_whose_tooling_gives_them(tmp_path, agent, micro_space_file):
+    out = tmp_path / "ws"
+    assert invoke("benchmark", "--space", micro_space_file, "--out", out, "-q", *FAST).exit_code == 0
+    assert invoke("search", "--space", micro_space_file, "--out", out, "-q", "--epochs", 2,
+                  "--warmup-epochs", 1).exit_code == 0
+    assert "add --remote URL" in _error(invoke("export", "--space", micro_space_file, "--out", out, "--operations"))
+    msg = _error(invoke("export", "--space", micro_space_file, "--out", out, "--operations", "--remote", agent.url,
+                        "--token-file", agent.token_file, *FAST))
+    assert "the local backend has no per-operation estimates; only the iphone backend" in msg

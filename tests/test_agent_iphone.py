@@ -31,6 +31,7 @@ from core.errors import PipelineError
 TEAM = "ABCDE12345"
 PROTOCOL = Protocol(warmup_runs=5, repeats=3, min_repeat_ms=5.0, row_timeout_s=30.0)
 NS = 1_000_000  # ns in one ms
+ALIASES: dict[str, str] = {}  # a stored model's hash -> the stand-in model it is
 
 
 @functools.cache
@@ -197,7 +198,8 @@ def phone(monkeypatch: pytest.MonkeyPatch):
     made: list[IPhoneBackend] = []
 
     def factory(path: Path, compute_units: str, prepared: Any) -> Any:
-        model = types.coremltools.models.MLModel(specs[path.stem], compute_units=types.coremltools.ComputeUnit[compute_units])
+        name = ALIASES.get(path.stem, path.stem)  # an agent stores a model under its hash
+        model = types.coremltools.models.MLModel(specs[name], compute_units=types.coremltools.ComputeUnit[compute_units])
         return types.Benchmarker(model=model, device=prepared)
 
     def make(models: PhoneModels, api: StandInDevices | None = None, **options: Any) -> IPhoneBackend:
@@ -419,3 +421,47 @@ def test_the_default_benchmarker_is_coremltools_own(tmp_path: Path) -> None:
     assert isinstance(bench, tools().perf.MLModelBenchmarker)
     assert bench.compute_units == tools().coremltools.ComputeUnit.CPU_AND_NE
     assert list(iphone._inputs(bench, np.zeros((1, 3, 8, 8)))) == [bench.model_spec.description.input[0].name]
+
+
+def test_through_the_agent_s_http_api(phone, tmp_path: Path) -> None:
+    """A client's view: .mlpackage folders sent as tars, timed on the stand-in iPhone, and the
+    per-operation estimates, through the agent's routes."""
+    from fastapi.testclient import TestClient
+
+    from benchmarks.agent.server import AgentSettings, create_app
+    from benchmarks.agent.wire import Array, MeasureRequest, ProtocolSpec, digest, pack
+
+    make, log = phone
+    backend = make(timings())
+    client = TestClient(create_app(AgentSettings("t", tmp_path / "store", [backend])))
+    auth = {"Authorization": "Bearer t"}
+    hashes = {}
+    for name in ("art", "ref"):
+        folder = tmp_path / f"{name}.mlpackage"
+        folder.mkdir()
+        (folder / "Manifest.json").write_text(name)
+        data = pack(folder)
+        hashes[name] = digest(data)
+        ALIASES[hashes[name]] = name
+        r = client.put(f"/v1/artifacts/{hashes[name]}", content=data,
+                       headers={**auth, "Content-Type": "application/octet-stream"})
+        assert r.status_code == 201, r.text
+    (dev,) = client.get("/v1/devices", headers=auth).json()["devices"]
+    assert dev["backend"] == "iphone" and dev["runners"] == ["coreml"]
+    x = Array.of(np.arange(4, dtype=np.float32).reshape(1, 4))
+    request = MeasureRequest(device=dev["id"], runner="coreml", format="mlpackage", artifact=hashes["art"], input=x,
+                             reference=hashes["ref"], reference_input=x,
+                             protocol=ProtocolSpec(warmup_runs=5, repeats=3, min_repeat_ms=5.0, row_timeout_s=30.0))
+    r = client.post("/v1/measure", content=request.model_dump_json(), headers={**auth, "Content-Type": "application/json"})
+    assert r.status_code == 200, r.text
+    result = r.json()
+    assert result["status"] == "ok" and result["outputs"] is None
+    # one prediction a repeat (the backend's default), so the stand-in's next three durations
+    assert result["stats"]["samples_ms"] == pytest.approx([1.0, 1.0, 1.703701])
+    assert len(result["stats"]["reference_ms"]) == 3 and result["provenance"]["backend"] == "iphone"
+    r = client.post("/v1/operations", content=request.model_copy(update={"reference": None, "reference_input": None})
+                    .model_dump_json(), headers={**auth, "Content-Type": "application/json"})
+    assert r.status_code == 200, r.text
+    ops = r.json()
+    assert ops["status"] == "ok" and "estimate" in ops["provenance"]
+    assert [o["operation"] for o in ops["operations_estimated"]] == ["conv", "relu", "const"]

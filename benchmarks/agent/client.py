@@ -19,8 +19,8 @@ import httpx
 import numpy as np
 from pydantic import Field
 
-from benchmarks.agent.wire import (API, Array, DeviceInfo, Devices, MeasureRequest, MeasureResult, ProtocolSpec,
-                                   Strict, digest, pack)
+from benchmarks.agent.wire import (API, Array, DeviceInfo, Devices, MeasureRequest, MeasureResult, OperationsResult,
+                                   ProtocolSpec, Strict, digest, pack)
 from benchmarks.device import HOST_DEVICE
 from benchmarks.protocol import Protocol
 from core.config import validate
@@ -260,6 +260,15 @@ class RemoteTimer:
             it.outputs = [o.array() for o in result.outputs] if result.outputs is not None else None
         self.provenance = result.provenance
         return result.stats
+
+    def operations_estimated(self, index: int) -> list[dict[str, Any]]:
+        """Per-operation time of network `index` on the device, as its tooling estimates it."""
+        response = self.client._call("POST", f"{API}/operations", content=self._request(index, None, False).model_dump_json(),
+                                     headers={"Content-Type": "application/json"})
+        result = OperationsResult.model_validate(response.json())
+        if result.status != "ok":
+            raise PipelineError(f"{self.client.remote.where}, device '{self.device.id}': {result.reason}")
+        return result.operations_estimated
 
     def median_ms(self, index: int) -> float:
         return float(self.stats(index)["median_ms"])

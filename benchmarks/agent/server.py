@@ -37,8 +37,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from benchmarks.agent.client import read_token
 from benchmarks.agent.backends import BACKENDS, Backend, BackendUnavailable, Job, Stored
-from benchmarks.agent.wire import (API, FOLDER_FORMATS, HASH, MAX_ARRAY_VALUES, MAX_ARTIFACT_BYTES, DeviceInfo, Devices, MeasureRequest,
-                                   MeasureResult)
+from benchmarks.agent.wire import (API, FOLDER_FORMATS, HASH, MAX_ARRAY_VALUES, MAX_ARTIFACT_BYTES, DeviceInfo,
+                                   Devices, MeasureRequest, MeasureResult, OperationsResult)
 from benchmarks.agent.wire import Stored as StoredOut
 from benchmarks.agent.wire import unpack
 from benchmarks.protocol import Protocol
@@ -287,6 +287,15 @@ def create_app(settings: AgentSettings) -> FastAPI:
         queue = queues.setdefault(req.device, ThreadPoolExecutor(1, thread_name_prefix=f"device-{req.device}"))
         try:
             return await asyncio.wrap_future(queue.submit(backend.measure, req.device, job))
+        except PipelineError as e:
+            raise Refused(422, str(e)) from None
+
+    @app.post(f"{API}/operations", response_model=OperationsResult)
+    async def operations(req: MeasureRequest) -> OperationsResult:
+        backend, job = _job(settings, store, req)
+        queue = queues.setdefault(req.device, ThreadPoolExecutor(1, thread_name_prefix=f"device-{req.device}"))
+        try:
+            return OperationsResult(**await asyncio.wrap_future(queue.submit(backend.operations_estimated, req.device, job)))
         except PipelineError as e:
             raise Refused(422, str(e)) from None
 

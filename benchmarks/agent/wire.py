@@ -92,6 +92,16 @@ class MeasureResult(Strict):
     provenance: dict[str, Any] = Field(default_factory=dict)  # device, runtime version, threads, cores, ...
 
 
+class OperationsResult(Strict):
+    """Per-operation time inside a whole network, as the device's tooling ESTIMATES it (Core ML's
+    compute plan apportions each prediction's measured time to operations by estimated cost)."""
+
+    status: Literal["ok", "failed"]
+    reason: str = ""
+    operations_estimated: list[dict[str, Any]] = Field(default_factory=list)  # costliest first
+    provenance: dict[str, Any] = Field(default_factory=dict)
+
+
 class DeviceInfo(Strict):
     id: str
     backend: str

@@ -40,6 +40,7 @@ class ExportReport:
     device: str = HOST_DEVICE  # the table's device: not this machine, so not timed here
     arch_path: Path | None = None
     target: str = ""
+    operations_estimated: list[dict[str, Any]] | None = None  # per operation, as the device's tooling estimates it
 
     @property
     def error_pct(self) -> float | None:
@@ -56,6 +57,7 @@ class ExportReport:
                 "weights": self.weights_source, "test_accuracy": self.test_accuracy, "check": check,
                 "measured": self.measured, "not_measured_because": self.not_measured_because,
                 "predicted_ms": self.predicted_ms, "predictor": self.predictor or None,
+                "operations_estimated": self.operations_estimated,
                 "error_pct": self.error_pct, "table": str(self.table_path) if self.table_path else None}
 
 
@@ -73,9 +75,13 @@ def _load_net(arch: Architecture, arch_path: Path) -> tuple[DerivedNet, str, flo
 
 def export(arch_path: Path, target: Target, ws: Workspace, protocol: Protocol, device: str = HOST_DEVICE,
            space: SearchSpace | None = None, table_path: Path | None = None, out: Path | None = None,
-           remote: Remote | None = None) -> ExportReport:
+           remote: Remote | None = None, operations: bool = False) -> ExportReport:
     """Export the derived network, check it against PyTorch, time it (here, or on the device of
-    the agent `remote` names), and compare with the table."""
+    the agent `remote` names), and compare with the table. With `operations`, also the time of
+    each operation inside it, as the agent's device tooling estimates it (Core ML on an iPhone)."""
+    if operations and remote is None:
+        raise PipelineError("per-operation estimates come from a device's own tooling: add --remote URL (an agent "
+                            "with the iphone backend)")
     arch = load_architecture(arch_path, space)
     net, source, acc = _load_net(arch, arch_path)
     exporter = target.make_exporter()
@@ -103,9 +109,11 @@ def export(arch_path: Path, target: Target, ws: Workspace, protocol: Protocol, d
             outs = timer.outputs(index)
             if outs is not None:  # what the device itself computed
                 check = check_against_torch(net, (x,), lambda inputs: outs, tolerance, f"{label} on {timer.device.id}")
+            ops = timer.operations_estimated(index) if operations else None
         device, not_here = timer.table_device, None
     predicted, tpath, predictor = _prediction(arch, target, ws, device, table_path)
-    return ExportReport(artifact, source, acc, check, measured, predicted, tpath, not_here, predictor, device, arch_path, target.name)
+    return ExportReport(artifact, source, acc, check, measured, predicted, tpath, not_here, predictor, device, arch_path,
+                        target.name, ops if timer is not None else None)
 
 
 def _prediction(arch: Architecture, target: Target, ws: Workspace, device: str,

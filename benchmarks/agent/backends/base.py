@@ -18,6 +18,7 @@ import numpy as np
 
 from benchmarks.agent.wire import DeviceInfo, MeasureResult
 from benchmarks.protocol import Protocol
+from core.errors import PipelineError
 from core.registry import Registry
 
 
@@ -60,6 +61,12 @@ class Backend(ABC):
     def measure(self, device: str, job: Job) -> MeasureResult:
         """Time `job` on `device` (one of `devices()`'s ids). A model the device's runtime refuses
         is a `failed` result with the reason, not an exception."""
+
+    def operations_estimated(self, device: str, job: Job) -> dict[str, Any]:
+        """Per-operation time of the network `job.artifact`, estimated by the device's own tooling
+        (`wire.OperationsResult`'s fields). Only backends whose tooling gives it override this."""
+        raise PipelineError(f"the {self.name} backend has no per-operation estimates; only the iphone backend "
+                            "(Core ML's compute plan) gives them")
 
     def close(self) -> None:
         """Release what the backend holds (processes, connections)."""
