@@ -296,8 +296,9 @@ def test_cli_devices_bad_input(cli_ws):
     assert "--device cpu: --device names the device a latency table belongs to" in _one_line_error(
         _invoke("benchmark", "--out", ws, "--device", "cpu"))
     assert "No such option '--compute'" in _invoke("export", "--out", ws, "--compute", "cpu").stderr
-    assert "--device pixel9' writes its blocks to a bundle to time there) or bring in a table" in _one_line_error(
-        _invoke("search", "--out", ws, "--device", "pixel9"))
+    msg = _one_line_error(_invoke("search", "--out", ws, "--device", "pixel9"))
+    assert "through an agent there ('pipeline benchmark --target desktop --space tiny --device pixel9 --remote URL" in msg
+    assert "--device pixel9' writes its blocks to time there), or bring in a table" in msg
 
 
 def test_cli_steps_that_must_run_once_refuse_torchrun(cli_ws, monkeypatch):
