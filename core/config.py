@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import math
 import re
+import reprlib
 import typing
 from typing import Annotated, Any, Mapping, TypeVar
 
@@ -45,12 +46,21 @@ MAX_COUNT = 10**9  # samples behind one statistic
 MAX_TOLERANCE = 1e3  # atol/rtol of an export check
 
 
+def _bounded_repr(limit: int) -> reprlib.Repr:
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxset, r.maxdict = 4, 8, 8, 8, 8
+    r.maxstring = r.maxlong = r.maxother = limit
+    return r
+
+
 def short(value: Any, limit: int = 60) -> str:
-    """`repr(value)` cut to `limit` characters: a message stays one readable line."""
+    """`repr(value)` cut to `limit` characters: a message stays one readable line. Only the first
+    items and levels are looked at: a YAML alias bomb (nine aliases of nine aliases ...) is
+    small in memory, but its whole repr takes minutes."""
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
         return f"<an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits>"
     try:
-        text = repr(value)
+        text = _bounded_repr(limit).repr(value)
     except (ValueError, RecursionError):  # ints past Python's digit limit inside containers, deep nesting
         text = f"<a {type(value).__name__}>"
     text = " ".join(text.split())
