@@ -61,11 +61,11 @@ def load_architecture(path: str | os.PathLike, space: SearchSpace | None = None)
             f"architecture file '{path}' has format version {data.get('version')}, this tool reads "
             f"{ARCH_VERSION}; re-run 'pipeline search' with this version"
         )
-    try:
-        own_space = space_from_dict(data["space"], f"space in '{path}'")
-        blocks = tuple(data["blocks"])
-    except (KeyError, TypeError):
-        raise PipelineError(f"architecture file '{path}' lacks 'space' or 'blocks'; it is damaged") from None
+    space_data, blocks = data.get("space"), data.get("blocks")
+    if not (isinstance(space_data, dict) and isinstance(blocks, list) and all(isinstance(b, str) for b in blocks)):
+        raise PipelineError(f"architecture file '{path}' lacks 'space' (a mapping) or 'blocks' (a list of block "
+                            "names); it is damaged: pass one written by 'pipeline search'")
+    own_space = space_from_dict(space_data, f"space in '{path}'")
     if space is not None and space.fingerprint != own_space.fingerprint:
         raise PipelineError(
             f"architecture file '{path}' is for space '{data.get('space_name')}' "
@@ -74,7 +74,7 @@ def load_architecture(path: str | os.PathLike, space: SearchSpace | None = None)
         )
     skip = {"format", "version", "space", "space_name", "space_fingerprint", "blocks"}
     info = {k: v for k, v in data.items() if k not in skip}
-    return Architecture(space or own_space, blocks, info)
+    return Architecture(space or own_space, tuple(blocks), info)
 
 
 def random_architectures(space: SearchSpace, n: int, seed: int, exclude: set[str],
