@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from tqdm import tqdm
 from benchmarks.predict import LatencyModel, arch_key
 from blocks.architecture import Architecture, random_architectures
 from blocks.space import SearchSpace
-from core.config import build_config
+from core.config import MAX_MS, build_config, short
 from pipeline.training.data import Splits
 from core.errors import PipelineError
 from core.fileio import read_json, write_json_atomic, write_text_atomic, write_with
@@ -46,15 +47,20 @@ def parse_sweep(text: str) -> SweepSpec:
     """'lam=0.01,0.1,1' or 'latency-target=3,4,5'."""
     name, sep, values = text.partition("=")
     name = name.strip().replace("_", "-")
-    usage = "use --sweep lam=0.01,0.1,1 or --sweep latency-target=20,25,30"
+    given, usage = f"--sweep {short(text)}", "use --sweep lam=0.01,0.1,1 or --sweep latency-target=20,25,30"
     if not sep or name not in SWEEP_PARAMS:
-        raise PipelineError(f"--sweep '{text}': sweeps {' or '.join(SWEEP_PARAMS)}; {usage}")
+        raise PipelineError(f"{given}: sweeps {' or '.join(SWEEP_PARAMS)}; {usage}")
     try:
         parsed = tuple(float(v) for v in values.split(",") if v.strip())
     except ValueError:
-        raise PipelineError(f"--sweep '{text}': values must be numbers; {usage}") from None
+        raise PipelineError(f"{given}: values must be numbers; {usage}") from None
+    target = name == "latency-target"
+    bad = [v for v in parsed if not (math.isfinite(v) and (0 < v < MAX_MS if target else v >= 0))]
+    if bad:
+        valid = f"milliseconds above 0 and below {MAX_MS:,.0f}" if target else "finite numbers from 0 up"
+        raise PipelineError(f"{given}: {bad[0]:g} is out of range; {name} values are {valid}; {usage}")
     if len(parsed) < 2 or len(set(parsed)) != len(parsed):
-        raise PipelineError(f"--sweep '{text}': give at least two different values; {usage}")
+        raise PipelineError(f"{given}: give at least two different values; {usage}")
     return SweepSpec(name, parsed)
 
 
