@@ -44,6 +44,7 @@ from benchmarks.agent.wire import unpack
 from benchmarks.protocol import Protocol
 from benchmarks.runners import RUNNERS
 from core import __version__
+from core.config import option_value, short
 from core.errors import PipelineError, first_line
 
 log = logging.getLogger(__name__)
@@ -311,7 +312,11 @@ def parse_backend_options(pairs: tuple[str, ...] | list[str]) -> dict[str, dict[
         if not dot or not eq or not key or name not in BACKENDS:
             raise PipelineError(f"--backend-option {pair!r} must look like BACKEND.KEY=VALUE with BACKEND one of "
                                 f"{', '.join(BACKENDS.names())}, e.g. adb.serial=R58M12345")
-        out.setdefault(name, {})[key] = yaml.safe_load(value) if value else ""
+        try:
+            out.setdefault(name, {})[key] = option_value(yaml.safe_load(value) if value else "")
+        except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: option_value's refusal too
+            raise PipelineError(f"--backend-option {short(pair)}: the value is not text, a finite number or "
+                                f"true/false; quote it (--backend-option '{name}.{key}=\"...\"')") from None
     return out
 
 
