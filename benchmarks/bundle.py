@@ -21,9 +21,10 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import Field
 from tqdm import tqdm
 
 from benchmarks.boundary import NOOP_PARTS
@@ -118,7 +119,7 @@ class BundleInput(Input):
     fit: bool
     threads: int_in(1, MAX_THREADS)  # type: ignore[valid-type]
     rounds: int_in(1, MAX_ROUNDS)  # type: ignore[valid-type]
-    networks: list[NetworkInput]
+    networks: Annotated[list[NetworkInput], Field(min_length=1)]
     command: str
     kind: Literal[tuple(KINDS)] = "validate"  # type: ignore[valid-type]
     exporter: dict[str, Any] = {}
@@ -403,7 +404,8 @@ def _read_logs(folder: Path, b: Bundle) -> list[tuple[str, float, str]]:
         raise PipelineError(f"'{folder}' is a folder, but target '{b.target}' has no device tool whose logs this "
                             f"tool reads; write the times into {b.folder / CSV_NAME} and pass that")
     rows = []
-    logs = [(m, p) for p in folder.iterdir() if (m := _LOG_NAME.match(p.name))]  # not a failed run's .tmp
+    # not a failed run's .tmp, nor a folder that happens to have a log's name
+    logs = [(m, p) for p in folder.iterdir() if (m := _LOG_NAME.match(p.name)) and p.is_file()]
     for m, log in sorted(logs, key=lambda mp: (mp[0]["net"], int(mp[0]["round"]))):  # r10 after r2
         try:
             ms = tool.parse(log.read_text(errors="replace"))
@@ -474,9 +476,20 @@ def table_from_measurements(measurements: Path, space: SearchSpace, target: Targ
         ms = times[n.name]
         stats = {k: v for k, v in Samples(tuple(ms), 1, 0.0, ms[0]).stats().items()
                  if k not in ("median_ms", "number", "load_ms", "first_ms")}  # the device tool times those itself
-        table.add(Row(n.blocks[0], LayerShape.from_key(n.origin), "ok", float(np.median(ms)), stats))
+        table.add(Row(*_block_at(n, b), "ok", float(np.median(ms)), stats))
     table.check_fits(space)
     return table
+
+
+def _block_at(n: BundleNetwork, b: Bundle) -> tuple[str, LayerShape]:
+    """The block a benchmark bundle's item times, and the layer shape it is timed at."""
+    try:
+        (block,) = n.blocks
+        return block, LayerShape.from_key(n.origin)
+    except ValueError:
+        raise PipelineError(f"bundle manifest '{b.folder / MANIFEST}': {n.name} has blocks {short(list(n.blocks))} "
+                            f"and origin {short(n.origin)}, not one block and its layer shape (CINxHxW-COUT-sSTRIDE); "
+                            "restore it, or write the bundle again") from None
 
 
 def open_bundle(measurements: Path, target: Target, device: str, space: SearchSpace, kind: str) -> Bundle:
