@@ -37,7 +37,7 @@ from benchmarks.table import LatencyTable, Row, load_table, required_rows, row_k
 from blocks.space import LayerShape, SearchSpace, build_part
 from export.base import Artifact, Exporter
 from export.verify import Tolerance, check_against_torch
-from core.errors import PipelineError
+from core.errors import PipelineError, StorageError
 from core.fileio import sweep_temporaries
 from core.plugins import LOADED, load_plugins
 
@@ -117,10 +117,13 @@ def cached_export(
 
 
 def export_row(exporter: Exporter, block: str, shape: LayerShape, cache_dir: Path) -> Artifact | str:
-    """Export one row (or find it cached). A converter's refusal comes back as its reason."""
+    """Export one row (or find it cached). A converter's refusal comes back as its reason; a full
+    or read-only disk (StorageError) is raised: it is no reason to record the row unavailable."""
     module, x = row_module(block, shape)
     try:
         return cached_export(exporter, module, (x,), cache_dir, {"block": block, "shape": shape.key})
+    except StorageError:
+        raise
     except PipelineError as e:
         return str(e)
 

@@ -17,7 +17,17 @@ class PlatformUnsupported(PipelineError):
     exit_code = 3
 
 
+class StorageError(PipelineError):
+    """The file system refused a write (no permission, read-only): not the input's fault, and not a
+    converter's either, so a benchmark stops instead of recording the row as unavailable."""
+
+
+class DiskFull(StorageError):
+    """No space (or quota) left where a file was being written."""
+
+
 def first_line(e: BaseException) -> str:
     """`Type: first line of the message`: converters raise pages; a table row keeps one line."""
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+

@@ -5,10 +5,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.errors import PipelineError
+
+
+def check_folder(path: Path, option: str) -> None:
+    """Refuse a folder to write into that is a file, or lies inside one, before any work starts
+    (creating a folder there later would fail with the OS's NotADirectoryError)."""
+    for p in (path, *path.parents):
+        if p.is_dir():
+            return
+        if p.exists():
+            where = "is a file" if p == path else f"lies inside '{p}', which is a file"
+            raise PipelineError(f"{option} '{path}' {where}; give a folder")
+
 
 @dataclass(frozen=True)
 class Workspace:
     root: Path = Path("pipeline-out")
+
+    def __post_init__(self) -> None:
+        check_folder(Path(self.root), "--out")
 
     def table(self, space: str, target: str, device: str) -> Path:
         return self.root / "tables" / space / target / f"{device}.json"

@@ -20,6 +20,8 @@ from typing import Any, ClassVar, Iterator
 import torch
 
 from core.config import build_config
+from core.errors import PipelineError, first_line
+from core.fileio import storage_fault
 from core.registry import Registry
 
 
@@ -99,6 +101,13 @@ class Exporter(ABC):
 
 
 EXPORTERS: Registry[type[Exporter]] = Registry("exporter")
+
+
+def conversion_error(what: str, e: Exception, path: Path) -> PipelineError:
+    """A converter's failure, as the one line a table row records as its reason; unless the file
+    system refused to write `path` (full, read-only): that is no reason to give up on the row, and
+    `storage_fault`'s error stops the run instead."""
+    return storage_fault(e, path) or PipelineError(f"{what} failed: {first_line(e)}")
 
 
 def quiet_import(module: str) -> Any:

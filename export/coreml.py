@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from export.base import EXPORTERS, Artifact, Exporter, package_version, quiet_converters, quiet_import
+from export.base import EXPORTERS, Artifact, Exporter, conversion_error, package_version, quiet_converters, quiet_import
 from core.errors import PipelineError, first_line
 from core.fileio import atomic_dir
 
@@ -78,7 +78,7 @@ class CoreMLExporter(Exporter):
                                    minimum_deployment_target=target, compute_precision=precision)
                 model.save(str(tmp))
             except Exception as e:
-                raise PipelineError(f"Core ML conversion failed: {first_line(e)}") from e
+                raise conversion_error("Core ML conversion", e, path) from e
         artifact = self.artifact(path, example_inputs)
         self.inspect(artifact)
         return artifact

@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
-from export.base import EXPORTERS, Artifact, Exporter, package_version, quiet_converters
+from export.base import EXPORTERS, Artifact, Exporter, conversion_error, package_version, quiet_converters
 from export.coreml import check_coreml_settings, coreml_settings
-from core.errors import PipelineError, first_line
+from core.errors import PipelineError
 from core.fileio import atomic_path
 
 DELEGATES = ("xnnpack", "coreml")
@@ -100,6 +100,6 @@ class ExecuTorchExporter(Exporter):
             except PipelineError:
                 raise
             except Exception as e:
-                raise PipelineError(f"ExecuTorch ({self.options.delegate}) lowering failed: {first_line(e)}") from e
+                raise conversion_error(f"ExecuTorch ({self.options.delegate}) lowering", e, path) from e
         return self.artifact(path, example_inputs)
 

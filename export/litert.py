@@ -7,8 +7,7 @@ from pathlib import Path
 
 import torch
 
-from export.base import EXPORTERS, Artifact, Exporter, package_version, quiet_converters
-from core.errors import PipelineError, first_line
+from export.base import EXPORTERS, Artifact, Exporter, conversion_error, package_version, quiet_converters
 from core.fileio import atomic_path
 
 
@@ -39,5 +38,5 @@ class LiteRTExporter(Exporter):
 
                 litert_torch.convert(module.eval(), example_inputs).export(str(tmp))
             except Exception as e:
-                raise PipelineError(f"LiteRT conversion failed: {first_line(e)}") from e
+                raise conversion_error("LiteRT conversion", e, path) from e
         return self.artifact(path, example_inputs)

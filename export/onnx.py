@@ -7,8 +7,7 @@ from pathlib import Path
 
 import torch
 
-from export.base import EXPORTERS, Artifact, Exporter, package_version, quiet_converters
-from core.errors import PipelineError, first_line
+from export.base import EXPORTERS, Artifact, Exporter, conversion_error, package_version, quiet_converters
 from core.fileio import atomic_path
 
 
@@ -46,5 +45,5 @@ class OnnxExporter(Exporter):
 
                 onnx.checker.check_model(str(tmp))
             except Exception as e:  # a converter error becomes a reason, not a traceback
-                raise PipelineError(f"ONNX export failed: {first_line(e)}") from e
+                raise conversion_error("ONNX export", e, path) from e
         return self.artifact(path, example_inputs)

@@ -24,8 +24,8 @@ from benchmarks.targets import TARGETS, Target, parse_options, resolve_target
 from blocks import BLOCK_SETS, BLOCKS, SPACES, SearchSpace, resolve_space
 from core import __version__
 from core.config import build_config, merge
-from core.errors import PipelineError
-from core.fileio import read_config
+from core.errors import PipelineError, StorageError
+from core.fileio import STORAGE_ERRNOS, read_config, storage_fault
 from core.plugins import load_plugin
 from core.workspace import Workspace
 from pipeline import flow
@@ -49,6 +49,15 @@ INTERRUPTED = {
     "compare": "finished exports are cached; run the same command to measure again",
     "train": "training keeps no checkpoint part-way; run the same command to train again",
 }
+# What a full or read-only disk leaves (StorageError), where it differs from the above: files are
+# written atomically, so the one being written is the only thing lost.
+AFTER_FAULT = {
+    "benchmark": "the table keeps every row measured so far (it is saved after each) and the same command "
+                 "measures only the rest",
+    "search": "the checkpoint saved before stays whole: run the same command with --resume to continue from it "
+              "(--sweep goes on by itself)",
+    "run": "the table keeps every row measured so far; the same command measures only the rest and searches again",
+}
 
 
 class Cli(click.Group):
@@ -59,13 +68,28 @@ class Cli(click.Group):
             return super().invoke(ctx)
         except PipelineError as e:
             if not e.quiet:
-                click.echo(f"{e.label}: {e}", err=True)
+                kept = f"; {self._kept(ctx, AFTER_FAULT)}" if isinstance(e, StorageError) else ""
+                click.echo(f"{e.label}: {e}{kept}", err=True)
             sys.exit(e.exit_code)
+        except OSError as e:
+            # A full or read-only disk met outside the atomic writes (a folder made, a temporary
+            # file) is the user's to fix too; any other OSError is a bug and keeps its traceback.
+            fault = storage_fault(e) if e.errno in STORAGE_ERRNOS else None
+            if fault is None:
+                raise
+            click.echo(f"{fault.label}: {fault}; {self._kept(ctx, AFTER_FAULT)}", err=True)
+            sys.exit(fault.exit_code)
         except KeyboardInterrupt:
-            how = INTERRUPTED.get(ctx.invoked_subcommand or "", "everything finished so far is saved; run the same "
-                                                                  "command to go on")
+            how = self._kept(ctx, {})
             click.echo(f"interrupted: {how}", err=True)
             sys.exit(130)
+
+    @staticmethod
+    def _kept(ctx: click.Context, first: dict[str, str]) -> str:
+        """What the stopped command keeps, from `first` else from what a Ctrl-C keeps."""
+        name = ctx.invoked_subcommand or ""
+        return first.get(name) or INTERRUPTED.get(name, "everything finished so far is saved; run the same command "
+                                                          "to go on")
 
 
 @click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

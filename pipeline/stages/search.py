@@ -3,6 +3,7 @@ architecture and its inherited weights written, or a Pareto sweep of searches.""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from benchmarks.table import LatencyTable, find_table
 from benchmarks.targets import Target
 from blocks.architecture import Architecture
 from blocks.space import SearchSpace
+from core.fileio import output_lock
 from core.workspace import Workspace, weights_path
 from pipeline.training import distributed
 from pipeline.training.data import Splits
@@ -79,11 +81,20 @@ def search(space: SearchSpace, target: Target, ws: Workspace, cfg: SearchConfig,
     checkpoint = checkpoint_path(out)
     data_identity = {"source": splits.source, "classes": splits.num_classes,
                      "w": len(splits.w), "theta": len(splits.theta), "test": len(splits.test)}
-    with distributed.launched(cfg.device) as ctx:
+    with distributed.launched(cfg.device) as ctx, _writing_alone(out, "search", ctx.is_main):
         result = run_search(space, latency, splits, cfg, progress, checkpoint, resume, ctx, {"data": data_identity})
         if not ctx.is_main:
             return None
         return _derive_and_save(space, latency, table, tpath, cfg, splits, result, out, data_identity, ctx.device)
+
+
+def _writing_alone(out: Path, what: str, writes: bool = True) -> contextlib.AbstractContextManager:
+    """The lock on what a search writes (`out` and the files named after it), held by the process
+    that writes them (rank 0 under torchrun): a second search into the same place is refused at
+    once (docs/search.md, "Faults")."""
+    if not writes:
+        return contextlib.nullcontext()
+    return output_lock(out, what, "write elsewhere: another --out or --device")
 
 
 def checkpoint_path(arch_path: Path) -> Path:
@@ -132,7 +143,8 @@ def sweep_search(space: SearchSpace, target: Target, ws: Workspace, base: dict[s
         for value in spec.values:
             check_latency_target(space, latency, value)
     out = ws.search_dir(space.name, target.name, device) / "sweep"
-    return run_sweep(space, latency, splits, base, spec, train_cfg, random_n, out, progress)
+    with _writing_alone(out, "search --sweep"):
+        return run_sweep(space, latency, splits, base, spec, train_cfg, random_n, out, progress)
 
 
 

@@ -3,8 +3,6 @@ weights_only=True, and refused when they belong to another space, table, config 
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +10,7 @@ import torch
 
 from core import __version__
 from core.errors import PipelineError
-from core.fileio import write_with
+from core.fileio import write_stream
 
 CHECKPOINT_FORMAT = "pipeline-search-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -21,7 +19,27 @@ CHECKPOINT_VERSION = 1
 def save_checkpoint(path: Path, identity: dict[str, Any], state: dict[str, Any]) -> None:
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "tool_version": __version__,
                "identity": identity, **state}
-    write_with(path, lambda tmp: torch.save(payload, tmp))
+    save_torch(path, payload)
+
+
+def save_torch(path: Path, payload: dict[str, Any]) -> None:
+    """torch.save, atomically; a full or read-only disk is `storage_fault`'s one line, and the
+    file that was there before stays whole."""
+    write_stream(path, lambda f: torch.save(payload, f))
+
+
+def load_torch(path: Path, what: str, fix: str, mmap: bool = False) -> Any:
+    """torch.load with weights_only=True of a file this tool saved. Anything else given (random
+    bytes, an empty or truncated file, another zip) is one PipelineError naming `what` and `fix`:
+    torch's parser raises whatever its first wrong byte leads to (IndexError, EOFError,
+    UnpicklingError, RuntimeError...), none of which is a bug here."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:  # what the OS said, not "corrupt"
+        raise PipelineError(f"{what} '{path}' cannot be read ({e.strerror or type(e).__name__}); check the path "
+                            "and its permissions") from None
+    except Exception as e:
+        raise PipelineError(f"{what} '{path}' is corrupt or not a {what} ({type(e).__name__}); {fix}") from None
 
 
 def _differences(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
@@ -39,11 +57,7 @@ def load_checkpoint(path: Path, identity: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's state, if it was written by this version for exactly this search."""
     if not path.is_file():
         raise PipelineError(f"--resume: no checkpoint at '{path}'; run the search without --resume to start one")
-    try:
-        d = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise PipelineError(f"checkpoint '{path}' is corrupt or not a checkpoint ({type(e).__name__}); "
-                            "delete it and run the search without --resume") from None
+    d = load_torch(path, "checkpoint", "delete it and run the search without --resume")
     if not isinstance(d, dict) or d.get("format") != CHECKPOINT_FORMAT:
         raise PipelineError(f"'{path}' is not a search checkpoint written by this tool; "
                             "delete it and run the search without --resume")

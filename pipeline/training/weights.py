@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-import zipfile
-
 from blocks.network import DerivedNet
 from blocks.space import SearchSpace
 from core.errors import PipelineError
-from core.fileio import write_with
+from pipeline.training.checkpoint import load_torch, save_torch
 
 WEIGHTS_FORMAT = "pipeline-weights"
 
@@ -31,15 +27,11 @@ def save_weights(path: Path, net: DerivedNet, source: str, test_accuracy: float 
         "blocks": list(net.blocks), "num_classes": net.classifier[-1].out_features,
         "source": source, "test_accuracy": test_accuracy, "state_dict": net.state_dict(),
     }
-    write_with(path, lambda tmp: torch.save(payload, tmp))
+    save_torch(path, payload)
 
 
 def _read(path: Path, mmap: bool = False) -> dict[str, Any]:
-    try:
-        d = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise PipelineError(f"weights file '{path}' is corrupt or not a weights file ({type(e).__name__}); "
-                            "retrain with 'pipeline train' or search again") from None
+    d = load_torch(path, "weights file", "retrain with 'pipeline train' or search again", mmap)
     if not isinstance(d, dict) or d.get("format") != WEIGHTS_FORMAT:
         raise PipelineError(f"'{path}' is not a weights file written by this tool")
     return d
