@@ -1,8 +1,9 @@
 """The super-net search: W on the W split, Θ on the Θ split, after W-only warm-up epochs.
 
 A run is resumable at any step: a checkpoint is written after every epoch and on Ctrl-C, and
-every random draw (batch order, Gumbel noise, sampled paths) is a function of the seed and
-the saved generator states, so `--resume` reaches the same result as an uninterrupted run.
+every random draw (batch order, Gumbel noise, sampled paths, and what blocks draw from torch's,
+numpy's and Python's global generators: dropout, noise) is a function of the seed and the saved
+generator states, so `--resume` reaches the same result as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import random
 import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -215,7 +217,48 @@ def _loader(ds: Dataset, batch_size: int, seed: int, ctx: Context) -> tuple[Data
     # The order of epoch e is a function of (seed, e) alone, on one process or several: a
     # resumed run replays it and skips the batches already done.
     sampler = DistributedSampler(ds, num_replicas=ctx.world, rank=ctx.rank, shuffle=True, seed=seed)
-    return DataLoader(ds, batch_size=batch_size, sampler=sampler, generator=torch.Generator().manual_seed(seed)), sampler
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, generator=torch.Generator()), sampler
+
+
+def _loader_seed(seed: int, epoch: int) -> int:
+    """The seed of a loader's own generator for one pass (it seeds the pass's worker processes).
+    Reseeded per pass rather than restored: a pass resumed part-way starts a new iterator, which
+    draws from the generator once more than the uninterrupted pass did."""
+    return seed * 1_000_003 + epoch
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every global generator a search step may draw from: the same seed, the same search."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def rng_state(device: str) -> dict[str, Any]:
+    """Every global generator a step may draw from (dropout, a plugin block's noise), as tensors
+    and lists, so a checkpoint loads with weights_only=True."""
+    keys, pos, has_gauss, gauss = np.random.get_state()[1:]
+    version, internal, gauss_next = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                  "gauss": float(gauss)},
+        "python": {"version": version, "internal": list(internal), "gauss": gauss_next},
+    }
+    if device.startswith("cuda"):
+        state["cuda"] = torch.cuda.get_rng_state(torch.device(device))
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: str) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
+    # A checkpoint written on the CPU and resumed on a GPU has no CUDA state: the GPU's stays as seeded.
+    if device.startswith("cuda") and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], torch.device(device))
 
 
 class _Searcher:
@@ -223,7 +266,7 @@ class _Searcher:
 
     def __init__(self, space: SearchSpace, latency: LatencyModel, splits: Splits, cfg: SearchConfig,
                  ctx: Context) -> None:
-        torch.manual_seed(cfg.seed)
+        seed_everything(cfg.seed)
         self.cfg, self.latency, self.splits, self.ctx = cfg, latency, splits, ctx
         self.net = SuperNet(space, splits.num_classes, cfg.mixing, cfg.mixing_options, cfg.seed).to(ctx.device)
         self.w_opt = torch.optim.SGD(self.net.weight_parameters(), lr=cfg.w_lr, momentum=cfg.w_momentum,
@@ -255,6 +298,7 @@ class _Searcher:
                          "w": list(p.w) if p.w else None},
             "history": self.history, "net": self.net.state_dict(), "w_opt": self.w_opt.state_dict(),
             "t_opt": self.t_opt.state_dict(), "sched": self.sched.state_dict(), "mixer": self.net.mixer.state_dict(),
+            "rng": rng_state(self.ctx.device),
         }
 
     def restore(self, d: dict[str, Any]) -> None:
@@ -267,6 +311,7 @@ class _Searcher:
         self.position = Position(int(p["epoch"]), str(p["phase"]), int(p["batch"]),
                                  tuple(float(v) for v in p["sums"]), tuple(p["w"]) if p["w"] else None)
         self.history = list(d["history"])
+        set_rng_state(d["rng"], self.ctx.device)
 
     # ------------------------------------------------------------------ steps
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -315,6 +360,7 @@ class _Searcher:
         p = self.position
         loader, sampler = self.data[phase]
         sampler.set_epoch(p.epoch)
+        loader.generator.manual_seed(_loader_seed(sampler.seed, p.epoch))
         step: Callable = self.w_step if phase == "W" else self.theta_step
         label = "W" if phase == "W" else "Θ"
         bar = tqdm(total=len(loader), initial=p.batch, desc=f"epoch {p.epoch + 1} {label}", leave=False,
