@@ -196,10 +196,101 @@ def fit_calibration(plain: LatencyModel, space: SearchSpace, archs: list[tuple[s
     """Fit T = intercept + scale·(table sum) + Σ_j c_j·count_j to whole-network measurements
     (see `fit_coefficients`)."""
     assert plain.calibration is None, "fit on the plain table sum"
-    if len(archs) < 4:
-        raise PipelineError(f"a calibration needs at least 4 measured networks, got {len(archs)}; pass --samples 8 or more")
+    if len(archs) < MIN_CALIBRATION_NETWORKS:
+        raise PipelineError(f"a calibration needs at least {MIN_CALIBRATION_NETWORKS} measured networks to fit on, "
+                            f"got {len(archs)}; pass --samples {2 * MIN_CALIBRATION_NETWORKS} or more")
     x, blocks = calibration_design(plain, space, archs)
     coef = fit_coefficients(x, np.asarray(measured_ms, dtype=float))
     return Calibration(space.fingerprint, float(coef[0]), float(coef[1]),
                        {blk: float(c) for blk, c in zip(blocks, coef[2:]) if c != 0.0}, len(archs),
                        tuple(arch_key(a) for a in archs))
+
+
+# ------------------------------------------------------------------ is a fit credible?
+# A fit is stored and used only if it passes all of these (docs/validate.md, "When a calibration
+# is refused"). Intercept and scale are two coefficients: with 8 networks the fit keeps 6 degrees
+# of freedom and leave-one-out has 8 folds; a `validate --samples 10` fit on 5 networks once
+# came out at scale 0.127 and was stored and used.
+MIN_CALIBRATION_NETWORKS = 8
+# A block inside a network costs between half and twice what it costs alone: what a whole
+# network pays once instead of per block (per-call overhead, layout edges) is the intercept's,
+# not the scale's. A scale beyond that is the fit taking noise, or the machine's drift during
+# the measurement, for the blocks' cost (docs/validate.md lists the fits measured here).
+SCALE_RANGE = (0.5, 2.0)
+# How well the scale must be pinned down when it is out of range: the estimate of how many
+# networks would do is the number at which its standard error would shrink to this.
+SCALE_SE_GOAL = 0.05
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a fitted calibration is not credible, how many networks a new fit would want (None
+    where more would not help), and what to do."""
+
+    reason: str
+    networks_needed: int | None
+    advice: str
+
+
+def _more_networks(n: int) -> str:
+    return f"about {n} networks to fit on would do ('pipeline validate --fit --samples {2 * n}')"
+
+
+# More networks do not change a fit that these networks already pin down: then the table and
+# the measurements disagree, and the table is what to measure again.
+_DISAGREE = ("these networks pin the fit down, so more would not change it: the table does not describe the machine "
+             "the networks ran on; measure the table again ('pipeline benchmark --force') or check the measurements")
+
+
+def scale_standard_error(plain: LatencyModel, space: SearchSpace, archs: list[tuple[str, ...]],
+                         measured_ms: list[float]) -> float:
+    """The standard error of the scale of an intercept-and-scale fit (weighted least squares as
+    `_solve` fits it), from its residuals: how well these networks pin the scale down."""
+    x, _ = calibration_design(plain, space, archs)
+    y = np.asarray(measured_ms, dtype=float)
+    a, b = x[:, :2] / y[:, None], np.ones_like(y)  # weights 1/y
+    if len(y) <= 2:
+        return float("inf")
+    coef, *_ = np.linalg.lstsq(a, b, rcond=None)
+    sigma2 = float(np.sum((b - a @ coef) ** 2)) / (len(y) - 2)
+    cov = sigma2 * np.linalg.pinv(a.T @ a)
+    return float(np.sqrt(max(cov[1, 1], 0.0)))
+
+
+def refusal(cal: Calibration, plain: LatencyModel, fit_ms: list[float], heldout_err_pct: tuple[float, float] | None,
+            scale_se: float) -> Refusal | None:
+    """None when `cal` is credible, else why not. `fit_ms`: the fitted networks' measurements;
+    `heldout_err_pct`: median absolute error (plain sum, calibrated) on networks not fitted on
+    (None where there are none); `scale_se`: `scale_standard_error` of the fit."""
+    n = cal.fitted_on
+    if n < MIN_CALIBRATION_NETWORKS:
+        return Refusal(f"it was fitted on {n} networks, fewer than the {MIN_CALIBRATION_NETWORKS} a fit needs",
+                       MIN_CALIBRATION_NETWORKS, _more_networks(MIN_CALIBRATION_NETWORKS))
+    if cal.is_identity:
+        return None  # the plain sum itself: nothing to refuse
+    why = _unphysical(cal, plain, fit_ms, scale_se)
+    if why:
+        needed = int(np.ceil(n * (scale_se / SCALE_SE_GOAL) ** 2))
+        if needed <= n:
+            return Refusal(why, None, _DISAGREE)
+        return Refusal(why, needed, _more_networks(needed))
+    if heldout_err_pct is not None and heldout_err_pct[1] > heldout_err_pct[0]:
+        return Refusal(f"on the networks held out it is further off (median {heldout_err_pct[1]:.1f}%) than the "
+                       f"plain table sum ({heldout_err_pct[0]:.1f}%)", None,
+                       "predictions keep the plain table sum, which did better on the networks held out")
+    return None
+
+
+def _unphysical(cal: Calibration, plain: LatencyModel, fit_ms: list[float], scale_se: float) -> str:
+    """Why intercept or scale are outside what a machine can do ("" when they are not)."""
+    lo_scale, hi_scale = SCALE_RANGE
+    if not lo_scale <= cal.scale <= hi_scale:
+        return (f"its scale {cal.scale:.3f} (± {scale_se:.3f}) is outside {lo_scale}-{hi_scale}: a block inside a "
+                "network does not cost a fraction or a multiple of its time alone")
+    fastest = cal.intercept_ms + cal.scale * plain.bounds()[0]
+    if fastest <= 0:
+        return f"its intercept {cal.intercept_ms:+.4f} ms predicts {fastest:.4f} ms for the space's fastest network"
+    if cal.intercept_ms >= min(fit_ms):
+        return (f"its intercept {cal.intercept_ms:+.4f} ms is more than the fastest network it was fitted on takes "
+                f"in all ({min(fit_ms):.4f} ms)")
+    return ""

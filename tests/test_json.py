@@ -4,6 +4,7 @@ output` documents, and its figures are the ones the text output of the same comm
 from __future__ import annotations
 
 import json
+import shutil
 import re
 import subprocess
 import sys
@@ -187,10 +188,19 @@ def test_train_and_export(ws):
 def test_run_prints_its_stages_on_stderr(ws, tmp_path):
     """Under --json the stage headers and reports go to stderr: the same figures as the object."""
     out, space = ws
-    (tmp_path / "tables").symlink_to(out / "tables")  # measured already: run reuses every row
+    shutil.copytree(out / "tables", tmp_path / "tables")  # measured already: run reuses every row
     stdout, stderr = run("run", "--space", space, "--out", tmp_path, "-q", *SEARCH, "--no-train", *FAST, "--json")
     data = one_object(stdout, "run")
     assert data["train"] is None and data["benchmark"]["measured"] == 0
+    # the table had no calibration: run fitted one on 10 of 20 networks (or refused it, and said why)
+    cal = data["calibrate"]
+    assert set(cal) == DOCUMENTED["validate"] and cal["samples"] == 10 and "== calibrate:" in stderr
+    stored = json.loads((tmp_path / "tables/micro/desktop/host.json").read_text()).get("calibration")
+    if cal["calibration_refused"] is None:
+        assert cal["fitted_now"] and stored and data["export"]["predictor"].startswith("calibrated table sum")
+        assert data["search"]["predictor"].startswith("calibrated")
+    else:
+        assert not stored and data["export"]["predictor"] == "table sum"
     assert set(data["search"]) == DOCUMENTED["search"] and set(data["export"]) == DOCUMENTED["export"]
     assert "== search:" in stderr
     assert f"{data['search']['predicted_ms']:.4f}" == figure(stderr, r"predicted latency (\S+) ms")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -93,15 +94,15 @@ def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, t
     out = tmp_path / "ws"
     assert invoke("benchmark", "--space", micro_space_file, "--out", out, "-q", *FAST).exit_code == 0
     # no --fit: the table has no calibration yet, so validate fits one (the predictor search will use)
-    r = invoke("validate", "--space", micro_space_file, "--out", out, "--samples", 12, "--json", *FAST)
+    r = invoke("validate", "--space", micro_space_file, "--out", out, "--samples", 16, "--json", *FAST)
     assert r.exit_code == 0, r.output
     head = json.loads(r.output)
     assert set(head) >= {"median_abs_err_pct", "within_10_pct", "within_5_pct", "max_abs_err_pct", "spearman", "samples"}
-    assert head["samples"] == 6 and head["predictor"] == "calibrated" and head["fitted_now"] is True
+    assert head["samples"] == 8 and head["predictor"] == "calibrated" and head["fitted_now"] is True
     assert Path(head["plot"]).read_bytes()[:4] == b"\x89PNG"
     table = json.loads((out / "tables/micro/desktop/host.json").read_text())
     (cal,) = table["calibration"].values()
-    assert cal["fitted_on"] == 6 and cal["heldout"]["samples"] == 6
+    assert cal["fitted_on"] == 8 and cal["heldout"]["samples"] == 8
     rounds_effect = Path(__file__).parents[1] / "perf/rounds_effect.py"
     effect = subprocess.run([sys.executable, rounds_effect,
                              out / "validate/micro/desktop/host/validate.json", "--space", micro_space_file,
@@ -110,7 +111,7 @@ def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, t
     # relative to the reference network (validate's default), then as timed
     assert effect[1].startswith("each as its ratio to the reference network")
     measures = [line.split("  ")[0] for line in effect[3:]]
-    assert effect[0].startswith("6 held-out networks;") and measures == [
+    assert effect[0].startswith("8 held-out networks;") and measures == [
         kind + m for kind in ("", "as timed: ")
         for m in ("median of first 1 round", "median of first 3 rounds", "median of first 5 rounds",
                   "median of first 7 rounds", "median of all rounds") for _ in range(2)]
@@ -118,14 +119,14 @@ def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, t
     ways = subprocess.run([sys.executable, Path(__file__).parents[1] / "perf/reference_effect.py",
                            out / "validate/micro/desktop/host/validate.json", "--space", micro_space_file, "--rounds",
                            "2", "--splits", "2"], capture_output=True, text=True, check=True).stdout.splitlines()
-    assert ways[0] == "12 networks of desktop, 2 rounds, 2 random half/half refits"
+    assert ways[0] == "16 networks of desktop, 2 rounds, 2 random half/half refits"
     assert [w[:18].strip() for w in ways[2:]] == ["as timed", "before/after", "repeat by repeat"]
     assert all(float(w.split()[-3].rstrip("%")) >= 0 and w.endswith("%") for w in ways[2:])
     report = json.loads((out / "validate/micro/desktop/host/validate.json").read_text())
     for s in report["samples"]:  # the rounds as timed and the reference beside each are kept
         assert len(s["raw_rounds_ms"]) == len(s["reference_ms"]) == len(s["rounds_ms"]) >= 7
     assert "raw_median_pct" in report["noise"]
-    *_, median_pct, miss_pct = effect[-1].split()  # refit on 3 random splits of the 12: a mean error, a share
+    *_, median_pct, miss_pct = effect[-1].split()  # refit on 3 random splits of the 16: a mean error, a share
     assert float(median_pct) >= 0 and miss_pct.endswith("%") and 0 <= float(miss_pct[:-1]) <= 100
     bad = subprocess.run([sys.executable, rounds_effect, out / "tables/micro/desktop/host.json"], capture_output=True, text=True)
     assert bad.returncode == 1 and "not a validate.json" in bad.stderr and "Traceback" not in bad.stderr
@@ -197,7 +198,7 @@ def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, t
     # validating again judges the stored fit on networks it was not fitted on
     r = invoke("validate", "--space", micro_space_file, "--out", out, "--samples", 5, "--rounds", 2, "--seed", 7, *FAST)
     assert "held out from any fit" in r.output and "noise: the same network's 2 rounds differ by a median of" in r.output
-    assert "(stored in the table " in r.output and "fitted on 6 networks); search and predictions use it" in r.output
+    assert "(stored in the table " in r.output and "fitted on 8 networks); search and predictions use it" in r.output
     saved = json.loads((out / "validate/micro/desktop/host/validate.json").read_text())
     assert all(len(s["rounds_ms"]) in (2, 4) for s in saved["samples"]) and saved["metrics"]["calibrated"]["samples"] == 5
     for s in saved["samples"]:
@@ -301,7 +302,7 @@ def test_validate_bad_inputs(micro_space_file: Path, tmp_path: Path) -> None:
     r = invoke("validate", "--space", micro_space_file, "--out", tmp_path, "--device", "pixel1")
     assert r.exit_code == 2 and "validate needs a complete table: no latency table for space 'micro' on desktop/pixel1" in r.stderr
     r = invoke("validate", "--space", micro_space_file, "--out", tmp_path, "--fit", "--samples", 5)
-    assert r.exit_code == 2 and "--samples 5 is too few to fit and judge a calibration; use 20 or more" in r.stderr
+    assert r.exit_code == 2 and "--samples 5 would fit a calibration on 3 networks; a calibration needs 8; use --samples 16 or more, or --no-fit" in r.stderr
 
 
 def test_a_fit_that_would_not_beat_the_plain_sum_keeps_it(micro_space) -> None:
@@ -461,3 +462,51 @@ def test_the_report_names_per_block_terms_only_when_the_fit_has_them() -> None:
                                                                             created="2026-11-29T10:00:00+00:00")))
     assert "0.900 x table sum + per-block terms (stored in the table 2026-11-29T10:00:00+00:00, fitted on 20 networks)" \
         in terms
+
+
+def _fit_on(micro_space, measure, n: int = 16, seed: int = 5):
+    plain = LatencyModel.from_table(make_table(micro_space), micro_space, calibrated=False)
+    archs = random_architectures(micro_space, n, seed=seed, exclude=set())
+    ms = [measure(plain, a) for a in archs]
+    return plain, archs, ms
+
+
+def test_a_credible_fit_passes_and_each_rule_refuses_what_it_names(micro_space) -> None:
+    from benchmarks.predict import Calibration, refusal, scale_standard_error
+
+    plain, archs, ms = _fit_on(micro_space, lambda m, a: _truth(m, micro_space, a))
+    cal = fit_calibration(plain, micro_space, archs[:8], ms[:8])
+    se = scale_standard_error(plain, micro_space, archs[:8], ms[:8])
+    assert se < 1e-6 and refusal(cal, plain, ms[:8], (30.0, 0.5), se) is None  # a linear device: pinned exactly
+
+    def made(intercept: float, scale: float, n: int = 8) -> Calibration:
+        return Calibration(micro_space.fingerprint, intercept, scale, {}, n)
+
+    few = refusal(made(0.1, 0.9, n=5), plain, ms[:5], None, se)
+    assert "fitted on 5 networks, fewer than the 8 a fit needs" in few.reason and few.networks_needed == 8
+    low = refusal(made(0.3, 0.127), plain, ms[:8], None, 0.2)  # the scale once stored from 5 networks
+    assert "scale 0.127 (± 0.200) is outside 0.5-2.0" in low.reason
+    assert low.networks_needed == 8 * 16  # (0.2 / 0.05)^2 times as many would pin it to ±0.05
+    assert "pipeline validate --fit --samples 256" in low.advice
+    lo = plain.bounds()[0]
+    negative = refusal(made(-1.1 * lo, 1.0), plain, ms[:8], None, se)
+    assert "for the space's fastest network" in negative.reason
+    big = refusal(made(min(ms[:8]), 1.0), plain, ms[:8], None, se)
+    assert "is more than the fastest network it was fitted on takes in all" in big.reason
+    worse = refusal(made(0.01, 1.1), plain, ms[:8], (2.0, 3.5), se)
+    assert "further off (median 3.5%) than the plain table sum (2.0%)" in worse.reason
+    assert worse.networks_needed is None and "plain table sum, which did better" in worse.advice
+    pinned = refusal(made(0.3, 0.127), plain, ms[:8], None, 0.01)  # well pinned, yet absurd: more won't help
+    assert pinned.networks_needed is None and "measure the table again" in pinned.advice
+
+
+def test_a_noisy_fit_on_few_networks_has_a_wide_scale(micro_space) -> None:
+    """The standard error grows with the noise and shrinks with the networks, as 1/sqrt(n)."""
+    from benchmarks.predict import scale_standard_error
+
+    rng = np.random.default_rng(0)
+    noise = rng.normal(1.0, 0.1, 64)
+    plain, archs, ms = _fit_on(micro_space, lambda m, a: _truth(m, micro_space, a), n=64, seed=6)
+    noisy = [m * e for m, e in zip(ms, noise)]
+    few, many = (scale_standard_error(plain, micro_space, archs[:k], noisy[:k]) for k in (8, 64))
+    assert few > 2 * many > 0

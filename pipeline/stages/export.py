@@ -12,7 +12,7 @@ import torch
 from benchmarks.device import HOST_DEVICE
 from benchmarks.agent.client import Remote, connect
 from benchmarks.isolate import NetworkTimer
-from benchmarks.predict import LatencyModel
+from benchmarks.predict import LatencyModel, arch_key
 from benchmarks.protocol import Protocol
 from benchmarks.table import expect_table_for, load_table
 from blocks.space import SearchSpace
@@ -124,6 +124,9 @@ def _prediction(arch: Architecture, target: Target, ws: Workspace, device: str,
     table = load_table(path)
     expect_table_for(table, target.name, device, path)
     model = LatencyModel.from_table(table, arch.space)
-    return model.predict(arch.space, arch.blocks), path, model.name
+    name = model.name
+    if model.calibration is not None and arch_key(arch.blocks) in model.calibration.fitted_keys:
+        name += ", this network among them"  # not out of sample: say so beside its error
+    return model.predict(arch.space, arch.blocks), path, name
 
 

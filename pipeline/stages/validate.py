@@ -18,7 +18,8 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.device import HOST_DEVICE
-from benchmarks.predict import Calibration, LatencyModel, arch_key, fit_calibration, table_calibration
+from benchmarks.predict import (MIN_CALIBRATION_NETWORKS, Calibration, LatencyModel, Refusal, arch_key,
+                                fit_calibration, refusal, scale_standard_error, table_calibration)
 from benchmarks.harness import export_row, row_module
 from benchmarks import bundle
 from benchmarks.agent.client import Remote, RemoteTimer, connect
@@ -34,7 +35,7 @@ from core.fileio import write_json_atomic, write_with
 from benchmarks.targets import Target
 from core.workspace import Workspace
 
-MIN_FIT_SAMPLES = 8  # half fit (a calibration needs 4 networks), half judge
+MIN_FIT_SAMPLES = 2 * MIN_CALIBRATION_NETWORKS  # every other one fits, the rest judge
 WIDE_PCT = 10.0  # rounds further apart than this: timed again (a network measured looser cannot judge ±10%)
 DRIFT_PCT = 5.0  # rows re-timed further than this from the table (in every pass): it is stale
 METRIC_KEYS = ("median_abs_err_pct", "within_10_pct", "within_5_pct", "max_abs_err_pct", "spearman", "samples")
@@ -153,6 +154,8 @@ class ValidateReport:
     measured_on: str = ""
     measurements: Path | None = None
     missing: list[str] = field(default_factory=list)  # networks of the bundle with no measurement
+    refused: Refusal | None = None  # the fit made now, refused: neither stored nor used
+    not_fitted: str = ""  # why no fit was made where the table has none
 
     @property
     def noise(self) -> dict[str, float] | None:
@@ -191,8 +194,11 @@ class ValidateReport:
     def to_dict(self) -> dict[str, Any]:
         """`validate --json`: the headline metrics (of the predictor the search uses) at the top."""
         head = {k: self.headline[k] for k in METRIC_KEYS}
+        refused = None if self.refused is None else {"reason": self.refused.reason,
+                                                     "networks_needed": self.refused.networks_needed}
         return {**head, "predictor": "calibrated" if "calibrated" in self.metrics else "table sum",
-                "fitted_now": self.fitted_now, "by_predictor": self.metrics, "noise": self.noise,
+                "fitted_now": self.fitted_now, "calibration_refused": refused, "not_fitted": self.not_fitted or None,
+                "by_predictor": self.metrics, "noise": self.noise,
                 "drift": self.drift, "plot": str(self.files["plot"])}
 
 
@@ -220,6 +226,7 @@ class Plan:
     fit: bool  # fit a new calibration (on `fit_idx`) rather than judge `stored`
     archs: tuple[tuple[tuple[str, ...], str], ...]  # (blocks, origin): random draws first, then given ones
     fit_idx: frozenset[int] = frozenset()
+    not_fitted: str = ""  # why the plan does not fit where the table has no calibration
 
     def subset(self, keep: list[int]) -> "Plan":
         """The same plan over the networks `keep` (those that were measured), in that order."""
@@ -232,16 +239,27 @@ def plan(space: SearchSpace, ws: Workspace, target: Target, cfg: ValidateConfig,
          table_path: Path | None, derived: tuple[Path, ...]) -> Plan:
     """Find the table, decide whether to fit, and draw the networks (seeded: the same every time
     for the same table state, so a bundle timed elsewhere is judged on what was drawn)."""
-    if cfg.fit and cfg.samples < MIN_FIT_SAMPLES:
-        raise PipelineError(f"--samples {cfg.samples} is too few to fit and judge a calibration; use 20 or more")
+    too_few = _too_few(cfg.samples)
+    if cfg.fit and too_few:
+        raise PipelineError(f"{too_few}; use --samples {MIN_FIT_SAMPLES} or more, or --no-fit")
     table, tpath, plain, stored = plan_table(space, target, ws, device, table_path)
-    fit = cfg.fit if cfg.fit is not None else stored is None and cfg.samples >= MIN_FIT_SAMPLES
+    fit = cfg.fit if cfg.fit is not None else stored is None and not too_few
     old = None if fit else stored
     drawn = random_architectures(space, cfg.samples, cfg.seed, set(old.fitted_keys) if old else set())
     given = [(load_architecture(p, space).blocks, str(p)) for p in derived]
     archs = tuple([(a, "random") for a in drawn] + given)
     # every other random network fits; the rest, and any given architecture, judge
-    return Plan(table, tpath, plain, stored, fit, archs, frozenset(range(0, len(drawn), 2)) if fit else frozenset())
+    return Plan(table, tpath, plain, stored, fit, archs, frozenset(range(0, len(drawn), 2)) if fit else frozenset(),
+                too_few if stored is None and cfg.fit is None else "")
+
+
+def _too_few(samples: int) -> str:
+    """Why `samples` random networks cannot fit a calibration ("" when they can)."""
+    fits = (samples + 1) // 2
+    if fits >= MIN_CALIBRATION_NETWORKS:
+        return ""
+    return (f"--samples {samples} would fit a calibration on {fits} networks; a calibration needs "
+            f"{MIN_CALIBRATION_NETWORKS}")
 
 
 def plan_table(space: SearchSpace, target: Target, ws: Workspace, device: str,
@@ -288,8 +306,11 @@ def judge(p: Plan, space: SearchSpace, timed: Timed, paths: list[Path | None], r
     the table, and write validate.json and the plot. `report` brings how the networks were
     measured (protocol, rechecks, source); its samples, metrics and calibration are filled here."""
     fit_idx, rounds = sorted(p.fit_idx), timed.rounds
-    cal = fit_calibration(p.plain, space, [p.archs[i][0] for i in fit_idx],
-                          [float(np.median(rounds[i])) for i in fit_idx]) if p.fit else p.stored
+    fit_ms = [float(np.median(rounds[i])) for i in fit_idx]
+    if p.fit and len(fit_idx) < MIN_CALIBRATION_NETWORKS:
+        raise PipelineError(f"{len(fit_idx)} measured networks to fit a calibration on; it needs "
+                            f"{MIN_CALIBRATION_NETWORKS}: time more of them, or --no-fit to judge the plain sum")
+    cal = fit_calibration(p.plain, space, [p.archs[i][0] for i in fit_idx], fit_ms) if p.fit else p.stored
     # Judging a stored fit: a network it was fitted on is no evidence for it (a derived one can be).
     fitted = set(fit_idx) if p.fit else {i for i, (b, _) in enumerate(p.archs)
                                          if cal is not None and arch_key(b) in cal.fitted_keys}
@@ -298,11 +319,30 @@ def judge(p: Plan, space: SearchSpace, timed: Timed, paths: list[Path | None], r
         raise PipelineError("every measured network was fitted on, so none can judge the calibration; "
                             "measure more networks (--samples)")
     report.metrics, report.calibration, report.fitted_now = _metrics_by_predictor(report.samples), cal, p.fit
-    report.table_path = p.table_path
+    report.table_path, report.not_fitted = p.table_path, p.not_fitted
     if p.fit:
+        report.refused = _credible(report, p, space, fit_idx, fit_ms)
+    if p.fit and report.refused is None:
         _store(p.table, p.table_path, space, cal, report.metrics)
     report.files = _write_outputs(report, out_dir)
     return report
+
+
+def _credible(report: ValidateReport, p: Plan, space: SearchSpace, fit_idx: list[int],
+              fit_ms: list[float]) -> Refusal | None:
+    """Judge the fit just made (`report.calibration`); a refused one is neither stored nor used
+    (the table keeps what it had), and its figures are shown as the 'refused fit'."""
+    cal = report.calibration
+    assert cal is not None
+    m = report.metrics
+    held = (m["table sum"]["median_abs_err_pct"], m["calibrated"]["median_abs_err_pct"]) if "calibrated" in m else None
+    why = refusal(cal, p.plain, fit_ms, held,
+                  scale_standard_error(p.plain, space, [p.archs[i][0] for i in fit_idx], fit_ms))
+    if why is not None:
+        report.calibration, report.fitted_now = None, False
+        if "calibrated" in m:
+            m["refused fit"] = m.pop("calibrated")
+    return why
 
 
 def _complete_table(space: SearchSpace, target: Target, ws: Workspace, device: str, table_path: Path | None) -> tuple:
@@ -462,7 +502,8 @@ def _plot(r: ValidateReport, path: Path) -> None:
     bars = dict(xerr=xerr, fmt="o", ms=4, elinewidth=0.8, capsize=2)
     ax.errorbar(m, [s.table_sum_ms for s in held], color="tab:gray", label="table sum", **bars)
     if held and held[0].calibrated_ms is not None:
-        ax.errorbar(m, [s.calibrated_ms for s in held], color="tab:blue", label="calibrated", **bars)
+        ax.errorbar(m, [s.calibrated_ms for s in held], color="tab:blue",
+                    label="refused fit" if r.refused else "calibrated", **bars)
     lo, hi = min(m) * 0.9, max(max(m), max(s.table_sum_ms for s in held)) * 1.1
     xs = np.linspace(lo, hi, 10)
     ax.plot(xs, xs, "k-", lw=1)
