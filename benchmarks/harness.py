@@ -44,7 +44,9 @@ from core.plugins import LOADED, load_plugins
 log = logging.getLogger(__name__)
 
 # Provenance fields that must agree before rows of an existing table are reused.
-_SAME_SETUP = ("target", "device", "runtime", "runtime_version", "exporter", "threads")
+_SAME_SETUP = ("target", "device", "runtime", "runtime_version", "exporter", "threads", "timing")
+# What a provenance without one of them means (rows timed alone need not say so).
+_UNSTATED = {"timing": "isolated"}
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,25 @@ def _abandon(pool: ProcessPoolExecutor) -> None:
     pool.shutdown(wait=True, cancel_futures=True)
 
 
+def in_workers(jobs: int, tasks: dict[str, Callable[[], Any]], bar: Any) -> dict[str, Any]:
+    """Each task's result by its key, run in `jobs` worker processes (a task must pickle: a
+    `partial` of a module-level function), `bar` advanced as each finishes."""
+    # spawn, not fork: the parent holds runtime thread pools that a forked child would inherit broken.
+    pool = ProcessPoolExecutor(jobs, multiprocessing.get_context("spawn"), initializer=_worker_init,
+                               initargs=(list(LOADED), os.getpid()))
+    out: dict[str, Any] = {}
+    try:
+        futures = {pool.submit(task): key for key, task in tasks.items()}
+        for fut in as_completed(futures):
+            out[futures[fut]] = fut.result()
+            bar.update()
+    except BaseException:
+        _abandon(pool)
+        raise
+    pool.shutdown()
+    return out
+
+
 def export_rows(job: BenchmarkJob, rows: list[tuple[str, LayerShape]], progress: bool) -> dict[str, Artifact | str]:
     """Export every row: cached ones are found at once, the rest in `job.jobs` worker processes."""
     out: dict[str, Artifact | str] = {}
@@ -159,18 +180,8 @@ def export_rows(job: BenchmarkJob, rows: list[tuple[str, LayerShape]], progress:
             out[row_key(block, shape)] = export_row(job.exporter, block, shape, job.cache_dir)
             bar.update()
     else:
-        # spawn, not fork: the parent holds runtime thread pools that a forked child would inherit broken.
-        pool = ProcessPoolExecutor(job.jobs, multiprocessing.get_context("spawn"), initializer=_worker_init,
-                                   initargs=(list(LOADED), os.getpid()))
-        try:
-            futures = {pool.submit(export_row, job.exporter, b, s, job.cache_dir): row_key(b, s) for b, s in pending}
-            for fut in as_completed(futures):
-                out[futures[fut]] = fut.result()
-                bar.update()
-        except BaseException:
-            _abandon(pool)
-            raise
-        pool.shutdown()
+        out.update(in_workers(job.jobs, {row_key(b, s): partial(export_row, job.exporter, b, s, job.cache_dir)
+                                         for b, s in pending}, bar))
     bar.close()
     for key, result in out.items():
         if isinstance(result, str):
@@ -295,10 +306,11 @@ def _start_table(job: BenchmarkJob) -> LatencyTable:
         return fresh
     old = load_table(job.table_path)
     for k in _SAME_SETUP:
-        if old.provenance.get(k) != job.provenance.get(k):
+        was, given = old.provenance.get(k, _UNSTATED.get(k)), job.provenance.get(k, _UNSTATED.get(k))
+        if was != given:
             raise PipelineError(
-                f"table '{job.table_path}' was measured with {k}={old.provenance.get(k)!r}, this run uses "
-                f"{job.provenance.get(k)!r}; pass --force to remeasure it or --device NAME for a new table"
+                f"table '{job.table_path}' was measured with {k}={was!r}, this run uses "
+                f"{given!r}; pass --force to remeasure it or --device NAME for a new table"
             )
     old.provenance.update(job.provenance, created=old.provenance.get("created", now), updated=now)
     return old

@@ -3,11 +3,12 @@ blocks to time on a device this machine is not."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from benchmarks import bundle, importers
+from benchmarks.context import IN_CONTEXT, at_or_below_base, benchmark_in_context, check_job, context_table_path
 from benchmarks.agent.client import Remote, RemoteTimer, connect
 from benchmarks.device import HOST_DEVICE, host_info
 from benchmarks.harness import BenchmarkJob, benchmark_space, inspect_rows
@@ -38,17 +39,20 @@ class BenchmarkReport:
                 "space": p.get("space"), "rows": len(self.table.rows), "measured": self.measured,
                 "reused": 0 if imported else len(self.table.rows) - self.measured,
                 "imported_from": imported, "agent": self.agent, "reference": self.table.reference,
-                "unavailable": self.unavailable,
+                "unavailable": self.unavailable, "timing": p.get("timing", "isolated"),
+                "at_or_below_base": at_or_below_base(self.table) if p.get("timing") == IN_CONTEXT else None,
                 "latency_ms": {k: r.median_ms if r.status == "ok" else None for k, r in self.table.rows.items()}}
 
 
 def benchmark(space: SearchSpace, target: Target, ws: Workspace, protocol: Protocol,
               device: str = HOST_DEVICE, table_path: Path | None = None, force: bool = False,
               progress: bool = True, jobs: int = 1, rounds: int = 1, reference: bool = True,
-              remote: Remote | None = None) -> BenchmarkReport:
+              remote: Remote | None = None, timing: str = "isolated") -> BenchmarkReport:
     """Measure every (layer, block) of `space` for `target` on this host, or on the device of the
     agent `remote` names, and write the table (each row in `rounds` rounds, keeping its median
-    round; timed against a reference row unless `reference` is False).
+    round; timed against a reference row unless `reference` is False). With `timing`
+    "in-context", each row is timed inside a whole network instead (`benchmarks.context`), in a
+    table beside the isolated one, which is measured first where it is missing or incomplete.
 
     Where the target's runtime does not exist here (Core ML off macOS) and no agent is named,
     every block is still exported and checked, then PlatformUnsupported says how to obtain the
@@ -62,7 +66,8 @@ def benchmark(space: SearchSpace, target: Target, ws: Workspace, protocol: Proto
     require_exporter(target)
     timer = connect(remote, target.runner, target.runner_options, protocol) if remote is not None else None
     try:
-        return _benchmark(space, target, ws, protocol, table_path, force, progress, jobs, rounds, reference, timer)
+        return _benchmark(space, target, ws, protocol, table_path, force, progress, jobs, rounds, reference, timer,
+                          timing)
     finally:
         if timer is not None:
             timer.close()
@@ -70,12 +75,13 @@ def benchmark(space: SearchSpace, target: Target, ws: Workspace, protocol: Proto
 
 def _benchmark(space: SearchSpace, target: Target, ws: Workspace, protocol: Protocol, table_path: Path | None,
                force: bool, progress: bool, jobs: int, rounds: int, reference: bool,
-               timer: RemoteTimer | None) -> BenchmarkReport:
+               timer: RemoteTimer | None, timing: str = "isolated") -> BenchmarkReport:
     exporter = target.make_exporter()
     unavailable = target.measurable_here()
     runner = None if unavailable else target.make_runner(protocol.threads)  # times here, or checks a device's rows
     device = timer.table_device if timer else HOST_DEVICE
-    path = table_path or ws.table(space.name, target.name, device)
+    isolated_path = ws.table(space.name, target.name, device)
+    path = table_path or (context_table_path(isolated_path) if timing == IN_CONTEXT else isolated_path)
     runtime = target.runner_class().runtime
     provenance = {
         "target": target.name, "device": device, "host": timer.describe() if timer else host_info(),
@@ -96,9 +102,21 @@ def _benchmark(space: SearchSpace, target: Target, ws: Workspace, protocol: Prot
             f"exported and checked {checked} {exporter.format} artifacts for '{space.name}'{skipped}; no latency "
             f"table written: {unavailable}; or time them on a device through an agent there (--remote URL)"
         )
-    table, measured = benchmark_space(job, progress)
+    if timing == IN_CONTEXT:
+        table, measured = _in_context(job, target, isolated_path, progress)
+    else:
+        table, measured = benchmark_space(job, progress)
     agent = {"url": timer.client.remote.url, "device": timer.device.id, "artifacts_sent": timer.client.sent} if timer else None
     return BenchmarkReport(table, path, measured, agent)
+
+
+def _in_context(job: BenchmarkJob, target: Target, isolated_path: Path, progress: bool) -> tuple[LatencyTable, int]:
+    """The in-context table, from the isolated one at `isolated_path` (measured first as far as it
+    lacks rows: it picks the base network and splits its time)."""
+    check_job(job)
+    isolated, _ = benchmark_space(replace(job, table_path=isolated_path, force=False), progress)
+    return benchmark_in_context(replace(job, provenance={**job.provenance, "timing": IN_CONTEXT}), target, isolated,
+                                isolated_path, progress)
 
 
 def import_table(file: Path, space: SearchSpace, target: Target, ws: Workspace, device: str,
@@ -133,10 +151,13 @@ def bundle_blocks(space: SearchSpace, command: str, target: Target, ws: Workspac
 def benchmark_or_bundle(space: SearchSpace, target: Target, ws: Workspace, protocol: Protocol, device: str,
                         command: str, table_path: Path | None = None, force: bool = False, progress: bool = True,
                         jobs: int = 1, rounds: int | None = None, reference: bool = True,
-                        remote: Remote | None = None) -> BenchmarkReport | bundle.Bundle:
+                        remote: Remote | None = None, timing: str = "isolated") -> BenchmarkReport | bundle.Bundle:
     """`pipeline benchmark`: the table measured here, or, for a device this machine is not, the
     bundle of its blocks that `command` (with the times measured there) turns into its table."""
     if device != HOST_DEVICE and remote is None:  # a table belongs to where it was timed: time it there
+        if timing == IN_CONTEXT:
+            raise PipelineError(f"--timing {IN_CONTEXT} times whole networks, which a device's bundle of blocks does "
+                                "not; time it through an agent there (--remote URL), or drop --timing")
         return bundle_blocks(space, command, target, ws, device, protocol.threads, rounds, jobs, progress)
     return benchmark(space, target, ws, protocol, device, table_path, force, progress, jobs, rounds or 1, reference,
-                     remote)
+                     remote, timing)
