@@ -489,18 +489,22 @@ def export(target_name: str, target_options: tuple[str, ...], space_name: str, d
 @_train_options
 @click.option("--train/--no-train", "do_train", default=True, show_default=True,
               help="Train the derived network from scratch before export.")
+@click.option("--calibrate/--no-calibrate", default=True, show_default=True,
+              help="Where the table has no calibration, time 20 whole random networks and fit one (as 'validate' "
+                   "does), so that search and the export's prediction account for what blocks timed alone miss.")
 @_json_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def run(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, compute: str | None,
         root: Path, config_file: Path | None, data: str, threads: int, repeats: int, min_repeat_ms: float,
-        row_timeout: float, train_epochs: int, train_lr: float, do_train: bool, as_json: bool, quiet: bool,
-        **flags: Any) -> None:
+        row_timeout: float, train_epochs: int, train_lr: float, do_train: bool, calibrate: bool, as_json: bool,
+        quiet: bool, **flags: Any) -> None:
     """benchmark -> search -> (train) -> export in one command; defaults run on the embedded digits."""
     target, space, ws = _ctx(target_name, target_options, space_name, root)
     cfg = _search_config(config_file, compute, **flags)
     train = TrainConfig(epochs=train_epochs, lr=train_lr) if do_train else None
     report = flow.run(space, target, ws, cfg, _protocol(threads, repeats, min_repeat_ms, row_timeout), data, device,
-                      train, progress=not quiet, on_stage=_run_printer(space, target, device, cfg, data, train, as_json))
+                      train, progress=not quiet, on_stage=_run_printer(space, target, device, cfg, data, train, as_json),
+                      calibrate=flow.RUN_CALIBRATION if calibrate else None)
     if as_json:
         _echo_json(report.to_dict())
 
@@ -510,10 +514,11 @@ def _run_printer(space: SearchSpace, target: Target, device: str, cfg: SearchCon
     """Print each stage of `pipeline run` as it starts (report None) and when it is done: under
     --json, on stderr, so that stdout holds the one object at the end."""
     starts = {"benchmark": f"== benchmark: {space.name} on {target.name}/{device}",
+              "calibrate": f"\n== calibrate: {flow.RUN_CALIBRATION.samples} whole networks timed, half fit, half judge",
               "search": f"\n== search: {cfg.epochs} epochs, loss '{cfg.loss}', data '{data}'",
               "train": f"\n== train from scratch: {train.epochs if train else 0} epochs",
               "export": f"\n== export: {target.name}"}
-    texts = {"benchmark": lambda r: benchmark_text(r, space), "search": search_text,
+    texts = {"benchmark": lambda r: benchmark_text(r, space), "calibrate": validate_text, "search": search_text,
              "train": lambda r: f"held-out test accuracy {r.test_accuracy:.3f}", "export": export_text}
 
     def show(stage: str, report: Any) -> None:
@@ -535,7 +540,7 @@ def _run_printer(space: SearchSpace, target: Target, device: str, cfg: SearchCon
 @click.option("--arch", "archs", multiple=True, type=click.Path(path_type=Path), help="Also time this derived architecture.")
 @click.option("--fit/--no-fit", default=None,
               help="Fit a calibration on half the samples, judge it on the other half, store it in the table "
-                   "[default: when the table has none and --samples is 8 or more]. --no-fit judges the stored "
+                   "[default: when the table has none and --samples is 16 or more]. --no-fit judges the stored "
                    "one (or the plain sum).")
 @click.option("--rounds", type=click.IntRange(1), default=ValidateConfig.rounds, show_default=True,
               help="Times each network is timed, in rounds over all of them; their spread is the machine's noise "

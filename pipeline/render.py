@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from benchmarks.predict import MIN_CALIBRATION_NETWORKS
 from benchmarks.context import context_summary
 from benchmarks.table import LatencyTable
 from blocks.space import LayerShape, SearchSpace
@@ -237,9 +238,14 @@ def validate_text(r: "ValidateReport") -> str:
                          f"{r.noise['retime_above_pct']:.0f}% were timed "
                          "again; their measurement is the median of all their rounds")
     c = r.calibration
-    if c is None:
+    if r.refused is not None:
+        lines.append(f"calibration refused, not stored: {r.refused.reason}; {r.refused.advice}")
+    if c is None and r.not_fitted:
+        lines.append(f"calibration: none fitted: {r.not_fitted} (--samples {2 * MIN_CALIBRATION_NETWORKS} or more); "
+                     "predictions are the plain table sum")
+    elif c is None:
         lines.append("calibration: none, so predictions are the plain table sum; 'pipeline validate --fit' "
-                     "(--samples 20 or more) fits one")
+                     f"(--samples {2 * MIN_CALIBRATION_NETWORKS} or more) fits one")
     elif c.is_identity:
         lines.append(f"calibration: no fit beat the plain table sum out of sample ({c.fitted_on} networks); "
                      "predictions keep the plain sum")
