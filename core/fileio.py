@@ -193,7 +193,7 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
 
 
 def write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:
-    """Atomically write a file produced by `writer(tmp_path)` (torch.save, savefig, ...)."""
+    """Atomically write a file produced by `writer(tmp_path)` (savefig, ...; torch.save: `write_stream`)."""
     with atomic_path(path) as tmp:
         writer(tmp)
 

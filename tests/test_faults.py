@@ -122,6 +122,25 @@ def test_a_refused_write_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatc
     assert json.loads(target.read_text()) == {"rows": 1} and os.listdir(tmp_path) == ["t.json"]
 
 
+def test_the_cli_turns_a_storage_os_error_into_one_line_and_leaves_other_os_errors_a_traceback(monkeypatch):
+    from pipeline import flow
+
+    def fail(*a, **k):
+        raise failure
+
+    monkeypatch.setattr(flow, "search_or_sweep", fail)
+    failure = OSError(errno.ENOSPC, "No space left on device", "/w/search/tmpfile")
+    assert one_line(invoke("search")) == ("error: no space left on the device holding '/w/search' (while writing "
+                                          "'tmpfile'); free space there or choose another --out; the checkpoint saved "
+                                          "before stays whole: run the same command with --resume to continue from it "
+                                          "(--sweep goes on by itself)")
+    failure = OSError(errno.EROFS, "Read-only file system", "/w/search")
+    assert one_line(invoke("search")).startswith("error: '/w/search': read-only file system; check its permissions")
+    failure = FileNotFoundError(errno.ENOENT, "No such file or directory", "/w/gone")  # a bug: keeps its traceback
+    with pytest.raises(FileNotFoundError):
+        invoke("search")
+
+
 @pytest.mark.slow
 def test_a_full_disk_stops_benchmark_keeps_its_rows_and_the_same_command_resumes(tmp_path, micro_space_file,
                                                                                   micro_space, full_disk, monkeypatch):
