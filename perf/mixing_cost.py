@@ -46,6 +46,7 @@ from blocks import SearchSpace, resolve_space  # noqa: E402
 from blocks.mixing import MIXERS  # noqa: E402
 from pipeline.training.data import Splits  # noqa: E402
 from pipeline.training.distributed import Context  # noqa: E402
+from pipeline.training.memory import SavedBytes  # noqa: E402
 from pipeline.training.search import SearchConfig, _frozen, _Searcher  # noqa: E402
 
 KINDS = ("W", "theta")
@@ -73,24 +74,6 @@ def random_splits(space: SearchSpace, resolution: int, batch: int, seed: int) ->
     return Splits(one(), one(), one(), space.num_classes, classes, "random")
 
 
-class SavedBytes:
-    """Bytes of the distinct storages autograd saves for backward, parameters and buffers excluded."""
-
-    def __init__(self, net: torch.nn.Module) -> None:
-        self.resident = {t.untyped_storage().data_ptr() for t in (*net.parameters(), *net.buffers())}
-        self.storages: dict[int, int] = {}
-
-    def pack(self, t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        # Several nodes save the same tensor (every candidate saves its layer's input): count it once.
-        if storage.data_ptr() not in self.resident:
-            self.storages[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    def total(self) -> int:
-        return sum(self.storages.values())
-
-
 def current_rss() -> int:
     """Resident bytes now (Linux); the peak so far where /proc is missing."""
     try:
@@ -107,7 +90,7 @@ def peak_rss() -> int:
 def measured_step(step: Callable[[], Any], net: torch.nn.Module, device: str) -> dict[str, float]:
     """Run one step; its seconds, its saved-for-backward bytes and (CUDA) its peak allocation."""
     cuda = device.startswith("cuda")
-    saved = SavedBytes(net)
+    saved = SavedBytes([*net.parameters(), *net.buffers()])
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

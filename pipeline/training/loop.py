@@ -15,6 +15,8 @@ from blocks.space import SearchSpace
 from pipeline.training.data import Splits
 from core.errors import PipelineError
 
+EVAL_BATCH = 256  # held-out accuracy is measured this many images at a time
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -43,7 +45,7 @@ def loader(ds: Dataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLo
 
 
 @torch.no_grad()
-def evaluate(net: nn.Module, ds: Dataset, device: str = "cpu", batch_size: int = 256) -> float:
+def evaluate(net: nn.Module, ds: Dataset, device: str = "cpu", batch_size: int = EVAL_BATCH) -> float:
     """Top-1 accuracy on `ds`, in eval mode."""
     was_training = net.training
     net.eval()

@@ -33,7 +33,8 @@ from pipeline.training.data import Splits
 from pipeline.training.distributed import Context
 from core.errors import PipelineError
 from pipeline.training.losses import LOSSES, LossOptions
-from pipeline.training.loop import evaluate
+from pipeline.training.loop import EVAL_BATCH, evaluate
+from pipeline.training.memory import Setting, check_memory
 
 log = logging.getLogger(__name__)
 
@@ -477,6 +478,7 @@ def run_search(space: SearchSpace, latency: LatencyModel, splits: Splits, cfg: S
     every epoch and on Ctrl-C; `resume` continues from it."""
     ctx = ctx or Context(device=cfg.device)
     check_latency_target(space, latency, cfg.latency_target)
+    _check_memory(space, splits, cfg, ctx)
     s = _Searcher(space, latency, splits, cfg, ctx)
     ident = {"space": space.fingerprint, "latency": latency_fingerprint(latency), "config": cfg.identity(),
              "processes": ctx.world, **(identity or {})}
@@ -488,6 +490,24 @@ def run_search(space: SearchSpace, latency: LatencyModel, splits: Splits, cfg: S
         blocks = derive_within(space, [a.detach() for a in s.net.alphas()], latency, cfg.latency_target)
     acc = evaluate(s.net, splits.test, ctx.device) if ctx.is_main else 0.0
     return SearchResult(s.net, blocks, s.history, acc, argmax)
+
+
+def _check_memory(space: SearchSpace, splits: Splits, cfg: SearchConfig, ctx: Context) -> None:
+    """Refuse, before training, a search the machine's memory cannot hold (on every process alike).
+    GPU memory is not estimated: CUDA says itself when it runs out."""
+    if not ctx.device.startswith("cpu"):
+        return
+    setting = Setting(space, splits.num_classes, cfg.resolution or space.resolution, cfg.batch_size, cfg.mixing,
+                      cfg.paths, ctx.world, min(EVAL_BATCH, len(splits.test)))
+    refused: PipelineError | None = None
+    try:
+        check_memory(setting)
+    except PipelineError as e:
+        refused = e
+    if ctx.any(refused is not None)[0]:
+        e = refused or PipelineError("search: another process of this search has not the memory it needs")
+        e.quiet = not ctx.is_main
+        raise e
 
 
 class _Saver:
