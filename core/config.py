@@ -14,6 +14,7 @@ import functools
 import math
 import re
 import reprlib
+import types
 import typing
 from typing import Annotated, Any, Mapping, TypeVar
 
@@ -177,6 +178,10 @@ def _valid(err: Mapping[str, Any]) -> str:
         return f"at least {ctx.get('min_length')} item(s)"
     if kind == "too_long":
         return f"at most {ctx.get('max_length')} item(s)"
+    if kind == "string_pattern_mismatch":
+        return f"text matching {ctx.get('pattern')}"
+    if kind == "string_too_long":
+        return f"text of at most {ctx.get('max_length')} characters"
     msg = str(err.get("msg") or kind)
     return msg.removeprefix("Input should be ")
 
@@ -204,10 +209,24 @@ def validate(model: type[M], data: Any, where: str, fix: str) -> M:
 
 
 # ---------------------------------------------------------------------------- dataclass configs
+INT64 = int_in(-(2**63), 2**63 - 1)
+
+
+def _int64(hint: Any) -> Any:
+    """`hint` with a plain `int` (alone or in `int | None`) as a 64-bit one: a config's integer past
+    that is a typo, and float arithmetic on it (a share of the epochs) overflows."""
+    if hint is int:
+        return INT64
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and int in typing.get_args(hint):
+        return typing.Union[tuple(INT64 if a is int else a for a in typing.get_args(hint))]
+    return hint
+
+
 @functools.cache
 def _model_of(cls: type) -> type[BaseModel]:
-    """A pydantic model with the init fields of dataclass `cls` (their hints and defaults)."""
-    hints = typing.get_type_hints(cls)
+    """A pydantic model with the init fields of dataclass `cls` (their hints, ints as 64-bit ones,
+    and defaults)."""
+    hints = {k: _int64(h) for k, h in typing.get_type_hints(cls).items()}
     fields: dict[str, Any] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if not f.init:
