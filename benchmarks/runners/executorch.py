@@ -30,7 +30,7 @@ def parse_executor_runner(text: str) -> float:
         raise ValueError("it has no 'Model executed successfully N time(s) in T ms' line: build executor_runner "
                          "with -DEXECUTORCH_ENABLE_LOGGING=ON and -DEXECUTORCH_PAL_DEFAULT=posix (a Release build "
                          "logs nothing, the Android PAL logs to logcat), from ExecuTorch 0.4 or later")
-    runs = int(m.group(1))
+    runs = float(m.group(1))  # not int(): a count past a float's range would overflow the division
     if runs == 0:
         raise ValueError("it says the model ran 0 times, so it timed nothing")
     return float(m.group(2)) / runs
