@@ -54,14 +54,18 @@ class Remote:
         return f"the agent at {self.url}"
 
 
+PATH = r"^[^\x00-\x1f\x7f]+$"  # a file name in a device file: any but control characters
+
+
 class DeviceFile(Strict):
     """`--device my-iphone.yaml`: a device reached through an agent."""
 
-    url: str = Field(pattern=r"^https?://")
-    token_file: str
+    # no spaces or control characters: they would end up in every message that names the agent or a file
+    url: str = Field(pattern=r"^https?://[^\s/]\S*$", max_length=2000)
+    token_file: str = Field(pattern=PATH, max_length=4096)
     agent_device: str | None = None
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-    ca: str | None = None
+    ca: str | None = Field(None, pattern=PATH, max_length=4096)
 
 
 DEVICE_FIX = "a device file holds url: http(s)://HOST:PORT, token_file: PATH and optionally agent_device, name, ca"
