@@ -47,6 +47,7 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.boundary import layer_latency
+from benchmarks.exclusive import timing_alone
 from benchmarks.harness import BenchmarkJob, _start_table, in_workers, steadiest
 from benchmarks.isolate import NetworkTimer
 from benchmarks.networks import export_architecture
@@ -134,8 +135,8 @@ def export_networks(target: Target, space: SearchSpace, nets: dict[str, tuple[st
             out[key] = _export_one(target, space, blocks, cache)
             bar.update()
     else:
-        out = in_workers(jobs, {key: partial(_export_one, target, space, blocks, cache) for key, blocks in nets.items()},
-                         bar)
+        tasks = {key: partial(_export_one, target, space, blocks, cache) for key, blocks in nets.items()}
+        out = in_workers(jobs, tasks, bar)
     bar.close()
     return out
 
@@ -299,7 +300,8 @@ def benchmark_in_context(job: BenchmarkJob, target: Target, isolated: LatencyTab
         raise PipelineError(f"the base network ({', '.join(base)}) cannot be exported: {exported[BASE]}")
     _add_base_rows(job.space, table, base, ctx["shares"])
     if need_base:
-        _time_rows(job, target, table, todo, exported, progress)
+        with timing_alone():  # across the timing processes, which would each take it and let others in between
+            _time_rows(job, target, table, todo, exported, progress)
     _save(job, table)
     return table, len(todo)
 

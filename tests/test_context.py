@@ -19,7 +19,7 @@ from tests.conftest import MICRO_SPACE, make_table
 from pipeline.cli import main
 
 FAST = Protocol(warmup_runs=2, warmup_ms=1.0, repeats=5, min_repeat_ms=0.5, threads=1, row_timeout_s=0)
-FAST_FLAGS = ["--repeats", "5", "--min-repeat-ms", "0.5", "--row-timeout", "0"]
+FAST_FLAGS = ["--repeats", "5", "--min-repeat-ms", "0.5", "--row-timeout", "0", "--jobs", "1"]
 
 
 def cli(*args):
