@@ -22,8 +22,11 @@ architecture is T, and of any architecture T + Σ_l Δ_l, with Δ_l = T·(r_l �
 its block at layer l made in context: the base's measured time plus each change from it, as if
 the changes added up independently. Calibration (`pipeline validate`) corrects the rest.
 
-The ratio, not a difference of milliseconds: the two repeats of a pair are 5 ms apart and see
-the same machine, and one T puts rows measured at different moments on one scale.
+The ratio, not a difference of milliseconds: the two repeats of a pair are milliseconds apart
+and see the same machine, and one T puts rows measured at different moments on one scale.
+Storing r ≤ 1 as 1 (below) biases a noisy Δ upward, and the bias adds up over the layers: how
+much that costs, against timing blocks alone, is in docs/measurement.md ("Blocks timed in
+context").
 
 A block no slower than the base's candidate within noise (r ≤ 1) is stored as equal to it
 (Δ = 0, `at_or_below_base`), with its measured ratio kept (`context_ratio`): never a latency
