@@ -268,7 +268,8 @@ def test_validate_rechecks_table_rows_and_says_when_the_table_is_stale(micro_spa
     assert drift["passes"] == 8 and drift["rows"] == 8 and drift["median"] > 2.0  # ~3x, whatever the noise
     r = invoke("validate", "--space", micro_space_file, "--out", out, "--samples", 3, *FAST)
     assert "the table no longer describes this machine's speed; re-measure it with 'pipeline benchmark --force'" in r.output
-    assert "calibration: none, so predictions are the plain table sum" in r.output  # too few samples to fit one
+    assert "calibration: none fitted: --samples 3 would fit a calibration on 2 networks; a calibration needs 8 " \
+           "(--samples 16 or more); predictions are the plain table sum" in r.output
     r = invoke("validate", "--space", micro_space_file, "--out", out, "--samples", 8, "--no-fit", "--rounds", 1,
                "--no-recheck", "--json", *FAST)
     head = json.loads(r.output)
@@ -474,7 +475,7 @@ def _fit_on(micro_space, measure, n: int = 16, seed: int = 5):
 def test_a_credible_fit_passes_and_each_rule_refuses_what_it_names(micro_space) -> None:
     from benchmarks.predict import Calibration, refusal, scale_standard_error
 
-    plain, archs, ms = _fit_on(micro_space, lambda m, a: _truth(m, micro_space, a))
+    plain, archs, ms = _fit_on(micro_space, lambda m, a: 0.3 + 0.7 * m.predict(micro_space, a))
     cal = fit_calibration(plain, micro_space, archs[:8], ms[:8])
     se = scale_standard_error(plain, micro_space, archs[:8], ms[:8])
     assert se < 1e-6 and refusal(cal, plain, ms[:8], (30.0, 0.5), se) is None  # a linear device: pinned exactly
