@@ -24,22 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pipeline.training.data import digits_folder
+
 DEFAULT = ("tiny:64:32:softmax", "fbnet:64:16:softmax", "fbnet:64:16:sampled", "proxyless:128:8:softmax")
 GiB = 2.0**30
-
-
-def image_folder(root: Path, per_class: int) -> Path:
-    """`per_class` of the embedded digits per class, as 8x8 PNGs in one sub-folder per class."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    for c in range(10):
-        idx = [i for i, t in enumerate(d.target) if t == c][:per_class]
-        (root / str(c)).mkdir(parents=True, exist_ok=True)
-        for i in idx:
-            Image.fromarray((d.images[i] * 255 / 16).astype("uint8")).save(root / str(c) / f"{i}.png")
-    return root
 
 
 def equal_table(space_name: str, path: Path) -> Path:
@@ -59,7 +47,7 @@ def run(config: str, work: Path, data: Path) -> dict[str, float]:
     table = equal_table(space, work / f"{space}.json")
     cmd = [sys.executable, "-m", "pipeline.cli", "-v", "search", "--space", space, "--resolution", resolution,
            "--batch-size", batch, "--mixing", mixing, "--epochs", "1", "--data", str(data), "--table", str(table),
-           "--out", str(work / config.replace(":", "-")), "-q"]
+           "--out", str(work / config.replace(":", "-"))]
     env = {**os.environ, "PIPELINE_MEMORY_AVAILABLE": "1T"}  # estimate and log, never refuse
     log = work / "log.txt"
     with log.open("w") as out:
@@ -82,7 +70,7 @@ def main() -> None:
     opts = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        data = image_folder(work / "data", opts.per_class)
+        data = digits_folder(work / "data", opts.per_class)
         print(f"{'configuration':<26} {'before':>8} {'peak':>8} {'estimate':>9} {'ratio':>6} "
               f"{'added':>8} {'est. added':>10} {'ratio':>6}   (GiB; ratio = estimate / measured)")
         for config in opts.config or DEFAULT:

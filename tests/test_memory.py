@@ -12,8 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.training.memory import GiB, MEMORY_ENV, Setting, available, check_memory, parse_bytes
 from core.errors import PipelineError
+from pipeline.training.data import digits_folder
+from pipeline.training.memory import (
+    MEMORY_ENV,
+    GiB,
+    Setting,
+    available,
+    check_memory,
+    parse_bytes,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 # docs/search.md, "Memory": the estimate of what a search adds to its process, over the measured
@@ -101,29 +109,17 @@ def test_the_cli_refuses_a_search_too_big_before_it_trains(tmp_path, micro_space
     assert not list((tmp_path / "ws").rglob("*.pt"))  # refused before the first epoch's checkpoint
 
 
-def _image_folder(root: Path, per_class: int) -> Path:
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    for c in range(10):
-        (root / str(c)).mkdir(parents=True)
-        for i in [i for i, t in enumerate(d.target) if t == c][:per_class]:
-            Image.fromarray((d.images[i] * 255 / 16).astype("uint8")).save(root / str(c) / f"{i}.png")
-    return root
-
-
 @pytest.mark.slow
 def test_the_estimate_of_a_small_search_is_within_its_documented_accuracy_of_the_real_peak(tmp_path, tiny):
     from tests.conftest import make_table
 
     table = tmp_path / "table.json"
     make_table(tiny).save(table)
-    data = _image_folder(tmp_path / "data", 8)
+    data = digits_folder(tmp_path / "data", 8)
     env = {**os.environ, MEMORY_ENV: "1T"}  # estimate and log it, never refuse
     cmd = [sys.executable, "-m", "pipeline.cli", "-v", "search", "--space", "tiny", "--resolution", "64",
            "--batch-size", "32", "--epochs", "1", "--data", str(data), "--table", str(table),
-           "--out", str(tmp_path / "ws"), "-q"]
+           "--out", str(tmp_path / "ws")]  # not -q, which sends the log line to OUT/pipeline.log
     with (tmp_path / "log").open("w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(proc.pid, 0)

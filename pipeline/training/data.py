@@ -98,6 +98,20 @@ class ImageFolderDataset(Dataset):
         return _fit(x, self.resolution, self.channels), torch.tensor(label)
 
 
+def digits_folder(root: Path, per_class: int) -> Path:
+    """The first `per_class` embedded digits of each class as PNGs in `root/CLASS/`: a small image
+    folder for `--data`, for trying a search (or measuring one) in seconds."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    for c in range(10):
+        (root / str(c)).mkdir(parents=True, exist_ok=True)
+        for i in np.flatnonzero(d.target == c)[:per_class]:
+            Image.fromarray((d.images[i] * 255 / 16).astype(np.uint8)).save(root / str(c) / f"{i}.png")
+    return root
+
+
 def _split(labels: np.ndarray, frac: float, seed: int, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Stratified when every class can be represented on both sides, plain otherwise."""
     # imported here, not with the module: scikit-learn takes over a second to import, and every

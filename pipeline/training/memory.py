@@ -20,9 +20,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -30,7 +30,9 @@ from torch import nn
 from blocks.network import SuperNet
 from blocks.space import SearchSpace
 from core.errors import PipelineError
-from pipeline.training.loop import EVAL_BATCH  # the test split runs through the super-net at this batch
+from pipeline.training.loop import (
+    EVAL_BATCH,  # the test split runs through the super-net at this batch
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ GiB = 2.0**30
 # gradients and SGD momentum beside every weight; backward's transient gradients of the
 # activations and the allocator's slack beside the saved ones.
 WEIGHT_FACTOR = 3.0
-ACTIVATION_FACTOR = 1.3
+ACTIVATION_FACTOR = 1.6
 RESOLUTIONS = (192, 160, 128, 112, 96, 64, 48, 32, 16)  # what a refusal may propose instead
 
 
@@ -209,7 +211,7 @@ def available() -> int | None:
         return parse_bytes(value)
     try:
         text = Path("/proc/meminfo").read_text()
-        found = re.search(r"^MemAvailable:\s+(\d+) kB", text, re.M)
+        found = re.search(r"^MemAvailable:\s+(\d+) kB", text, re.MULTILINE)
     except OSError:
         found = None
     known = [v for v in (int(found.group(1)) * 1024 if found else None, _cgroup_room()) if v is not None]
