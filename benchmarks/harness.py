@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -33,6 +34,7 @@ from benchmarks.isolate import RowWorker, follow_parent
 from benchmarks.protocol import Protocol, Reference, measure, pinned, warm_reference
 from benchmarks.runners.base import Run, Runner
 from benchmarks.boundary import NOOP_PARTS, build_noop, noop_rows
+from benchmarks.plausible import Implausible, implausible_rows
 from benchmarks.table import LatencyTable, Row, load_table, required_rows, row_key
 from blocks.space import LayerShape, SearchSpace, build_part
 from export.base import Artifact, Exporter
@@ -275,17 +277,30 @@ def timed_row(job: BenchmarkJob, block: str, shape: LayerShape, artifact: Artifa
 
 
 def steadiest(measure: Callable[[], dict[str, Any]], protocol: Protocol) -> dict[str, Any]:
-    """Measure; while the spread is too wide, measure again (up to `retries`), keep the run with
-    the lowest coefficient of variation and flag it `wide` if even that one is too wide."""
+    """Measure; while the spread is too wide (`spread`), measure again (up to `retries`), keep
+    the steadiest run and flag it `wide` if even that one is too wide."""
     runs = [measure()]
-    while runs[-1]["cv"] > protocol.max_cv and len(runs) <= protocol.retries:
+    while spread(runs[-1]) > protocol.max_cv and len(runs) <= protocol.retries:
         runs.append(measure())
-    best = min(runs, key=lambda r: r["cv"])
+    best = min(runs, key=spread)
     best["attempts"] = len(runs)
-    if best["cv"] > protocol.max_cv:
+    if spread(best) > protocol.max_cv:
         best["wide"] = True
-        log.warning("timing spread stays wide (cv %.2f after %d runs); the row is flagged", best["cv"], len(runs))
     return best
+
+
+def spread(stats: dict[str, Any]) -> float:
+    """A measurement's coefficient of variation as its middle half of repeats shows it: IQR /
+    1.349 / median (the cv of normal samples), of its ratios to the reference where timed
+    against one. The stored `cv` (std / mean) is ruled by the one or two repeats a spike of a
+    shared machine hits, which the median ignores (docs/measurement.md, "Wide rows"). Where a
+    measurement has no samples (a device's summary), its `cv`."""
+    samples, ref = stats.get("samples_ms"), stats.get("reference_ms")
+    if not samples:
+        return float(stats["cv"])
+    a = np.asarray(samples, dtype=float) / (np.asarray(ref, dtype=float) if ref else 1.0)
+    q1, median, q3 = np.percentile(a, [25, 50, 75])
+    return float((q3 - q1) / 1.349 / median) if median > 0 else 0.0
 
 
 def inspect_rows(job: BenchmarkJob, progress: bool = True) -> tuple[int, list[str]]:
@@ -367,14 +382,15 @@ def benchmark_space(job: BenchmarkJob, progress: bool = True) -> tuple[LatencyTa
     # Export first (in parallel), then time one artifact at a time: timings taken while
     # converters load the other cores would be noise.
     artifacts = export_rows(job, todo, progress)
-    if job.remote is not None:  # the agent queues its device's timings: nothing here to keep quiet
+    timing = bool(todo) or bool(_suspects(table))  # rows to measure, or rows a resumed table has to re-time
+    if job.remote is not None and timing:  # the agent queues its device's timings: nothing here to keep quiet
         bar = tqdm(todo, desc=f"measure {job.provenance.get('target')} on {job.remote.device.id}", unit="block",
                    disable=not progress or not todo)
-        measure = RemoteRows(job, _reference_artifact(job, ref) if ref and todo else None)
+        measure = RemoteRows(job, _reference_artifact(job, ref) if ref else None)
         _measure_rows(job, table, bar, artifacts, layers_of, measure)
         table.provenance["affinity"] = job.remote.provenance.get("affinity")
-    else:
-        with timing_alone() if todo else contextlib.nullcontext():
+    elif job.remote is None:
+        with timing_alone() if timing else contextlib.nullcontext():
             if todo and not job.force and _stamp(job.table_path) != stamp:
                 # Another run wrote this table while we exported or waited for it to finish timing:
                 # start from what it left, or our first save would drop the rows it measured.
@@ -383,25 +399,26 @@ def benchmark_space(job: BenchmarkJob, progress: bool = True) -> tuple[LatencyTa
                 todo = _missing(job, table)
                 artifacts.update(export_rows(job, [r for r in todo if row_key(*r) not in artifacts], progress))
                 log.warning("another run measured this table meanwhile; %d row(s) are left to measure", len(todo))
-            _time_here(job, table, todo, artifacts, layers_of, ref, progress)
+            _time_here(job, table, todo, artifacts, layers_of, ref, progress, timing)
     for key, row in table.rows.items():  # keep layer lists current for rows measured earlier
         row.layers = layers_of.get(key, row.layers)
     table.apply_reference()
+    flag_implausible(table)
     table.save(job.table_path)
     return table, len(todo)
 
 
 def _time_here(job: BenchmarkJob, table: LatencyTable, todo: list[tuple[str, LayerShape]], artifacts: dict,
-               layers_of: dict, ref: tuple[str, LayerShape] | None, progress: bool) -> None:
-    timer = partial(RowTimer, job, _reference_artifact(job, ref) if ref and todo else None)
+               layers_of: dict, ref: tuple[str, LayerShape] | None, progress: bool, timing: bool) -> None:
+    timer = partial(RowTimer, job, _reference_artifact(job, ref) if ref and timing else None)
     bar = tqdm(todo, desc=f"measure {job.provenance.get('target')}", unit="block", disable=not progress or not todo)
-    isolated = job.protocol.row_timeout_s > 0 and bool(todo)
+    isolated = job.protocol.row_timeout_s > 0 and timing
     with pinned(job.protocol.threads, job.protocol.pin) as cores:  # a worker inherits the pinning
         table.provenance["affinity"] = cores
         if isolated:
             with RowWorker(timer, job.protocol.row_timeout_s) as worker:
                 _measure_rows(job, table, bar, artifacts, layers_of, worker.measure)
-    if not isolated:  # not inside `pinned`: `measure` pins after each artifact's first run
+    if not isolated and timing:  # not inside `pinned`: `measure` pins after each artifact's first run
         _measure_rows(job, table, bar, artifacts, layers_of, timer())
 
 
@@ -454,20 +471,26 @@ def _measure_rows(job: BenchmarkJob, table: LatencyTable, bar: Any, artifacts: d
         table.apply_reference()
         table.save(job.table_path)  # after every row: an interruption loses at most one
     _more_rounds(job, table, artifacts, measure, disable=bar.disable)
+    retime_implausible(job, table, artifacts, measure, disable=bar.disable)
 
 
 def _more_rounds(job: BenchmarkJob, table: LatencyTable, artifacts: dict,
                  measure: Callable[[str, LayerShape, Artifact], Row], disable: bool) -> None:
-    """Rounds 2..`job.rounds` over the rows just measured (odd rounds backwards, so no row is
-    always timed first or last); after each measurement the row becomes its median round so far,
-    so the table on disk is whole and valid at every moment."""
+    """Rounds 2..`job.rounds` over the rows just measured."""
     keys = [k for k, a in artifacts.items() if not isinstance(a, str) and k in table.rows and table.rows[k].status == "ok"]
-    if job.rounds < 2 or not keys:
-        return
+    _rounds(job, table, keys, artifacts, measure, job.rounds - 1,
+            tqdm(total=(job.rounds - 1) * len(keys), desc=f"more rounds {job.provenance.get('target')}", unit="block",
+                 disable=disable or job.rounds < 2 or not keys))
+
+
+def _rounds(job: BenchmarkJob, table: LatencyTable, keys: list[str], artifacts: dict,
+            measure: Callable[[str, LayerShape, Artifact], Row], rounds: int, bar: Any) -> None:
+    """`rounds` more rounds over the rows `keys` (odd rounds backwards, so no row is always timed
+    first or last); after each measurement the row becomes its median round so far, so the table
+    on disk is whole and valid at every moment."""
     timed = {k: [table.rows[k]] for k in keys}
-    with tqdm(total=(job.rounds - 1) * len(keys), desc=f"more rounds {job.provenance.get('target')}", unit="block",
-              disable=disable) as bar:
-        for r in range(1, job.rounds):
+    with bar:
+        for r in range(1, rounds + 1):
             for k in keys if r % 2 == 0 else keys[::-1]:
                 first = timed[k][0]
                 row = measure(first.block, first.shape, artifacts[k])
@@ -477,6 +500,55 @@ def _more_rounds(job: BenchmarkJob, table: LatencyTable, artifacts: dict,
                 table.apply_reference()
                 table.save(job.table_path)
                 bar.update(1)
+
+
+# A row that contradicts the table is timed this many more times, interleaved with the rows it
+# contradicts, and each keeps its median round (the first measurement one of them): one slow
+# spell then outvotes nothing. docs/measurement.md, "Rows that contradict the table".
+RETIME_ROUNDS = 3
+
+
+def _suspects(table: LatencyTable) -> dict[str, Implausible]:
+    """The implausible rows not re-timed yet: a row already flagged was, and stays as it is."""
+    return {k: v for k, v in implausible_rows(table).items() if "implausible" not in table.rows[k].stats}
+
+
+def retime_implausible(job: BenchmarkJob, table: LatencyTable, artifacts: dict,
+                       measure: Callable[[str, LayerShape, Artifact], Row], disable: bool) -> None:
+    """Re-time every row that contradicts the table, with the rows it contradicts, in
+    `RETIME_ROUNDS` interleaved rounds; a re-timed row records why (`retimed`), and
+    `table.retimed` lists them. The rows that stay implausible are flagged afterwards
+    (`flag_implausible`)."""
+    suspects = _suspects(table)
+    keys = list(dict.fromkeys(k for item in suspects.values() for k in (item.key, *item.partners)))
+    if not keys:
+        return
+    rows = [(table.rows[k].block, table.rows[k].shape) for k in keys if k not in artifacts]
+    artifacts = {**artifacts, **(export_rows(job, rows, progress=False) if rows else {})}  # cached: a resumed table's
+    keys = [k for k in keys if not isinstance(artifacts[k], str)]
+    why = {k: item.reason for item in suspects.values() for k in (item.key, *item.partners)}
+    _rounds(job, table, keys, artifacts, measure, RETIME_ROUNDS,
+            tqdm(total=RETIME_ROUNDS * len(keys), desc="re-time rows that contradict the table", unit="block",
+                 disable=disable))
+    for k in keys:
+        table.rows[k].stats["retimed"] = why[k] if k in suspects else f"beside {', '.join(_contradicted_by(suspects, k))}"
+    table.retimed.extend(k for k in keys if k not in table.retimed)
+    table.save(job.table_path)
+
+
+def _contradicted_by(suspects: dict[str, Implausible], key: str) -> list[str]:
+    return [s.key for s in suspects.values() if key in s.partners]
+
+
+def flag_implausible(table: LatencyTable) -> None:
+    """Flag each row that contradicts the table (`implausible`: why), and clear the flag of a
+    row that no longer does (another row it was judged against re-timed or remeasured)."""
+    found = implausible_rows(table)
+    for key, row in table.rows.items():
+        if key in found:
+            row.stats["implausible"] = found[key].reason
+        else:
+            row.stats.pop("implausible", None)
 
 
 def median_round(rounds: list[Row]) -> Row:

@@ -145,6 +145,9 @@ class LatencyTable:
     # Whole-network corrections fitted by 'pipeline validate --fit', keyed by space fingerprint
     # (benchmarks.predict.Calibration reads them).
     calibration: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Keys of the rows this run re-timed because they contradicted the table
+    # (`benchmarks.harness.retime_implausible`); not saved: each such row's `retimed` stat is.
+    retimed: list[str] = field(default_factory=list, compare=False)
 
     @property
     def target(self) -> str:

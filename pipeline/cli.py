@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -9,7 +10,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -30,8 +31,9 @@ from core.fileio import STORAGE_ERRNOS, read_config, storage_fault
 from core.plugins import load_plugin
 from core.workspace import Workspace
 from pipeline import flow
-from pipeline.render import (agent_text, benchmark_text, bundle_text, export_text, search_text, sweep_text, targets_text,
-                             validate_text)
+from pipeline.render import (agent_text, benchmark_summary, benchmark_text, bundle_line, bundle_text, export_summary,
+                             export_text, run_summary, search_summary, search_text, sweep_summary, sweep_text,
+                             targets_text, validate_summary, validate_text)
 from pipeline.stages import benchmark as benchmark_stage, compare as compare_stage, export as export_stage
 from pipeline.stages import search as search_stage, train as train_stage, validate as validate_stage
 from pipeline.stages.compare import render as compare_render
@@ -59,6 +61,11 @@ AFTER_FAULT = {
               "(--sweep goes on by itself)",
     "run": "the table keeps every row measured so far; the same command measures only the rest and searches again",
 }
+
+
+# Where a -q run's warnings go, under its workspace (--out).
+QUIET_LOG = Path("pipeline.log")
+QUIET_HELP = "No progress bar, grids or warnings: one summary line (warnings go to OUT/pipeline.log)."
 
 
 class Cli(click.Group):
@@ -182,6 +189,59 @@ def _show(result: Any, as_json: bool, text: Callable[[Any], str]) -> None:
         _echo_json(bundle_summary(result) if isinstance(result, Bundle) else result.to_dict())
     else:
         click.echo(bundle_text(result) if isinstance(result, Bundle) else text(result))
+
+
+class _Held(logging.Handler):
+    """Keeps the warnings a -q run logs: they go to its log file and into its one summary line."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _quiet_logs(quiet: bool, root: Path) -> Iterator[_Held]:
+    """Under -q, warnings logged during the command (a library's too, and Python's `warnings`)
+    go to ROOT/pipeline.log and are counted for the summary line, not printed."""
+    held = _Held()
+    if not quiet:
+        yield held
+        return
+    logger, path = logging.getLogger(), root / QUIET_LOG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    saved, to_file = logger.handlers[:], logging.FileHandler(path, encoding="utf-8", delay=True)
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.handlers[:] = [to_file, held]
+    logging.captureWarnings(True)
+    try:
+        yield held
+    finally:
+        logging.captureWarnings(False)
+        logger.handlers[:] = saved
+        to_file.close()
+
+
+def _hold_logs(quiet: bool, root: Path) -> _Held:
+    """`_quiet_logs` for the rest of the running command (click leaves it when the command does)."""
+    return click.get_current_context().with_resource(_quiet_logs(quiet, root))
+
+
+def _summary(line: str, held: _Held, root: Path) -> str:
+    """A -q run's one line, with the warnings it held back counted (the first quoted)."""
+    if not held.messages:
+        return line
+    first = held.messages[0].splitlines()[0][:120]
+    return f"{line}; {len(held.messages)} warning(s) in {root / QUIET_LOG} (first: {first})"
+
+
+def _quiet_show(result: Any, as_json: bool, summary: Callable[[Any], str], held: _Held, root: Path) -> None:
+    """Print a -q run's result: its JSON object, or its one summary line."""
+    if as_json:
+        return _show(result, True, summary)
+    click.echo(_summary(bundle_line(result) if isinstance(result, Bundle) else summary(result), held, root))
 
 
 def _given(name: str) -> bool:
@@ -338,7 +398,7 @@ def list_blocks(as_json: bool) -> None:
                    "export read it with --table).")
 @_remote_options
 @_json_option
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
 @click.pass_context
 def benchmark(ctx: click.Context, target_name: str, target_options: tuple[str, ...], space_name: str, device: str,
               root: Path, threads: int, repeats: int, min_repeat_ms: float, row_timeout: float, table_path: Path | None,
@@ -360,9 +420,12 @@ def benchmark(ctx: click.Context, target_name: str, target_options: tuple[str, .
     device = _device_name(device, remote)
     command = _command("benchmark", "import", target_name=target_name, device=device, space_name=space_name,
                        root=root, table_path=table_path)
+    held = _hold_logs(quiet, root)
     result = benchmark_stage.benchmark_or_bundle(space, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout),
                                                  device, command, table_path, force, not quiet, jobs, rounds, reference,
                                                  remote, timing)
+    if quiet:
+        return _quiet_show(result, as_json, benchmark_summary, held, root)
     _show(result, as_json, lambda r: benchmark_text(r, space))
 
 
@@ -400,7 +463,7 @@ def import_cmd(file: Path, target_name: str, device: str, space_name: str, root:
 @click.option("--sweep-train-epochs", type=click.IntRange(1), default=5, show_default=True,
               help="Epochs each network of the sweep is trained from scratch.")
 @_json_option
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
 def search(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, compute: str | None,
            root: Path, config_file: Path | None, data: str, table_path: Path | None, output: Path | None, resume: bool,
            sweep_spec: str | None, sweep_random: int, sweep_train_epochs: int, as_json: bool, quiet: bool,
@@ -414,12 +477,17 @@ def search(target_name: str, target_options: tuple[str, ...], space_name: str, d
     """
     target, space, ws = _ctx(target_name, target_options, space_name, root)
     sweep = flow.Sweep(sweep_spec, sweep_random, sweep_train_epochs) if sweep_spec is not None else None
+    held = _hold_logs(quiet, root)
     report = flow.search_or_sweep(space, target, ws, _search_settings(config_file, compute, **flags), data, device,
                                   table_path, output, resume, sweep, progress=not quiet)
     if report is None:  # the other processes of a torchrun job
         return
     if isinstance(report, SweepReport):
+        if quiet and not as_json:
+            return click.echo(_summary(sweep_summary(report), held, root))
         return _echo_json(search_stage.sweep_dict(report)) if as_json else click.echo(sweep_text(report))
+    if quiet:
+        return _quiet_show(report, as_json, search_summary, held, root)
     _show(report, as_json, search_text)
 
 
@@ -438,14 +506,18 @@ def _train_options(f: Callable) -> Callable:
 @click.option("--data", default="digits", show_default=True, help="'digits' or an image folder.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @_json_option
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
 def train(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, compute: str | None,
           root: Path, arch: Path | None, data: str, seed: int, train_epochs: int, train_lr: float, as_json: bool,
           quiet: bool) -> None:
     """Train a derived network from scratch and save its weights beside the architecture."""
     path, space = train_stage.locate(Workspace(root), space_name, target_name, device, arch, _given("space_name"))
     cfg = TrainConfig(epochs=train_epochs, lr=train_lr, seed=seed, device=compute or "cpu")
+    held = _hold_logs(quiet, root)
     report = train_stage.train_derived(path, space, data, cfg, progress=not quiet)
+    if quiet:
+        return _quiet_show(report, as_json, lambda r: f"trained weights {r.path}: held-out test accuracy "
+                                                      f"{r.test_accuracy:.3f}", held, root)
     _show(report, as_json, lambda r: f"trained weights: {r.path}\nheld-out test accuracy: {r.test_accuracy:.3f}")
 
 
@@ -462,7 +534,7 @@ def train(target_name: str, target_options: tuple[str, ...], space_name: str, de
 @click.option("--operations", is_flag=True,
               help="With --remote to an iPhone: each operation's time inside the network, as Core ML estimates it.")
 @_json_option
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
 def export(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, root: Path, threads: int,
            repeats: int, min_repeat_ms: float, row_timeout: float, train_epochs: int, train_lr: float,
            arch: Path | None, table_path: Path | None, output: Path | None, do_train: bool, data: str,
@@ -473,11 +545,17 @@ def export(target_name: str, target_options: tuple[str, ...], space_name: str, d
     remote = _remote(device, remote_url, token_file, root)
     device = _device_name(device, remote)
     path, space = train_stage.locate(ws, space_name, target_name, device, arch, _given("space_name"))
+    held, trained = _hold_logs(quiet, root), ""
     if do_train:
         t = train_stage.train_derived(path, space, data, TrainConfig(epochs=train_epochs, lr=train_lr), not quiet)
-        click.echo(f"trained from scratch: test accuracy {t.test_accuracy:.3f}", err=as_json)
+        trained = f"trained from scratch: test accuracy {t.test_accuracy:.3f}"
+        if not quiet:
+            click.echo(trained, err=as_json)
     report = export_stage.export(path, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout), device,
                                  space, table_path, output, remote, operations)
+    if quiet:
+        return _quiet_show(report, as_json, lambda r: export_summary(r) + (f"; {trained}" if trained else ""), held,
+                           root)
     _show(report, as_json, export_text)
 
 
@@ -493,7 +571,7 @@ def export(target_name: str, target_options: tuple[str, ...], space_name: str, d
               help="Where the table has no calibration, time 20 whole random networks and fit one (as 'validate' "
                    "does), so that search and the export's prediction account for what blocks timed alone miss.")
 @_json_option
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
 def run(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, compute: str | None,
         root: Path, config_file: Path | None, data: str, threads: int, repeats: int, min_repeat_ms: float,
         row_timeout: float, train_epochs: int, train_lr: float, do_train: bool, calibrate: bool, as_json: bool,
@@ -502,11 +580,15 @@ def run(target_name: str, target_options: tuple[str, ...], space_name: str, devi
     target, space, ws = _ctx(target_name, target_options, space_name, root)
     cfg = _search_config(config_file, compute, **flags)
     train = TrainConfig(epochs=train_epochs, lr=train_lr) if do_train else None
+    held = _hold_logs(quiet, root)
+    printer = (lambda stage, r: None) if quiet else _run_printer(space, target, device, cfg, data, train, as_json)
     report = flow.run(space, target, ws, cfg, _protocol(threads, repeats, min_repeat_ms, row_timeout), data, device,
-                      train, progress=not quiet, on_stage=_run_printer(space, target, device, cfg, data, train, as_json),
+                      train, progress=not quiet, on_stage=printer,
                       calibrate=flow.RUN_CALIBRATION if calibrate else None)
     if as_json:
         _echo_json(report.to_dict())
+    elif quiet:
+        click.echo(_summary(run_summary(report), held, root))
 
 
 def _run_printer(space: SearchSpace, target: Target, device: str, cfg: SearchConfig, data: str,
@@ -558,7 +640,7 @@ def _run_printer(space: SearchSpace, target: Target, device: str, cfg: SearchCon
                    "'validate --device NAME' wrote (its measurements.csv, or the logs/ folder of its script).")
 @_remote_options
 @_json_option
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
 def validate(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, root: Path,
              threads: int, repeats: int, min_repeat_ms: float, row_timeout: float, samples: int, archs: tuple[Path, ...],
              fit: bool | None, rounds: int, recheck: bool, reference: bool, seed: int, table_path: Path | None,
@@ -577,10 +659,13 @@ def validate(target_name: str, target_options: tuple[str, ...], space_name: str,
     device = _device_name(device, remote)
     command = _command("validate", target_name=target_name, target_options=target_options, device=device,
                        space_name=space_name, root=root, table_path=table_path)
+    held = _hold_logs(quiet, root)
     result = validate_stage.validate_or_bundle(
         space, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout),
         ValidateConfig(samples, seed, fit, rounds, recheck, reference=reference), device, command, table_path, archs,
         measurements, progress=not quiet and not as_json, remote=remote)
+    if quiet:
+        return _quiet_show(result, as_json, validate_summary, held, root)
     _show(result, as_json, validate_text)
 
 
@@ -610,8 +695,10 @@ def _command(*words: str, target_name: str, device: str, space_name: str, root: 
               help="Time every architecture end to end on each of this host's targets that run here.")
 @_protocol_options
 @_json_option
+@click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
 def compare(entries: tuple[str, ...], labels: tuple[str, ...], space_name: str, root: Path, report_dir: Path | None,
-            measure: bool, threads: int, repeats: int, min_repeat_ms: float, row_timeout: float, as_json: bool) -> None:
+            measure: bool, threads: int, repeats: int, min_repeat_ms: float, row_timeout: float, as_json: bool,
+            quiet: bool) -> None:
     """Compare architectures searched for different devices, side by side.
 
     \b
@@ -622,10 +709,14 @@ def compare(entries: tuple[str, ...], labels: tuple[str, ...], space_name: str, 
     """
     ws = Workspace(root)
     specs = compare_stage.parse_entries(entries, labels, ws, space_name)
+    held = _hold_logs(quiet, root)
     comparison, files = compare_stage.compare(specs, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout),
                                               measure, report_dir)
     if as_json:
         return _echo_json(compare_stage.to_dict(comparison, files))
+    if quiet:
+        return click.echo(_summary(f"compared {len(comparison.entries)} architectures; wrote "
+                                   + ", ".join(str(p) for p in files.values()), held, root))
     click.echo(compare_render.to_text(comparison))
     click.echo("\nwrote " + ", ".join(str(p) for p in files.values()))
 

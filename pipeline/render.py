@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from benchmarks.predict import MIN_CALIBRATION_NETWORKS
 from benchmarks.context import context_summary
-from benchmarks.table import LatencyTable
+from benchmarks.predict import MIN_CALIBRATION_NETWORKS
+from benchmarks.table import LatencyTable, Row
 from blocks.space import LayerShape, SearchSpace
 from pipeline.training.sweep import SweepReport
 from benchmarks.targets import Target
@@ -17,6 +17,8 @@ from pipeline.stages.search import SearchReport
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from pipeline.flow import RunReport
 
     from benchmarks.agent.server import AgentSettings
     from benchmarks.bundle import Bundle
@@ -44,10 +46,17 @@ def latency_grid(table: LatencyTable, space: SearchSpace) -> str:
         for b in columns:
             row = table.rows.get(f"{b}/{shape.key}")
             cells.append("-" if row is None or b not in space.candidates(i)
-                         else (f"{row.median_ms:.4f}" if row.status == "ok" else row.status))
+                         else (f"{row.median_ms:.4f}{_flag(row)}" if row.status == "ok" else row.status))
         rows.append([str(i), shape.key, *cells, ""])
     rows += [fixed_row(name, shape) for name, shape in fixed[1:]]
     return _grid(["layer", "shape (in x h x w - out - stride)", *columns, "fixed part"], rows)
+
+
+IMPLAUSIBLE_MARK = "!"
+
+
+def _flag(row: Row) -> str:
+    return IMPLAUSIBLE_MARK if "implausible" in row.stats else ""
 
 
 def benchmark_text(r: BenchmarkReport, space: SearchSpace) -> str:
@@ -59,7 +68,30 @@ def benchmark_text(r: BenchmarkReport, space: SearchSpace) -> str:
     ]
     if r.unavailable:
         lines.append(f"  not measurable: {', '.join(r.unavailable)} (see 'reason' in the table)")
+    flagged = _flagged(r.table, "implausible")
+    if flagged:
+        lines.append(f"  {IMPLAUSIBLE_MARK} implausible: contradicts the table even re-timed ({flagged[0].key}: "
+                     f"{flagged[0].stats['implausible']}{f'; {len(flagged) - 1} more' if len(flagged) > 1 else ''}; "
+                     "'implausible' in the table says why; 'pipeline benchmark --force' remeasures)")
     return "\n".join(lines)
+
+
+def _flagged(table: LatencyTable, flag: str) -> list[Row]:
+    return [row for row in table.rows.values() if row.status == "ok" and row.stats.get(flag)]
+
+
+def _short(row: Row) -> str:
+    """A row in a few characters: block@CINxHxW."""
+    return f"{row.block}@{row.shape.in_ch}x{row.shape.height}x{row.shape.width}"
+
+
+def benchmark_summary(r: BenchmarkReport) -> str:
+    """`benchmark -q`: the table in one line."""
+    implausible, wide = _flagged(r.table, "implausible"), _flagged(r.table, "wide")
+    names = f" ({', '.join(_short(row) for row in implausible[:3])}{', ...' if len(implausible) > 3 else ''})"
+    return (f"table {r.path}: {len(r.table.rows)} rows, {r.measured} measured now, {len(r.table.retimed)} re-timed, "
+            f"{len(implausible)} implausible{names if implausible else ''}, {len(wide)} wide"
+            + (f", {len(r.unavailable)} not measurable" if r.unavailable else ""))
 
 
 def _statistic(table: LatencyTable) -> str:
@@ -258,17 +290,20 @@ def validate_text(r: "ValidateReport") -> str:
     return "\n".join(lines)
 
 
+def _bundle_what(b: Bundle) -> str:
+    if b.kind == "benchmark":
+        return f"{len(b.networks)} blocks of '{b.space}' for {b.target}"
+    n_fit = sum(n.fits for n in b.networks)
+    role = f"{n_fit} fit a calibration, {len(b.networks) - n_fit} judge it" if b.fit else "all judge the table's prediction"
+    return f"{len(b.networks)} networks for {b.target} ({role})"
+
+
 def bundle_text(b: Bundle) -> str:
     """What `validate` or `benchmark --device NAME` wrote, and the commands that finish the job."""
     from benchmarks.bundle import CSV_NAME, LOGS, SCRIPT, bundle_command, device_tool
 
-    if b.kind == "benchmark":
-        what = f"{len(b.networks)} blocks of '{b.space}' for {b.target}"
-    else:
-        n_fit = sum(n.fits for n in b.networks)
-        role = f"{n_fit} fit a calibration, {len(b.networks) - n_fit} judge it" if b.fit else "all judge the table's prediction"
-        what = f"{len(b.networks)} networks for {b.target} ({role})"
-    lines = [f"{b.device} is not this machine, so the {b.item}s go to a bundle to time there: {what} in {b.folder}"]
+    lines = [f"{b.device} is not this machine, so the {b.item}s go to a bundle to time there: {_bundle_what(b)} in "
+             f"{b.folder}"]
     tool = device_tool(b.runner)
     if tool is not None:
         lines += [f"time them on the device:  sh {b.folder / SCRIPT}   (adb and {tool.tool})",
@@ -279,6 +314,54 @@ def bundle_text(b: Bundle) -> str:
                   f"{b.folder / CSV_NAME} ({b.item},ms; one row per round)",
                   f"then: {bundle_command(b, b.folder / CSV_NAME)}"]
     return "\n".join(lines)
+
+
+def search_summary(r: SearchReport) -> str:
+    """`search -q`: the derived architecture in one line."""
+    info = r.architecture.info
+    t = info.get("latency_target")
+    goal = "" if t is None else f", {'meets' if t['met'] else 'MISSES'} the target {t['target_ms']:g} ms"
+    return (f"architecture {r.path}: predicted {r.predicted_ms:.4f} ms on {info['table']['target']}/"
+            f"{info['table']['device']} ({info['latency']['predictor']}){goal}, derived test accuracy "
+            f"{r.derived_test_acc:.3f}")
+
+
+def sweep_summary(r: SweepReport) -> str:
+    """`search --sweep -q`: the sweep in one line."""
+    return (f"sweep: {len(r.points)} networks, {len(r.front)} on the Pareto front; wrote "
+            + ", ".join(str(f) for f in r.files.values()))
+
+
+def validate_summary(r: ValidateReport) -> str:
+    """`validate -q`: the best predictor's held-out error in one line."""
+    held = sum(not s.fitted for s in r.samples)
+    name, best = min(r.metrics.items(), key=lambda kv: kv[1]["median_abs_err_pct"], default=("none", None))
+    how = (f"{name}: median |err| {best['median_abs_err_pct']:.1f}%, {best['within_10_pct']:.0f}% within 10%"
+           if best else "no held-out network to judge")
+    return f"{len(r.samples)} networks timed, {held} held out; {how}; wrote {', '.join(str(p) for p in r.files.values())}"
+
+
+def export_summary(r: ExportReport) -> str:
+    """`export -q`: the artifact, its time and its prediction in one line."""
+    measured = f", measured {r.measured['median_ms']:.4f} ms" if r.measured is not None else ", not timed here"
+    predicted = (f", predicted {r.predicted_ms:.4f} ms ({r.predictor}"
+                 + (f", {r.error_pct:+.1f}%)" if r.error_pct is not None else ")") if r.predicted_ms is not None else "")
+    return f"exported {r.artifact.path} ({r.artifact.format}){measured}{predicted}"
+
+
+def run_summary(r: RunReport) -> str:
+    """`run -q`: the table's state, the architecture and the exported network in one line."""
+    table = "" if r.benchmark is None else benchmark_summary(r.benchmark).split(": ", 1)[1] + "; "
+    trained = f", trained {r.train.test_accuracy:.3f}" if r.train is not None else ""
+    return f"{table}{search_summary(r.search)}{trained}; {export_summary(r.export)}"
+
+
+def bundle_line(b: Bundle) -> str:
+    """A bundle in one line (-q): where it is and the command that reads the times back."""
+    from benchmarks.bundle import CSV_NAME, LOGS, bundle_command, device_tool
+
+    then = bundle_command(b, b.folder / (LOGS if device_tool(b.runner) is not None else CSV_NAME))
+    return f"bundle {b.folder}: {_bundle_what(b)} to time on {b.device}; then: {then}"
 
 
 def sweep_text(r: SweepReport) -> str:

@@ -131,7 +131,7 @@ def _device_file(out: Path, agent, name: str = "lab") -> Path:
 def test_device_file_names_the_agent_for_benchmark_search_validate_and_export(tmp_path, agent, micro_space_file):
     out = tmp_path / "ws"
     _device_file(out, agent)
-    r = invoke("benchmark", "--space", micro_space_file, "--out", out, "-q", "--device", "lab", *FAST)
+    r = invoke("benchmark", "--space", micro_space_file, "--out", out, "--device", "lab", *FAST)
     assert r.exit_code == 0, r.output
     table = out / "tables/micro/desktop/lab.json"
     p = json.loads(table.read_text())["provenance"]

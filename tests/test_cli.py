@@ -29,7 +29,7 @@ def workspace(tmp_path, micro_space_file):
 
 def test_end_to_end_benchmark_search_export(workspace):
     out, space = workspace
-    r = invoke("search", "--space", space, "--out", out, "-q", "--epochs", 3, "--warmup-epochs", 1)
+    r = invoke("search", "--space", space, "--out", out, "--epochs", 3, "--warmup-epochs", 1)
     assert r.exit_code == 0, r.output
     arch_path = out / "search/micro/desktop/host/architecture.json"
     arch = json.loads(arch_path.read_text())
@@ -60,7 +60,7 @@ def test_end_to_end_benchmark_search_export(workspace):
 def test_train_then_export_uses_trained_weights(workspace):
     out, space = workspace
     assert invoke("search", "--space", space, "--out", out, "-q", "--epochs", 2, "--warmup-epochs", 1).exit_code == 0
-    r = invoke("export", "--space", space, "--out", out, "--train", "--train-epochs", 3, "-q", *FAST)
+    r = invoke("export", "--space", space, "--out", out, "--train", "--train-epochs", 3, *FAST)
     assert r.exit_code == 0, r.output
     assert "weights: trained" in r.output
     acc = float(r.output.split("trained from scratch: test accuracy ")[1].split()[0])

@@ -69,7 +69,7 @@ def test_benchmark_search_export_on_a_mobile_target(target: str, tmp_path: Path,
     table = json.loads((out / f"tables/micro/{target}/host.json").read_text())
     assert table["provenance"]["runtime"] in ("ai-edge-litert", "executorch")
     assert all(row["status"] == "ok" and row["median_ms"] > 0 for row in table["rows"])
-    again = invoke("benchmark", "--target", target, "--space", micro_space_file, "--out", out, "-q", *FAST)
+    again = invoke("benchmark", "--target", target, "--space", micro_space_file, "--out", out, *FAST)
     assert "0 row(s) measured now" in again.output  # everything cached and kept
     assert invoke("search", "--target", target, "--space", micro_space_file, "--out", out, *SEARCH).exit_code == 0
     r = invoke("export", "--target", target, "--space", micro_space_file, "--out", out, *FAST)

@@ -92,7 +92,7 @@ def test_every_command_is_documented():
 def test_benchmark_as_a_real_process_prints_only_json(ws):
     """Its export workers are processes of their own: nothing of theirs reaches stdout either."""
     out, space = ws
-    text, _ = run("benchmark", "--space", space, "--out", out, "-q", *FAST)
+    text, _ = run("benchmark", "--space", space, "--out", out, *FAST)
     p = subprocess.run([sys.executable, "-m", "pipeline.cli", "benchmark", "--space", str(space), "--out", str(out),
                         "--json", *FAST], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert p.returncode == 0, p.stderr
@@ -117,7 +117,7 @@ def test_benchmark_import(ws, tmp_path):
 
 def test_bundles_of_benchmark_and_validate(ws, tmp_path):
     out, space = ws
-    text, _ = run("benchmark", "--space", space, "--out", tmp_path, "--device", "laptop", "-q")
+    text, _ = run("benchmark", "--space", space, "--out", tmp_path, "--device", "laptop")
     data = one_object(run("benchmark", "--space", space, "--out", tmp_path, "--device", "laptop", "-q", "--json")[0],
                       "benchmark --device NAME")
     assert (data["kind"], data["device"], data["script"]) == ("benchmark", "laptop", None)
@@ -125,7 +125,7 @@ def test_bundles_of_benchmark_and_validate(ws, tmp_path):
     assert f"then: {data['then']}" in text
 
     laptop_table(out, tmp_path / "tables/micro/desktop/laptop.json")
-    args = ["validate", "--space", space, "--out", tmp_path, "--device", "laptop", "--samples", 4, "-q"]
+    args = ["validate", "--space", space, "--out", tmp_path, "--device", "laptop", "--samples", 4]
     text, _ = run(*args)
     data = one_object(run(*args, "--json")[0], "benchmark --device NAME")
     assert (data["kind"], data["networks"]) == ("validate", 4)
@@ -136,7 +136,7 @@ def test_validate_of_a_device_s_times(ws, tmp_path):
     """Times brought back from a device: the same figures in the text and the JSON, no timing here."""
     out, space = ws
     laptop_table(out, tmp_path / "tables/micro/desktop/laptop.json")
-    args = ["validate", "--space", space, "--out", tmp_path, "--device", "laptop", "--samples", 4, "--no-fit", "-q"]
+    args = ["validate", "--space", space, "--out", tmp_path, "--device", "laptop", "--samples", 4, "--no-fit"]
     run(*args)
     csv = next((tmp_path / "validate").rglob("measurements.csv"))
     times = {"net-00": (0.08, 0.09), "net-01": (0.12, 0.1), "net-02": (0.07, 0.075), "net-03": (0.2, 0.19)}
@@ -152,7 +152,7 @@ def test_validate_of_a_device_s_times(ws, tmp_path):
 def test_search_and_its_resume(ws):
     """`--resume` of a finished search derives it again from its checkpoint: the same figures."""
     out, space = ws
-    text, _ = run("search", "--space", space, "--out", out, "-q", *SEARCH, "--resume")
+    text, _ = run("search", "--space", space, "--out", out, *SEARCH, "--resume")
     data = one_object(run("search", "--space", space, "--out", out, "-q", *SEARCH, "--resume", "--json")[0], "search")
     assert f"{data['predicted_ms']:.4f}" == figure(text, r"predicted latency (\S+) ms")
     assert f"{data['derived_test_accuracy']:.3f}" == figure(text, r"inherited weights (\S+)")
@@ -162,7 +162,7 @@ def test_search_and_its_resume(ws):
 def test_search_sweep(ws):
     """A sweep keeps its finished points: the second run reads them back."""
     out, space = ws
-    args = ["search", "--space", space, "--out", out, "-q", "--epochs", 2, "--warmup-epochs", 1, "--loss", "add",
+    args = ["search", "--space", space, "--out", out, "--epochs", 2, "--warmup-epochs", 1, "--loss", "add",
             "--sweep", "lam=0,5", "--sweep-random", 0, "--sweep-train-epochs", 1]
     text, _ = run(*args)
     data = one_object(run(*args, "--json")[0], "search --sweep")
@@ -173,7 +173,7 @@ def test_search_sweep(ws):
 
 def test_train_and_export(ws):
     out, space = ws
-    text, _ = run("train", "--space", space, "--out", out, "--train-epochs", 1, "-q")
+    text, _ = run("train", "--space", space, "--out", out, "--train-epochs", 1)
     data = one_object(run("train", "--space", space, "--out", out, "--train-epochs", 1, "-q", "--json")[0], "train")
     assert f"{data['test_accuracy']:.3f}" == figure(text, r"held-out test accuracy: (\S+)")
 
@@ -189,7 +189,7 @@ def test_run_prints_its_stages_on_stderr(ws, tmp_path):
     """Under --json the stage headers and reports go to stderr: the same figures as the object."""
     out, space = ws
     shutil.copytree(out / "tables", tmp_path / "tables")  # measured already: run reuses every row
-    stdout, stderr = run("run", "--space", space, "--out", tmp_path, "-q", *SEARCH, "--no-train", *FAST, "--json")
+    stdout, stderr = run("run", "--space", space, "--out", tmp_path, *SEARCH, "--no-train", *FAST, "--json")
     data = one_object(stdout, "run")
     assert data["train"] is None and data["benchmark"]["measured"] == 0
     # the table had no calibration: run fitted one on 10 of 20 networks (or refused it, and said why)

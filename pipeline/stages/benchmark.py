@@ -31,6 +31,10 @@ class BenchmarkReport:
     def unavailable(self) -> list[str]:
         return [k for k, r in self.table.rows.items() if r.status != "ok"]
 
+    def _flagged(self, flag: str) -> dict[str, Any]:
+        """The measured rows carrying `flag` in their statistics, with its value."""
+        return {k: r.stats[flag] for k, r in self.table.rows.items() if r.status == "ok" and r.stats.get(flag)}
+
     def to_dict(self) -> dict[str, Any]:
         """`benchmark --json`: where the table is, how its rows came to be, and each row's ms."""
         p = self.table.provenance
@@ -41,6 +45,8 @@ class BenchmarkReport:
                 "imported_from": imported, "agent": self.agent, "reference": self.table.reference,
                 "unavailable": self.unavailable, "timing": p.get("timing", "isolated"),
                 "at_or_below_base": at_or_below_base(self.table) if p.get("timing") == IN_CONTEXT else None,
+                "retimed": list(self.table.retimed), "implausible": self._flagged("implausible"),
+                "wide": sorted(self._flagged("wide")),
                 "latency_ms": {k: r.median_ms if r.status == "ok" else None for k, r in self.table.rows.items()}}
 
 
