@@ -92,7 +92,7 @@ class ImageFolderDataset(Dataset):
             with Image.open(path) as im:
                 im = im.convert("RGB" if self.channels == 3 else "L")
                 arr = np.asarray(im.resize((self.resolution, self.resolution)), dtype=np.float32) / 255.0
-        except (OSError, UnidentifiedImageError) as e:
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as e:
             raise PipelineError(f"cannot read image '{path}' ({e}); remove or replace it") from None
         x = torch.from_numpy(arr).reshape(self.resolution, self.resolution, -1).permute(2, 0, 1)
         return _fit(x, self.resolution, self.channels), torch.tensor(label)
