@@ -24,9 +24,9 @@ from pipeline.training.memory import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-# docs/search.md, "Memory": the estimate of what a search adds to its process, over the measured
-# growth of its peak RSS, stayed within this range on every configuration measured.
-ACCURACY = (0.8, 1.35)
+# docs/search.md, "Memory": the estimate of what a softmax search adds to its process, over the
+# measured growth of its peak RSS, was 0.97-1.17 on the searches measured; this allows some more.
+ACCURACY = (0.85, 1.3)
 
 
 @pytest.fixture(scope="module")
