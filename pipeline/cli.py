@@ -582,9 +582,11 @@ def run(target_name: str, target_options: tuple[str, ...], space_name: str, devi
     train = TrainConfig(epochs=train_epochs, lr=train_lr) if do_train else None
     held = _hold_logs(quiet, root)
     printer = (lambda stage, r: None) if quiet else _run_printer(space, target, device, cfg, data, train, as_json)
-    report = flow.run(space, target, ws, cfg, _protocol(threads, repeats, min_repeat_ms, row_timeout), data, device,
-                      train, progress=not quiet, on_stage=printer,
-                      calibrate=flow.RUN_CALIBRATION if calibrate else None)
+    # Under --json stdout holds the one object: what the stages print (the search's epoch lines) goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+        report = flow.run(space, target, ws, cfg, _protocol(threads, repeats, min_repeat_ms, row_timeout), data,
+                          device, train, progress=not quiet, on_stage=printer,
+                          calibrate=flow.RUN_CALIBRATION if calibrate else None)
     if as_json:
         _echo_json(report.to_dict())
     elif quiet:
