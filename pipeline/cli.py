@@ -196,10 +196,23 @@ class _Held(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         self.messages: list[str] = []
+        self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage())
+        self.lines.append(self.format(record))
+
+    def write(self, path: Path) -> None:
+        """Append the warnings to `path`; where it cannot be written (--out is refused, say), the
+        summary line still counts them."""
+        if not self.lines:
+            return
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as f:
+                f.write("\n".join(self.lines) + "\n")
 
 
 @contextlib.contextmanager
@@ -210,18 +223,16 @@ def _quiet_logs(quiet: bool, root: Path) -> Iterator[_Held]:
     if not quiet:
         yield held
         return
-    logger, path = logging.getLogger(), root / QUIET_LOG
-    path.parent.mkdir(parents=True, exist_ok=True)
-    saved, to_file = logger.handlers[:], logging.FileHandler(path, encoding="utf-8", delay=True)
-    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger.handlers[:] = [to_file, held]
+    logger = logging.getLogger()
+    saved = logger.handlers[:]
+    logger.handlers[:] = [held]
     logging.captureWarnings(True)
     try:
         yield held
     finally:
         logging.captureWarnings(False)
         logger.handlers[:] = saved
-        to_file.close()
+        held.write(root / QUIET_LOG)
 
 
 def _hold_logs(quiet: bool, root: Path) -> _Held:
