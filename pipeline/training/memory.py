@@ -17,10 +17,11 @@ machine's memory from everything else.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,11 +128,8 @@ def probe(net: SuperNet, resolution: int) -> Probe:
     space = net.space
     resident = [*net.parameters(), *net.buffers()]
     weight_bytes = sum(t.untyped_storage().nbytes() for t in resident)
-    biggest = _biggest_outputs(net)
     # Two samples, halved: batch norm refuses a batch of one where a layer's output is 1x1.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # so small a batch runs faster on one thread than waiting for several
-    try:
+    with _one_thread(), _biggest_outputs(net) as biggest:
         x = torch.zeros(2, space.in_channels, resolution, resolution)
         x, fixed = _saved(net.stem, x, resident)
         layers = []
@@ -142,8 +140,6 @@ def probe(net: SuperNet, resolution: int) -> Probe:
             layers.append(LayerCost(_nbytes(x) // 2, tuple(b // 2 for _, b in outs_and_bytes), _nbytes(out) // 2))
             x = out
         _, head = _saved(lambda t: net.classifier(net.feature_mix(net.head_conv(t))), x, resident)
-    finally:
-        torch.set_num_threads(threads)
     eval_bytes = (max(biggest) + 2 * max((l.output_bytes * 2 for l in layers), default=0)) // 2
     return Probe(resolution, weight_bytes, (fixed + head) // 2, tuple(layers), eval_bytes)
 
@@ -152,19 +148,33 @@ def _nbytes(t: torch.Tensor) -> int:
     return t.untyped_storage().nbytes()
 
 
-def _biggest_outputs(net: nn.Module) -> list[int]:
-    """Filled as the probe runs: each leaf module's input plus output bytes, the most an
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """So small a batch runs faster on one thread than waiting for several on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def _biggest_outputs(net: nn.Module) -> Iterator[list[int]]:
+    """Filled while the block runs: each leaf module's input plus output bytes, the most an
     evaluation pass holds at once inside one layer besides the layer's running sum."""
     sizes: list[int] = [0]
 
     def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
         if args and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor):
-            sizes.append(args[0].untyped_storage().nbytes() + out.untyped_storage().nbytes())
+            sizes.append(_nbytes(args[0]) + _nbytes(out))
 
-    for m in net.modules():
-        if not list(m.children()):
-            m.register_forward_hook(hook)
-    return sizes
+    handles = [m.register_forward_hook(hook) for m in net.modules() if not list(m.children())]
+    try:
+        yield sizes
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def estimate(p: Probe, batch_size: int, mixing: str, paths: int = 2, baseline: int = 0,
