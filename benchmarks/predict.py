@@ -52,10 +52,13 @@ class Calibration:
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str) -> "Calibration":
         try:
-            return cls(str(d["space_fingerprint"]), float(d["intercept_ms"]), float(d["scale"]),
-                       {str(k): float(v) for k, v in d["per_block_ms"].items()}, int(d["fitted_on"]),
-                       tuple(d.get("fitted_keys", ())), dict(d.get("heldout", {})), str(d.get("created", "")))
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            cal = cls(str(d["space_fingerprint"]), float(d["intercept_ms"]), float(d["scale"]),
+                      {str(k): float(v) for k, v in d["per_block_ms"].items()}, int(d["fitted_on"]),
+                      tuple(d.get("fitted_keys", ())), dict(d.get("heldout", {})), str(d.get("created", "")))
+            if not np.all(np.isfinite([cal.intercept_ms, cal.scale, *cal.per_block_ms.values()])):
+                raise ValueError("a coefficient is not a finite number")
+            return cal
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
             raise PipelineError(f"{where}: calibration is malformed ({e}); refit it with 'pipeline validate --fit'") from None
 
 

@@ -334,3 +334,12 @@ def test_a_folder_that_refuses_writes_is_one_line(how, searchable, monkeypatch):
     assert line.startswith(f"error: cannot write '{out / 'search'}") and "permission denied on" in line
     assert "make it writable or choose another --out" in line
     assert list(out.iterdir()) == []
+
+
+def test_run_into_a_folder_another_search_writes_is_refused_before_it_benchmarks(tmp_path, micro_space_file):
+    out = tmp_path / "ws"
+    arch = out / "search" / "micro" / "desktop" / "host" / "architecture.json"
+    with output_lock(arch, "search", "write elsewhere"):  # held as a running search holds it
+        line = one_line(invoke("run", "--space", micro_space_file, "--out", out))
+    assert line.startswith(f"error: another search is writing '{arch}' (pid {os.getpid()}:")
+    assert not (out / "tables").exists() and not (out / "cache").exists()  # nothing benchmarked

@@ -511,3 +511,15 @@ def test_a_noisy_fit_on_few_networks_has_a_wide_scale(micro_space) -> None:
     noisy = [m * e for m, e in zip(ms, noise)]
     few, many = (scale_standard_error(plain, micro_space, archs[:k], noisy[:k]) for k in (8, 64))
     assert few > 2 * many > 0
+
+
+@pytest.mark.parametrize("field, value", [("intercept_ms", float("nan")), ("scale", float("inf")),
+                                          ("per_block_ms", {"skip": float("-inf")})])
+def test_a_stored_calibration_that_is_not_finite_is_refused_in_one_line(micro_space, field, value) -> None:
+    from core.errors import PipelineError
+
+    table = make_table(micro_space)
+    table.calibration[micro_space.fingerprint] = {"space_fingerprint": micro_space.fingerprint, "intercept_ms": 0.1,
+                                                  "scale": 0.9, "per_block_ms": {}, "fitted_on": 8, field: value}
+    with pytest.raises(PipelineError, match="calibration is malformed .a coefficient is not a finite number.; refit"):
+        LatencyModel.from_table(table, micro_space)

@@ -81,14 +81,14 @@ def search(space: SearchSpace, target: Target, ws: Workspace, cfg: SearchConfig,
     checkpoint = checkpoint_path(out)
     data_identity = {"source": splits.source, "classes": splits.num_classes,
                      "w": len(splits.w), "theta": len(splits.theta), "test": len(splits.test)}
-    with distributed.launched(cfg.device) as ctx, _writing_alone(out, "search", ctx.is_main):
+    with distributed.launched(cfg.device) as ctx, writing_alone(out, "search", ctx.is_main):
         result = run_search(space, latency, splits, cfg, progress, checkpoint, resume, ctx, {"data": data_identity})
         if not ctx.is_main:
             return None
         return _derive_and_save(space, latency, table, tpath, cfg, splits, result, out, data_identity, ctx.device)
 
 
-def _writing_alone(out: Path, what: str, writes: bool = True) -> contextlib.AbstractContextManager:
+def writing_alone(out: Path, what: str, writes: bool = True) -> contextlib.AbstractContextManager:
     """The lock on what a search writes (`out` and the files named after it), held by the process
     that writes them (rank 0 under torchrun): a second search into the same place is refused at
     once (docs/search.md, "Faults")."""
@@ -143,7 +143,7 @@ def sweep_search(space: SearchSpace, target: Target, ws: Workspace, base: dict[s
         for value in spec.values:
             check_latency_target(space, latency, value)
     out = ws.search_dir(space.name, target.name, device) / "sweep"
-    with _writing_alone(out, "search --sweep"):
+    with writing_alone(out, "search --sweep"):
         return run_sweep(space, latency, splits, base, spec, train_cfg, random_n, out, progress)
 
 
