@@ -587,7 +587,7 @@ def run(target_name: str, target_options: tuple[str, ...], space_name: str, devi
         root: Path, config_file: Path | None, data: str, threads: int, repeats: int, min_repeat_ms: float,
         row_timeout: float, train_epochs: int, train_lr: float, do_train: bool, calibrate: bool, as_json: bool,
         quiet: bool, **flags: Any) -> None:
-    """benchmark -> search -> (train) -> export in one command; defaults run on the embedded digits."""
+    """benchmark -> calibrate -> search -> (train) -> export in one command; defaults run on the embedded digits."""
     target, space, ws = _ctx(target_name, target_options, space_name, root)
     cfg = _search_config(config_file, compute, **flags)
     train = TrainConfig(epochs=train_epochs, lr=train_lr) if do_train else None
@@ -617,7 +617,11 @@ def _run_printer(space: SearchSpace, target: Target, device: str, cfg: SearchCon
              "train": lambda r: f"held-out test accuracy {r.test_accuracy:.3f}", "export": export_text}
 
     def show(stage: str, report: Any) -> None:
-        if report is not None:
+        if stage == "remeasure":
+            d = report.drift
+            click.echo(f"\n== benchmark again: the table's rows, re-timed beside the networks, ran {d['median']:.2f}x "
+                       "the table, so it no longer describes this machine; measuring it once more", err=as_json)
+        elif report is not None:
             click.echo(texts[stage](report), err=as_json)
         elif stage != "benchmark" or device == HOST_DEVICE:
             click.echo(starts[stage], err=as_json)
