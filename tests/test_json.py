@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from tests.conftest import MICRO_SPACE
+from tests.conftest import MICRO_SPACE, as_if_timed_faster
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--repeats", "3", "--min-repeat-ms", "0.5"]
@@ -189,14 +189,7 @@ def test_run_prints_its_stages_on_stderr(ws, tmp_path):
     """Under --json the stage headers and reports go to stderr: the same figures as the object."""
     out, space = ws
     shutil.copytree(out / "tables", tmp_path / "tables")  # measured already: run reuses every row
-    path = tmp_path / "tables/micro/desktop/host.json"
-    table = json.loads(path.read_text())
-    for row in table["rows"]:  # as if timed on a machine three times as fast (the reference row too)
-        if row["status"] == "ok":
-            row["samples_ms"], row["reference_ms"] = ([v / 3 for v in row[k]] for k in ("samples_ms", "reference_ms"))
-            row["median_ms"] /= 3
-    table["provenance"]["reference"]["median_ms"] /= 3
-    path.write_text(json.dumps(table))
+    as_if_timed_faster(tmp_path / "tables/micro/desktop/host.json", 3)
     stdout, stderr = run("run", "--space", space, "--out", tmp_path, *SEARCH, "--no-train", *FAST, "--json")
     data = one_object(stdout, "run")
     # its rows, re-timed beside the networks, ran ~3x the table: the fit was refused, the table measured again

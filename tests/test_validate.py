@@ -18,7 +18,7 @@ from benchmarks.table import load_table
 from pipeline.cli import main
 from blocks.architecture import random_architectures
 from pipeline.stages.validate import median_se_pct, metrics
-from tests.conftest import make_table
+from tests.conftest import as_if_timed_faster, make_table
 
 FAST = ["--repeats", "3", "--min-repeat-ms", "0.5"]
 
@@ -255,13 +255,7 @@ def test_validate_rechecks_table_rows_and_says_when_the_table_is_stale(micro_spa
     out = tmp_path / "ws"
     assert invoke("benchmark", "--space", micro_space_file, "--out", out, "-q", *FAST).exit_code == 0
     path = out / "tables/micro/desktop/host.json"
-    table = json.loads(path.read_text())
-    for row in table["rows"]:  # as if measured on a machine three times as fast (the reference row too)
-        if row["status"] == "ok":
-            row["samples_ms"], row["reference_ms"] = ([v / 3 for v in row[k]] for k in ("samples_ms", "reference_ms"))
-            row["median_ms"] /= 3
-    table["provenance"]["reference"]["median_ms"] /= 3
-    path.write_text(json.dumps(table))
+    as_if_timed_faster(path, 3)
     r = invoke("validate", "--space", micro_space_file, "--out", out, "--samples", 3, "--json", *FAST)
     drift = json.loads(r.output)["drift"]
     # rechecked before, between and after the 7 rounds
