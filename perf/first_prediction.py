@@ -78,6 +78,7 @@ def one_run(target: str, out: Path) -> dict[str, float | str]:
                           capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"pipeline run --target {target} failed: {done.stderr.strip().splitlines()[-1:]}")
+    (out / "run.txt").write_text(done.stdout)  # what the user saw
     said, measured = PREDICTED.search(done.stdout), MEASURED.search(done.stdout)
     if said is None or measured is None:
         sys.exit(f"pipeline run --target {target} printed no prediction beside a measurement")
