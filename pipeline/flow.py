@@ -90,17 +90,18 @@ def run(space: SearchSpace, target: Target, ws: Workspace, cfg: SearchConfig, pr
 def _benchmark_and_calibrate(space: SearchSpace, target: Target, ws: Workspace, protocol: Protocol,
                              calibrate: validate_stage.ValidateConfig | None, progress: bool, on_stage: OnStage
                              ) -> tuple[benchmark_stage.BenchmarkReport, validate_stage.ValidateReport | None]:
-    """This machine's table, and its calibration where it has none. A calibration refused because
-    the table's own rows, re-timed while the networks were, no longer match it (`stale`: the
-    machine was busier or idler while the table was timed) says the table is what is wrong: it is
-    measured again, once, and calibrated again."""
+    """This machine's table, and its calibration where it has none. Where the table's own rows,
+    re-timed while the networks were, no longer match it (`stale`: the machine was busier or
+    idler while the table was timed), the table is what is wrong, whatever the fit made of it (a
+    scale out of range, refused, or an intercept that happened to absorb it): it is measured
+    again, once, and calibrated again."""
     fitted = None
     for attempt in range(2):
         bench = benchmark_stage.benchmark(space, target, ws, protocol, HOST_DEVICE, force=attempt > 0,
                                           progress=progress, jobs=os.cpu_count() or 1)
         on_stage("benchmark", bench)
         fitted = _calibrate(space, target, ws, protocol, calibrate, progress, on_stage) if calibrate else None
-        stale = fitted is not None and fitted.refused is not None and (fitted.drift or {}).get("verdict") == "stale"
+        stale = fitted is not None and (fitted.drift or {}).get("verdict") == "stale"
         if not stale or attempt:
             break
         on_stage("remeasure", fitted)
