@@ -179,10 +179,10 @@ def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, t
                           capture_output=True, text=True, check=True).stdout.splitlines()
     assert [r.split()[:4] for r in rows[1:]] == [["desktop", "1", "8", "4"], ["desktop", "1", "12", "6"]]
     assert all(0 <= float(r.split()[5][:-1]) <= 100 for r in rows[1:])  # how often the goal was missed
-    bad = subprocess.run([sys.executable, sizes, run, "--space", micro_space_file, "--sizes", "13"], capture_output=True, text=True)
-    assert bad.returncode == 1 and "give sizes from 8 to 12" in bad.stderr and "Traceback" not in bad.stderr
+    bad = subprocess.run([sys.executable, sizes, run, "--space", micro_space_file, "--sizes", "17"], capture_output=True, text=True)
+    assert bad.returncode == 1 and "give sizes from 6 to 16" in bad.stderr and "Traceback" not in bad.stderr
     r = invoke("search", "--space", micro_space_file, "--out", out, "--epochs", 2, "--warmup-epochs", 1, "-q")
-    assert "by calibrated table sum" in r.output and "'pipeline validate' (same" not in r.output
+    assert "(calibrated table sum (fitted on 8 whole networks))" in r.output and "'pipeline validate' (same" not in r.output
     # every network was timed in 7 rounds; the measurement is their median, their spread the noise
     saved = json.loads((out / "validate/micro/desktop/host/validate.json").read_text())
     for s in saved["samples"]:  # 7 rounds, and up to 2 more where the first 7 were over 10% apart
