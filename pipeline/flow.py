@@ -62,8 +62,7 @@ def run(space: SearchSpace, target: Target, ws: Workspace, cfg: SearchConfig, pr
     `calibrate=None` leaves a table without a calibration as it is."""
     single_process("pipeline run")  # every process would benchmark and export
     check_device(cfg.device)  # before minutes of benchmarking
-    with search_stage.writing_alone(ws.architecture(space.name, target.name, device), "search"):
-        pass  # another search writing there: refused now, not after the benchmark (the search stage locks it)
+    search_stage.refuse_if_written(ws.architecture(space.name, target.name, device), "search")  # not after the benchmark
     bench = None
     on_stage("benchmark", None)
     if device == HOST_DEVICE:

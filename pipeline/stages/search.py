@@ -88,6 +88,13 @@ def search(space: SearchSpace, target: Target, ws: Workspace, cfg: SearchConfig,
         return _derive_and_save(space, latency, table, tpath, cfg, splits, result, out, data_identity, ctx.device)
 
 
+def refuse_if_written(out: Path, what: str) -> None:
+    """Refuse now (one line) where another search is writing `out`: for a caller with minutes of
+    work to do before its search takes the lock for good."""
+    with writing_alone(out, what):
+        return
+
+
 def writing_alone(out: Path, what: str, writes: bool = True) -> contextlib.AbstractContextManager:
     """The lock on what a search writes (`out` and the files named after it), held by the process
     that writes them (rank 0 under torchrun): a second search into the same place is refused at
