@@ -9,14 +9,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.harness import cached_export, randomize_batchnorm
+from benchmarks.harness import cached_export, export_row, randomize_batchnorm, row_module
 from benchmarks.agent.client import RemoteTimer
 from benchmarks.isolate import NetworkTimer
 from benchmarks.protocol import Protocol
+from benchmarks.table import LatencyTable, required_rows, row_key
 from benchmarks.targets import Target
 from blocks.architecture import Architecture
+from blocks.space import LayerShape, SearchSpace
 from blocks.network import DerivedNet
 from export.base import Artifact, Exporter
+from core.errors import PipelineError
 from export.verify import check_against_torch
 
 
@@ -60,3 +63,26 @@ def measure_architecture(arch: Architecture, target: Target, protocol: Protocol,
     artifact, x = export_architecture(arch, target, cache_dir)
     with NetworkTimer(target.make_runner(protocol.threads), protocol) as timer:
         return timer.median_ms(timer.load(artifact, [x]))
+
+
+def recheck_rows(table: LatencyTable, space: SearchSpace, n: int = 8) -> list[tuple[str, LayerShape]]:
+    """Table rows to re-time: every fixed part (in every network) and measured rows spread
+    evenly over the table's range of latencies."""
+    fixed = space.fixed_parts()
+    rest = sorted((r for r in required_rows(space) if r not in fixed and table.rows[row_key(*r)].status == "ok"),
+                  key=lambda r: table.latency(*r))
+    k = max(n - len(fixed), 0)
+    picks = sorted({int(i) for i in np.linspace(0, len(rest) - 1, k)}) if rest and k else []
+    return fixed + [rest[i] for i in picks]
+
+
+def recheck_inputs(rows: list[tuple[str, LayerShape]], table: LatencyTable, target: Target,
+                   cache_dir: Path) -> list[tuple[Artifact, np.ndarray, float]]:
+    """Each row to recheck as (artifact, input, its time in the table), found once for every pass."""
+    exporter, out = target.make_exporter(), []
+    for block, shape in rows:
+        artifact = export_row(exporter, block, shape, cache_dir)  # cached by the benchmark
+        if isinstance(artifact, str):
+            raise PipelineError(f"table row {row_key(block, shape)} cannot be exported again: {artifact}")
+        out.append((artifact, row_module(block, shape)[1].numpy(), table.latency(block, shape)))
+    return out

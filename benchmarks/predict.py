@@ -38,6 +38,11 @@ class Calibration:
     fitted_keys: tuple[str, ...] = ()  # their architectures, so evaluation can exclude them
     heldout: dict[str, float] = field(default_factory=dict)  # metrics on networks not fitted on
     created: str = ""
+    # The network the fit's networks were timed against, repeat by repeat, and its median over
+    # that run: the fit's milliseconds are ratios to it times `reference_ms`. A network timed
+    # against it later is on the fit's scale whatever the machine's speed is then.
+    reference_blocks: tuple[str, ...] = ()
+    reference_ms: float | None = None
 
     @property
     def is_identity(self) -> bool:
@@ -46,7 +51,7 @@ class Calibration:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["fitted_keys"] = list(self.fitted_keys)
+        d["fitted_keys"], d["reference_blocks"] = list(self.fitted_keys), list(self.reference_blocks)
         return d
 
     @classmethod
@@ -54,8 +59,11 @@ class Calibration:
         try:
             cal = cls(str(d["space_fingerprint"]), float(d["intercept_ms"]), float(d["scale"]),
                       {str(k): float(v) for k, v in d["per_block_ms"].items()}, int(d["fitted_on"]),
-                      tuple(d.get("fitted_keys", ())), dict(d.get("heldout", {})), str(d.get("created", "")))
-            if not np.all(np.isfinite([cal.intercept_ms, cal.scale, *cal.per_block_ms.values()])):
+                      tuple(d.get("fitted_keys", ())), dict(d.get("heldout", {})), str(d.get("created", "")),
+                      tuple(str(b) for b in d.get("reference_blocks") or ()),
+                      None if d.get("reference_ms") is None else float(d["reference_ms"]))
+            if not np.all(np.isfinite([cal.intercept_ms, cal.scale, *cal.per_block_ms.values(),
+                                       *([cal.reference_ms] if cal.reference_ms is not None else [])])):
                 raise ValueError("a coefficient is not a finite number")
             return cal
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:

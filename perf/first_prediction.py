@@ -40,6 +40,7 @@ from blocks.space import LayerShape, SearchSpace, resolve_space  # noqa: E402
 
 PREDICTED = re.compile(r"^predicted \((?P<model>.+)\): (?P<ms>[0-9.]+) ms, (?P<err>[+-][0-9.]+)% vs measured", re.M)
 MEASURED = re.compile(r"^measured end to end: (?P<ms>[0-9.]+) ms median", re.M)
+AT_FIT_SPEED = re.compile(r"^at the calibration's speed: (?P<ms>[0-9.]+) ms", re.M)
 
 
 def part_shapes(space: SearchSpace) -> list[LayerShape]:
@@ -79,7 +80,8 @@ def one_run(target: str, out: Path) -> dict[str, float | str]:
     if done.returncode != 0:
         sys.exit(f"pipeline run --target {target} failed: {done.stderr.strip().splitlines()[-1:]}")
     (out / "run.txt").write_text(done.stdout)  # what the user saw
-    said, measured = PREDICTED.search(done.stdout), MEASURED.search(done.stdout)
+    # judged as the run judged its own prediction: at the calibration's speed where it printed one
+    said, measured = PREDICTED.search(done.stdout), AT_FIT_SPEED.search(done.stdout) or MEASURED.search(done.stdout)
     if said is None or measured is None:
         sys.exit(f"pipeline run --target {target} printed no prediction beside a measurement")
     space = resolve_space("tiny")

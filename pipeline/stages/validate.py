@@ -20,16 +20,14 @@ from tqdm import tqdm
 from benchmarks.device import HOST_DEVICE
 from benchmarks.predict import (MIN_CALIBRATION_NETWORKS, Calibration, LatencyModel, Refusal, arch_key,
                                 fit_calibration, refusal, scale_standard_error, table_calibration)
-from benchmarks.harness import export_row, row_module
 from benchmarks import bundle
 from benchmarks.agent.client import Remote, RemoteTimer, connect
 from benchmarks.isolate import NetworkTimer
-from benchmarks.networks import export_architecture, network_timer
+from benchmarks.networks import export_architecture, network_timer, recheck_inputs, recheck_rows
 from benchmarks.protocol import Protocol
-from benchmarks.table import Incomplete, LatencyTable, find_table, required_rows, row_key
-from export.base import Artifact
+from benchmarks.table import Incomplete, LatencyTable, find_table
 from blocks.architecture import Architecture, load_architecture, random_architectures
-from blocks.space import LayerShape, SearchSpace
+from blocks.space import SearchSpace
 from core.errors import PipelineError, PlatformUnsupported
 from core.fileio import write_json_atomic, write_with
 from benchmarks.targets import Target
@@ -297,11 +295,14 @@ def validate(space: SearchSpace, target: Target, ws: Workspace, protocol: Protoc
             timer.close()
     report = ValidateReport([], p.table_path, {}, None, rechecks=rechecks, target=target.name, protocol=protocol,
                             wide_pct=cfg.wide_pct, rounds=cfg.rounds)
-    return judge(p, space, timed, paths, report, out_dir or ws.root / "validate" / space.name / target.name / device)
+    against = None if reference is None or not timed.reference else \
+        (p.archs[reference][0], float(np.median([ms for ref in timed.reference for ms in ref])))
+    return judge(p, space, timed, paths, report, out_dir or ws.root / "validate" / space.name / target.name / device,
+                 against)
 
 
 def judge(p: Plan, space: SearchSpace, timed: Timed, paths: list[Path | None], report: ValidateReport,
-          out_dir: Path) -> ValidateReport:
+          out_dir: Path, reference: tuple[tuple[str, ...], float] | None = None) -> ValidateReport:
     """Fit (when the plan says so) on the fitting networks, judge on the others, store the fit in
     the table, and write validate.json and the plot. `report` brings how the networks were
     measured (protocol, rechecks, source); its samples, metrics and calibration are filled here."""
@@ -311,6 +312,8 @@ def judge(p: Plan, space: SearchSpace, timed: Timed, paths: list[Path | None], r
         raise PipelineError(f"{len(fit_idx)} measured networks to fit a calibration on; it needs "
                             f"{MIN_CALIBRATION_NETWORKS}: time more of them, or --no-fit to judge the plain sum")
     cal = fit_calibration(p.plain, space, [p.archs[i][0] for i in fit_idx], fit_ms) if p.fit else p.stored
+    if p.fit and reference is not None:
+        cal = replace(cal, reference_blocks=tuple(reference[0]), reference_ms=reference[1])
     # Judging a stored fit: a network it was fitted on is no evidence for it (a derived one can be).
     fitted = set(fit_idx) if p.fit else {i for i, (b, _) in enumerate(p.archs)
                                          if cal is not None and arch_key(b) in cal.fitted_keys}
@@ -352,29 +355,6 @@ def _complete_table(space: SearchSpace, target: Target, ws: Workspace, device: s
         raise PipelineError(f"validate needs a complete table: {e}") from None
 
 
-def recheck_rows(table: LatencyTable, space: SearchSpace, n: int = 8) -> list[tuple[str, LayerShape]]:
-    """Table rows to re-time: every fixed part (in every network) and measured rows spread
-    evenly over the table's range of latencies."""
-    fixed = space.fixed_parts()
-    rest = sorted((r for r in required_rows(space) if r not in fixed and table.rows[row_key(*r)].status == "ok"),
-                  key=lambda r: table.latency(*r))
-    k = max(n - len(fixed), 0)
-    picks = sorted({int(i) for i in np.linspace(0, len(rest) - 1, k)}) if rest and k else []
-    return fixed + [rest[i] for i in picks]
-
-
-def _recheck_inputs(rows: list[tuple[str, LayerShape]], table: LatencyTable, target: Target,
-                    ws: Workspace) -> list[tuple[Artifact, np.ndarray, float]]:
-    """Each row to recheck as (artifact, input, its time in the table), found once for every pass."""
-    exporter, out = target.make_exporter(), []
-    for block, shape in rows:
-        artifact = export_row(exporter, block, shape, ws.cache)  # cached by the benchmark
-        if isinstance(artifact, str):
-            raise PipelineError(f"table row {row_key(block, shape)} cannot be exported again: {artifact}")
-        out.append((artifact, row_module(block, shape)[1].numpy(), table.latency(block, shape)))
-    return out
-
-
 def _measure_all(archs: list[tuple[tuple[str, ...], str]], space: SearchSpace, target: Target, ws: Workspace,
                  cfg: ValidateConfig, table: LatencyTable, reference: int | None, progress: bool,
                  timer: NetworkTimer | RemoteTimer) -> tuple[list[Path], Timed, list[list[float]]]:
@@ -383,7 +363,7 @@ def _measure_all(archs: list[tuple[tuple[str, ...], str]], space: SearchSpace, t
     rows' ratios around each regular round."""
     artifacts = [export_architecture(Architecture(space, blocks, {}), target, ws.cache)
                  for blocks, _ in tqdm(archs, desc=f"export {target.name}", unit="net", disable=not progress)]
-    rows = _recheck_inputs(recheck_rows(table, space), table, target, ws) if cfg.recheck else []
+    rows = recheck_inputs(recheck_rows(table, space), table, target, ws.cache) if cfg.recheck else []
     rechecks: list[list[float]] = []
     with timer:
         nets = [timer.load(a, [x]) for a, x in artifacts]
@@ -465,8 +445,7 @@ def _metrics_by_predictor(samples: list[Sample]) -> dict[str, dict[str, float]]:
 
 def _store(table: Any, path: Path, space: SearchSpace, cal: Calibration, m: dict[str, dict[str, float]]) -> None:
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    stored = Calibration(cal.space_fingerprint, cal.intercept_ms, cal.scale, cal.per_block_ms, cal.fitted_on,
-                         cal.fitted_keys, m.get("calibrated", {}), now)
+    stored = replace(cal, heldout=m.get("calibrated", {}), created=now)
     table.calibration[space.fingerprint] = stored.to_dict()
     table.save(path)
 
