@@ -46,7 +46,7 @@ from core.plugins import LOADED, load_plugins
 log = logging.getLogger(__name__)
 
 # Provenance fields that must agree before rows of an existing table are reused.
-_SAME_SETUP = ("target", "device", "runtime", "runtime_version", "exporter", "threads", "timing")
+_SAME_SETUP = ("target", "device", "runtime", "runtime_version", "exporter", "precision", "threads", "timing")
 # What a provenance without one of them means (rows timed alone need not say so).
 _UNSTATED = {"timing": "isolated"}
 
@@ -320,6 +320,8 @@ def _start_table(job: BenchmarkJob) -> LatencyTable:
     if job.force or not job.table_path.exists():
         return fresh
     old = load_table(job.table_path)
+    # a table that records no precision was timed at its target's own
+    old.provenance.setdefault("precision", job.provenance.get("precision"))
     for k in _SAME_SETUP:
         was, given = old.provenance.get(k, _UNSTATED.get(k)), job.provenance.get(k, _UNSTATED.get(k))
         if was != given:

@@ -18,7 +18,8 @@ from pydantic import ConfigDict, RootModel
 
 from benchmarks.runners import RUNNERS, Runner
 from export import EXPORTERS, Exporter
-from export.verify import FP16, FP32, Tolerance
+from export.quantize import PRECISIONS
+from export.verify import TOLERANCES, Tolerance
 from core.config import MAX_TOLERANCE, Input, OptionValue, number_in, short, validate
 from core.errors import PipelineError
 from core.fileio import read_config
@@ -33,7 +34,7 @@ class Target:
     runner: str
     exporter_options: dict[str, Any] = field(default_factory=dict)
     runner_options: dict[str, Any] = field(default_factory=dict)
-    # None: FP16 when the exporter's precision is fp16, FP32 otherwise.
+    # None: the exporter's precision's (`export.verify.TOLERANCES`).
     tolerance: Tolerance | None = None
 
     def make_exporter(self) -> Exporter:
@@ -48,10 +49,13 @@ class Target:
     def tolerance_for(self, exporter: Exporter) -> Tolerance:
         if self.tolerance is not None:
             return self.tolerance
-        return FP16 if getattr(exporter, "precision", "fp32") == "fp16" else FP32
+        return TOLERANCES[exporter.precision]
 
-    def with_options(self, options: dict[str, Any]) -> "Target":
-        """Route each `key=value` to the exporter or the runner that declares it."""
+    def with_options(self, options: dict[str, Any], rename: bool = True) -> "Target":
+        """Route each `key=value` to the exporter or the runner that declares it. With `rename`,
+        a precision other than the target's names a target of its own (`android` with
+        `precision=int8` is `android-int8`), so its tables and exports never mix with the float
+        ones; a target file's own options define that target, and do not rename it."""
         exp_fields = {f.name for f in dataclasses.fields(EXPORTERS.get(self.exporter).Options)}
         run_fields = {f.name for f in dataclasses.fields(RUNNERS.get(self.runner).Options)}
         exp, run = dict(self.exporter_options), dict(self.runner_options)
@@ -66,7 +70,10 @@ class Target:
                     f"target '{self.name}' ({self.exporter} exporter, {self.runner} runner) has no option "
                     f"'{key}'; its options: {valid}"
                 )
-        return dataclasses.replace(self, exporter_options=exp, runner_options=run)
+        name = self.name
+        if rename and "precision" in options and options["precision"] != self.make_exporter().precision:
+            name = precision_name(self.name, str(options["precision"]))
+        return dataclasses.replace(self, name=name, exporter_options=exp, runner_options=run)
 
     def check(self) -> None:
         """Build the exporter and runner once so bad options fail before any work starts."""
@@ -82,7 +89,7 @@ class Target:
         missing = EXPORTERS.get(self.exporter).missing()
         if missing:
             return f"needs Python module {missing[0]}: {self.install_hint()}"
-        return None
+        return self.make_exporter().unavailable_reason()
 
     def measurable_here(self) -> str | None:
         """None when this machine can run (and time) the target's artifacts, else why not."""
@@ -121,6 +128,41 @@ TARGETS.add("desktop", Target(
     name="desktop", description="ONNX, timed by ONNX Runtime on this machine's CPU",
     exporter="onnx", runner="onnxruntime",
 ))
+TARGETS.add("ios-w8", Target(
+    name="ios-w8", description="Core ML ML Program with 8-bit weights (fp16 activations), timed by Core ML on macOS",
+    exporter="coreml", runner="coreml",
+    exporter_options={"minimum_deployment_target": "iOS16", "precision": "w8"},
+    runner_options={"compute_units": "ALL"},
+))
+TARGETS.add("ios-int8", Target(
+    name="ios-int8", description="Core ML ML Program with 8-bit weights and activations; exported and timed on macOS",
+    exporter="coreml", runner="coreml",
+    exporter_options={"minimum_deployment_target": "iOS17", "precision": "int8"},
+    runner_options={"compute_units": "ALL"},
+))
+TARGETS.add("android-int8", Target(
+    name="android-int8", description="LiteRT flatbuffer quantized to int8 (float input and output), timed with XNNPACK",
+    exporter="litert", runner="litert", exporter_options={"precision": "int8"},
+))
+TARGETS.add("android-executorch-int8", Target(
+    name="android-executorch-int8",
+    description="ExecuTorch .pte quantized to int8 by the XNNPACK quantizer, timed by the ExecuTorch runtime",
+    exporter="executorch", runner="executorch", exporter_options={"delegate": "xnnpack", "precision": "int8"},
+))
+TARGETS.add("desktop-int8", Target(
+    name="desktop-int8", description="ONNX quantized to int8 (QDQ), timed by ONNX Runtime on this machine's CPU",
+    exporter="onnx", runner="onnxruntime", exporter_options={"precision": "int8"},
+))
+
+
+def precision_name(name: str, precision: str) -> str:
+    """The name of `name` at `precision`: its stem (without a precision suffix), where that stem
+    is a built-in target whose own precision it is, else `STEM-PRECISION`."""
+    stem = next((name[: -len(p) - 1] for p in PRECISIONS if name.endswith(f"-{p}")), name)
+    if stem in TARGETS and TARGETS.get(stem).make_exporter().precision == precision:
+        return stem
+    return f"{stem}-{precision}"
+
 
 class ToleranceInput(Input):
     atol: number_in(0, MAX_TOLERANCE)  # type: ignore[valid-type]
@@ -165,7 +207,7 @@ def target_from_file(path: str) -> Target:
         tolerance=tolerance,
     )
     try:
-        target = target.with_options({**m.exporter_options, **m.runner_options})
+        target = target.with_options({**m.exporter_options, **m.runner_options}, rename=False)
         target.check()
     except PipelineError as e:  # an option the format lacks, or a value its exporter or runner refuses
         raise PipelineError(f"{what}: {e}") from None

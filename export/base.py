@@ -15,7 +15,7 @@ import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator, Sequence
 
 import torch
 
@@ -23,6 +23,7 @@ from core.config import build_config
 from core.errors import PipelineError, first_line
 from core.fileio import storage_fault
 from core.registry import Registry
+from export.quantize import Inputs, Quantization, check_precision
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,25 @@ class Exporter(ABC):
     def __init__(self, **options: Any) -> None:
         # Unknown or ill-typed options fail here, naming the option, before any work starts.
         self.options = build_config(self.Options, options, f"{self.name} exporter options")
+        check_precision(self.precision, self.precisions(), f"the {self.name} exporter{self._for()}")
+
+    def _for(self) -> str:
+        """What narrows the precisions beyond the format (a delegate, a deployment target), for errors."""
+        return ""
+
+    @property
+    def precision(self) -> str:
+        """The precision its artifacts run at (`export.quantize.PRECISIONS`)."""
+        return str(getattr(self.options, "precision", "fp32"))
+
+    def precisions(self) -> tuple[str, ...]:
+        """The precisions this format (with these options) can export, the default first."""
+        return ("fp32",)
+
+    def quantization(self, calibration: Sequence[Inputs] | None = None) -> Quantization | None:
+        """How an 8-bit artifact is quantized (None for a float precision); `calibration` as
+        `export` gets it."""
+        return None
 
     def has_layout_edges(self) -> bool:
         """Does a model in this format convert layout at its edges (NCHW in and out, NHWC inside)?
@@ -85,13 +105,20 @@ class Exporter(ABC):
     def missing(cls) -> list[str]:
         return missing_modules(cls.modules)
 
+    def unavailable_reason(self) -> str | None:
+        """Why this machine cannot export with these options (beyond missing modules), or None."""
+        return None
+
     @abstractmethod
     def versions(self) -> dict[str, str]:
         """Versions of the converter packages, recorded in tables and cache keys."""
 
     @abstractmethod
-    def export(self, module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], path: Path) -> Artifact:
-        """Write `module` to `path` (atomically) and describe the result."""
+    def export(self, module: torch.nn.Module, example_inputs: Inputs, path: Path,
+               calibration: Sequence[Inputs] | None = None) -> Artifact:
+        """Write `module` to `path` (atomically) and describe the result. An 8-bit precision
+        calibrates its activations on `calibration`, or where None on seeded random inputs of the
+        example inputs' shapes (`export.quantize.calibration_inputs`)."""
 
     def inspect(self, artifact: Artifact) -> None:
         """Check an artifact that no runtime here can execute (raise PipelineError if it is bad)."""

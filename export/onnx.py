@@ -1,14 +1,23 @@
-"""ONNX export for the `desktop` target."""
+"""ONNX export for the `desktop` targets: float, or int8 by ONNX Runtime's static quantizer."""
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Sequence
 
 import torch
 
 from export.base import EXPORTERS, Artifact, Exporter, conversion_error, package_version, quiet_converters
+from export.quantize import Inputs, Quantization, calibration_inputs, describe_calibration, require_int8_tensors
+from core.errors import PipelineError
 from core.fileio import atomic_path
+
+# Weights int8 symmetric per output channel, activations uint8 per tensor: ONNX Runtime's advice
+# for x86 CPUs (quantize_static's docstring). Its int8 kernels saturate without VNNI unless
+# weights are reduced to 7 bits; `reduce_range=true` does that.
+ONNX_INT8_SCHEME = "QDQ; int8 symmetric weights per output channel; uint8 asymmetric activations per tensor; MinMax"
 
 
 @dataclass(frozen=True)
@@ -18,6 +27,8 @@ class OnnxOptions:
     # ~0.1 s against ~2 s), which decides whether a full table takes one minute or five.
     # Both fold BatchNorm and give the same graph for these convolutional blocks.
     dynamo: bool = False
+    precision: str = "fp32"
+    reduce_range: bool = False  # int8 only: 7-bit weights, for CPUs without VNNI
 
 
 @EXPORTERS.register("onnx")
@@ -27,23 +38,69 @@ class OnnxExporter(Exporter):
     suffix = ".onnx"
     Options = OnnxOptions
 
+    def precisions(self) -> tuple[str, ...]:
+        return ("fp32", "int8")
+
     def versions(self) -> dict[str, str]:
         # the installed version, not `import onnx` (a second to import) for a string
-        return {"torch": torch.__version__, "onnx": package_version("onnx")}
+        v = {"torch": torch.__version__, "onnx": package_version("onnx")}
+        if self.precision == "int8":
+            v["onnxruntime"] = package_version("onnxruntime")
+        return v
 
-    def export(self, module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], path: Path) -> Artifact:
+    def quantization(self, calibration: Sequence[Inputs] | None = None) -> Quantization | None:
+        if self.precision != "int8":
+            return None
+        scheme = ONNX_INT8_SCHEME + ("; 7-bit weights (reduce_range)" if self.options.reduce_range else "")
+        return Quantization("int8", "onnxruntime.quantization.quantize_static", scheme,
+                            describe_calibration(calibration))
+
+    def export(self, module: torch.nn.Module, example_inputs: Inputs, path: Path,
+               calibration: Sequence[Inputs] | None = None) -> Artifact:
         module = module.eval()
         with atomic_path(path) as tmp, quiet_converters(fds=False):
             try:
-                kwargs = {"external_data": False} if self.options.dynamo else {}
-                torch.onnx.export(
-                    module, example_inputs, str(tmp), dynamo=self.options.dynamo,
-                    opset_version=self.options.opset, input_names=["input"],
-                    output_names=["output"], **kwargs,
-                )
+                if self.precision == "int8":
+                    with tempfile.TemporaryDirectory() as work:
+                        self._float(module, example_inputs, Path(work) / "float.onnx")
+                        self._quantize(Path(work) / "float.onnx", tmp,
+                                       calibration if calibration is not None else calibration_inputs(example_inputs))
+                        require_int8_tensors(int8_initializers(tmp), "the int8 ONNX model", module)
+                else:
+                    self._float(module, example_inputs, tmp)
                 import onnx  # only where an export is made: a second to import
 
                 onnx.checker.check_model(str(tmp))
+            except PipelineError:
+                raise
             except Exception as e:  # a converter error becomes a reason, not a traceback
                 raise conversion_error("ONNX export", e, path) from e
         return self.artifact(path, example_inputs)
+
+    def _float(self, module: torch.nn.Module, example_inputs: Inputs, out: Path) -> None:
+        kwargs = {"external_data": False} if self.options.dynamo else {}
+        torch.onnx.export(module, example_inputs, str(out), dynamo=self.options.dynamo,
+                          opset_version=self.options.opset, input_names=["input"], output_names=["output"], **kwargs)
+
+    def _quantize(self, model: Path, out: Path, calibration: Sequence[Inputs]) -> None:
+        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+        class Reader(CalibrationDataReader):
+            def __init__(self) -> None:
+                self.batches = iter(calibration)
+
+            def get_next(self) -> dict[str, Any] | None:
+                batch = next(self.batches, None)
+                return None if batch is None else {"input": batch[0].numpy()}
+
+        quantize_static(str(model), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        reduce_range=self.options.reduce_range, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8)
+
+
+def int8_initializers(path: Path) -> int:
+    """How many of the model's constant tensors are 8-bit integers."""
+    import onnx
+
+    eight_bit = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+    return sum(1 for t in onnx.load(str(path)).graph.initializer if t.data_type in eight_bit)

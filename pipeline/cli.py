@@ -37,7 +37,9 @@ from pipeline.render import (agent_text, benchmark_summary, benchmark_text, bund
 from pipeline.stages import benchmark as benchmark_stage, compare as compare_stage, export as export_stage
 from pipeline.stages import search as search_stage, train as train_stage, validate as validate_stage
 from pipeline.stages.compare import render as compare_render
+from pipeline.stages.quantized import QuantizeConfig
 from pipeline.stages.validate import ValidateConfig
+from export.verify import QuantGoal
 from pipeline.training.distributed import check_device
 from pipeline.training.loop import TrainConfig
 from pipeline.training.search import SearchConfig
@@ -281,6 +283,23 @@ def _remote_options(f: Callable) -> Callable:
     return f
 
 
+def _quantize_options(f: Callable) -> Callable:
+    d, goal = QuantizeConfig(), QuantGoal()
+    f = click.option("--max-accuracy-drop", type=click.FloatRange(0, 1), default=goal.max_accuracy_drop,
+                     show_default=True, help="8-bit only: the held-out accuracy it may lose (0.01 = one point), "
+                                             "or it is not written.")(f)
+    f = click.option("--min-agreement", type=click.FloatRange(0, 1), default=goal.min_agreement, show_default=True,
+                     help="8-bit only: the share of held-out images whose top-1 class must match the float "
+                          "model's, or it is not written.")(f)
+    f = click.option("--calibration-samples", type=click.IntRange(1, 100_000), default=d.samples, show_default=True,
+                     help="8-bit only: training images its activations' ranges are calibrated on.")(f)
+    return f
+
+
+def _quantize_config(data: str | None, samples: int, min_agreement: float, max_drop: float) -> QuantizeConfig:
+    return QuantizeConfig(QuantGoal(min_agreement, max_drop), samples, data)
+
+
 def _remote(device: str, remote_url: str | None, token_file: Path | None, root: Path) -> Remote | None:
     return resolve_remote(device, remote_url, token_file, root)
 
@@ -522,7 +541,9 @@ def train(target_name: str, target_options: tuple[str, ...], space_name: str, de
           root: Path, arch: Path | None, data: str, seed: int, train_epochs: int, train_lr: float, as_json: bool,
           quiet: bool) -> None:
     """Train a derived network from scratch and save its weights beside the architecture."""
-    path, space = train_stage.locate(Workspace(root), space_name, target_name, device, arch, _given("space_name"))
+    # the resolved target's name: a precision option or a target file names its own folder
+    target_folder = _target(target_name, target_options).name
+    path, space = train_stage.locate(Workspace(root), space_name, target_folder, device, arch, _given("space_name"))
     cfg = TrainConfig(epochs=train_epochs, lr=train_lr, seed=seed, device=compute or "cpu")
     held = _hold_logs(quiet, root)
     report = train_stage.train_derived(path, space, data, cfg, progress=not quiet)
@@ -540,7 +561,9 @@ def train(target_name: str, target_options: tuple[str, ...], space_name: str, de
 @click.option("--table", "table_path", type=click.Path(path_type=Path), help="Table whose prediction to print beside the measurement.")
 @click.option("--output", type=click.Path(path_type=Path), help="Model file to write.")
 @click.option("--train", "do_train", is_flag=True, help="Train the derived network from scratch first.")
-@click.option("--data", default="digits", show_default=True, help="Data for --train.")
+@click.option("--data", default=None, help="Data for --train and for an 8-bit target's calibration and check "
+              "['digits' for --train; for 8-bit, the data the search used].")
+@_quantize_options
 @_remote_options
 @click.option("--operations", is_flag=True,
               help="With --remote to an iPhone: each operation's time inside the network, as Core ML estimates it.")
@@ -549,21 +572,26 @@ def train(target_name: str, target_options: tuple[str, ...], space_name: str, de
 def export(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, root: Path, threads: int,
            repeats: int, min_repeat_ms: float, row_timeout: float, train_epochs: int, train_lr: float,
            arch: Path | None, table_path: Path | None, output: Path | None, do_train: bool, data: str,
-           remote_url: str | None, token_file: Path | None, operations: bool, as_json: bool, quiet: bool) -> None:
+           remote_url: str | None, token_file: Path | None, operations: bool, calibration_samples: int,
+           min_agreement: float, max_accuracy_drop: float, as_json: bool, quiet: bool) -> None:
     """Export the derived network to the target's format, check it against PyTorch and time it
-    (here, or on an agent's device with --remote)."""
+    (here, or on an agent's device with --remote). At an 8-bit precision (-o precision=int8, or
+    a target such as desktop-int8) it is calibrated on the training data and written only if it
+    keeps the float model's answers on the held-out split."""
     target, ws = _target(target_name, target_options), Workspace(root)
     remote = _remote(device, remote_url, token_file, root)
     device = _device_name(device, remote)
-    path, space = train_stage.locate(ws, space_name, target_name, device, arch, _given("space_name"))
+    path, space = train_stage.locate(ws, space_name, target.name, device, arch, _given("space_name"))
     held, trained = _hold_logs(quiet, root), ""
     if do_train:
-        t = train_stage.train_derived(path, space, data, TrainConfig(epochs=train_epochs, lr=train_lr), not quiet)
+        t = train_stage.train_derived(path, space, data or "digits", TrainConfig(epochs=train_epochs, lr=train_lr),
+                                      not quiet)
         trained = f"trained from scratch: test accuracy {t.test_accuracy:.3f}"
         if not quiet:
             click.echo(trained, err=as_json)
     report = export_stage.export(path, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout), device,
-                                 space, table_path, output, remote, operations)
+                                 space, table_path, output, remote, operations,
+                                 _quantize_config(data, calibration_samples, min_agreement, max_accuracy_drop))
     if quiet:
         return _quiet_show(report, as_json, lambda r: export_summary(r) + (f"; {trained}" if trained else ""), held,
                            root)

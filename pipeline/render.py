@@ -13,6 +13,7 @@ from benchmarks.targets import Target
 from pipeline.stages.validate import ValidateReport
 from pipeline.stages.benchmark import BenchmarkReport
 from pipeline.stages.export import ExportReport
+from pipeline.stages.quantized import QuantizedExport
 from pipeline.stages.search import SearchReport
 
 if TYPE_CHECKING:
@@ -184,17 +185,25 @@ def export_text(r: ExportReport) -> str:
              + (f", test accuracy {r.test_accuracy:.3f}" if r.test_accuracy is not None else "")]
     if r.check is not None:
         lines.append(f"check against PyTorch: max abs error {r.check.max_abs_err:.2e} (output magnitude {r.check.max_ref:.2f})")
+    if r.quantized is not None:
+        lines.extend(quantized_lines(r.quantized))
     if r.measured is not None:
         m = r.measured
         lines.append(f"measured end to end: {m['median_ms']:.4f} ms median (p10 {m['p10_ms']:.4f}, p90 {m['p90_ms']:.4f}, "
                      f"{m['count']} repeats x {m['number']} calls)")
+        if "at_calibration_speed_ms" in m:
+            way = "longer" if m["reference_vs_calibration"] >= 1 else "less"
+            lines.append(f"at the calibration's speed: {m['at_calibration_speed_ms']:.4f} ms (timed beside the network "
+                         f"its fit was timed against, which took {abs(m['reference_vs_calibration'] - 1) * 100:.1f}% "
+                         f"{way} than then)")
     if r.not_measured_because is not None:
         lines.append(f"checked with the converter's tools only; not run or timed here: {r.not_measured_because}")
     elif r.measured is None:
         lines.append(f"not timed here: the prediction is for {r.device}; 'pipeline validate --target {r.target} --device "
                      f"{r.device} --arch {r.arch_path}' puts it in a bundle to time there")
     if r.predicted_ms is not None:
-        err = f", {r.error_pct:+.1f}% vs measured" if r.error_pct is not None else ""
+        at = " at the calibration's speed" if r.measured is not None and "at_calibration_speed_ms" in r.measured else ""
+        err = f", {r.error_pct:+.1f}% vs measured{at}" if r.error_pct is not None else ""
         lines.append(f"predicted ({r.predictor}): {r.predicted_ms:.4f} ms{err} (table {r.table_path})")
         if r.predictor == "table sum" and r.measured is not None:
             lines.append(PLAIN_SUM_HINT)
@@ -207,6 +216,21 @@ def export_text(r: ExportReport) -> str:
                          + (f"~{ms:.4f} ms" if isinstance(ms, (int, float)) else "no estimate")
                          + (f" on {op['compute_device']}" if op.get("compute_device") else ""))
     return "\n".join(lines)
+
+
+def quantized_lines(q: QuantizedExport) -> list[str]:
+    """An 8-bit export: how it was quantized, and what it kept of the float model."""
+    how = q.quantization
+    lines = [f"quantized to {how.precision} by {how.quantizer}: {how.scheme}"
+             + (f"; calibrated on {how.calibration}" if how.calibration else "")]
+    if q.quality is None:
+        lines.append(f"not checked against the float model here: {q.not_checked_because}")
+        return lines
+    c = q.quality
+    lines.append(f"against the float model on {c.samples} held-out images: top-1 agreement {c.agreement:.1%}, accuracy "
+                 f"{c.float_accuracy:.3f} -> {c.quantized_accuracy:.3f} ({c.accuracy_change * 100:+.1f} points), "
+                 f"SQNR {c.sqnr_db:.1f} dB")
+    return lines
 
 
 def targets_text(targets: list[Target]) -> str:

@@ -155,7 +155,9 @@ def test_real_process_exit_code_and_no_traceback():
     p = subprocess.run([sys.executable, "-m", "pipeline.cli", "search", "--target", "nowhere"],
                        capture_output=True, text=True)
     assert p.returncode == 2
-    assert p.stderr.strip() == "error: unknown target 'nowhere'; valid names: ios, ios-executorch, android, android-executorch, desktop"
+    assert p.stderr.strip() == ("error: unknown target 'nowhere'; valid names: ios, ios-executorch, android, "
+                                "android-executorch, desktop, ios-w8, ios-int8, android-int8, android-executorch-int8, "
+                                "desktop-int8")
 
 
 @pytest.mark.parametrize("command, module, name, says", [

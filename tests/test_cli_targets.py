@@ -126,7 +126,7 @@ def test_export_ios_on_linux_converts_and_checks(tmp_path: Path, micro_space_fil
     r = invoke("export", "--target", "ios", "--arch", arch, "--out", out, "-o", "precision=fp32")
     assert r.exit_code == 0, r.output
     assert "not run or timed here: Core ML runs only on macOS" in r.output
-    assert (out / "export/micro/ios/host/model.mlpackage/Manifest.json").is_file()
+    assert (out / "export/micro/ios-fp32/host/model.mlpackage/Manifest.json").is_file()  # fp32 is a target of its own
 
 
 def test_target_option_errors(micro_space_file: Path, tmp_path: Path) -> None:

@@ -182,7 +182,10 @@ def test_train_and_export(ws):
     assert (data["weights"], data["check"]["ok"], data["predictor"]) == ("trained", True, "table sum")
     assert f"{data['predicted_ms']:.4f}" == figure(text, r"predicted \(table sum\): (\S+) ms")
     assert f"{data['test_accuracy']:.3f}" == figure(text, r"test accuracy (\S+)")
-    assert data["measured"]["median_ms"] > 0
+    m = data["measured"]
+    assert m["median_ms"] > 0 and "at_calibration_speed_ms" not in m  # no calibration: judged as timed
+    assert data["error_pct"] == pytest.approx(100 * (data["predicted_ms"] / m["median_ms"] - 1))
+    assert data["precision"] is None and data["quantized_check"] is None
 
 
 def test_run_prints_its_stages_on_stderr(ws, tmp_path):
@@ -202,6 +205,14 @@ def test_run_prints_its_stages_on_stderr(ws, tmp_path):
     if cal["calibration_refused"] is None:
         assert cal["fitted_now"] and stored and data["export"]["predictor"].startswith("calibrated table sum")
         assert data["search"]["predictor"].startswith("calibrated")
+        # the fit keeps the network it was timed against; the export is timed beside it, on the fit's scale
+        (fit,) = stored.values()
+        assert len(fit["reference_blocks"]) == 3 and fit["reference_ms"] > 0
+        m = data["export"]["measured"]
+        assert m["at_calibration_speed_ms"] > 0 and m["reference_vs_calibration"] > 0
+        assert data["export"]["error_pct"] == pytest.approx(100 * (data["export"]["predicted_ms"] /
+                                                                   m["at_calibration_speed_ms"] - 1))
+        assert "vs measured at the calibration's speed" in stderr
     else:
         assert not stored and data["export"]["predictor"] == "table sum"
     assert set(data["search"]) == DOCUMENTED["search"] and set(data["export"]) == DOCUMENTED["export"]

@@ -53,6 +53,26 @@ BENCHMARK_MODEL = DeviceTool(
     "defaults), with XNNPACK as the table was timed")
 
 
+def to_tensor(x: np.ndarray, detail: dict) -> np.ndarray:
+    """A float input as the model's input tensor takes it: quantized with the tensor's own scale
+    and zero point where the converter made the input 8-bit (litert-torch does for some int8
+    graphs), as an app feeding that model would."""
+    dtype = detail["dtype"]
+    if dtype not in (np.int8, np.uint8) or x.dtype == dtype:
+        return x
+    scale, zero = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(dtype)
+
+
+def from_tensor(y: np.ndarray, detail: dict) -> np.ndarray:
+    """An 8-bit output dequantized to float with its tensor's scale and zero point."""
+    if detail["dtype"] not in (np.int8, np.uint8):
+        return y
+    scale, zero = detail["quantization"]
+    return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
 @RUNNERS.register("litert")
 class LiteRTRunner(Runner):
     name = "litert"
@@ -79,14 +99,13 @@ class LiteRTRunner(Runner):
                 f"LiteRT cannot open '{artifact.path}' ({first_line(e)}); the file is corrupt or truncated: "
                 "export it again"
             ) from None
-        ins = [d["index"] for d in it.get_input_details()]
-        outs = [d["index"] for d in it.get_output_details()]
+        ins, outs = it.get_input_details(), it.get_output_details()
 
         def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
-            for i, x in zip(ins, inputs):
-                it.set_tensor(i, x)
+            for d, x in zip(ins, inputs):
+                it.set_tensor(d["index"], to_tensor(x, d))
             it.invoke()
-            return [it.get_tensor(o) for o in outs]
+            return [from_tensor(it.get_tensor(d["index"]), d) for d in outs]
 
         return run
 
@@ -97,5 +116,5 @@ class LiteRTRunner(Runner):
         it = Interpreter(model_path=path, num_threads=threads)  # XNNPACK applied by default, as on Android
         it.allocate_tensors()
         d = it.get_input_details()[0]
-        it.set_tensor(d["index"], np.random.default_rng(0).standard_normal(d["shape"]).astype(np.float32))
+        it.set_tensor(d["index"], to_tensor(np.random.default_rng(0).standard_normal(d["shape"]).astype(np.float32), d))
         return it.invoke

@@ -92,13 +92,16 @@ def _benchmark(space: SearchSpace, target: Target, ws: Workspace, protocol: Prot
     provenance = {
         "target": target.name, "device": device, "host": timer.describe() if timer else host_info(),
         "format": exporter.format, "exporter": exporter.name, "exporter_versions": exporter.versions(),
-        "exporter_options": exporter.fingerprint(), "runtime": runtime,
+        "exporter_options": exporter.fingerprint(), "precision": exporter.precision, "runtime": runtime,
         "runtime_version": timer.device.runtimes.get(runtime) if timer else runner.version() if runner else None,
         "runner_options": dict(target.runner_options),
         "threads": protocol.threads, "protocol": protocol.to_dict(), "rounds": rounds,
         "space": space.name, "space_fingerprint": space.fingerprint, "block_set": list(space.blocks),
         "unit": "ms",
     }
+    quantization = exporter.quantization()
+    if quantization is not None:  # each block calibrated on inputs of its own shape
+        provenance["quantization"] = quantization.to_dict()
     job = BenchmarkJob(space, exporter, runner, target.tolerance_for(exporter), protocol, path, ws.cache,
                        provenance, force, jobs, rounds, reference, timer)
     if runner is None and timer is None:

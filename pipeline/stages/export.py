@@ -7,12 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from benchmarks.device import HOST_DEVICE
 from benchmarks.agent.client import Remote, connect
 from benchmarks.isolate import NetworkTimer
-from benchmarks.predict import LatencyModel, arch_key
+from benchmarks.networks import export_architecture
+from benchmarks.runners.base import Runner
+from benchmarks.predict import Calibration, LatencyModel, arch_key, table_calibration
 from benchmarks.protocol import Protocol
 from benchmarks.table import expect_table_for, load_table
 from blocks.space import SearchSpace
@@ -23,6 +26,8 @@ from core.errors import PipelineError
 from core.workspace import Workspace, weights_path
 from export.base import Artifact
 from export.verify import CheckResult, check_against_torch
+from export.quantize import Inputs
+from pipeline.stages.quantized import QuantizeConfig, QuantizedExport, export_quantized
 from pipeline.training.weights import load_weights
 
 
@@ -41,12 +46,21 @@ class ExportReport:
     arch_path: Path | None = None
     target: str = ""
     operations_estimated: list[dict[str, Any]] | None = None  # per operation, as the device's tooling estimates it
+    quantized: QuantizedExport | None = None  # an 8-bit precision's scheme and its check against the float model
+
+    @property
+    def judged_ms(self) -> float | None:
+        """The measurement a prediction is judged against: on the calibration's scale where the
+        network was timed beside the network its fit was timed against, else as timed."""
+        if self.measured is None:
+            return None
+        return float(self.measured.get("at_calibration_speed_ms", self.measured["median_ms"]))
 
     @property
     def error_pct(self) -> float | None:
-        if self.measured is None or self.predicted_ms is None:
+        if self.judged_ms is None or self.predicted_ms is None:
             return None
-        return 100.0 * (self.predicted_ms - self.measured["median_ms"]) / self.measured["median_ms"]
+        return 100.0 * (self.predicted_ms - self.judged_ms) / self.judged_ms
 
     def to_dict(self) -> dict[str, Any]:
         """`export --json`: the model written, its check against PyTorch, its time and the prediction."""
@@ -58,7 +72,11 @@ class ExportReport:
                 "measured": self.measured, "not_measured_because": self.not_measured_because,
                 "predicted_ms": self.predicted_ms, "predictor": self.predictor or None,
                 "operations_estimated": self.operations_estimated,
-                "error_pct": self.error_pct, "table": str(self.table_path) if self.table_path else None}
+                "error_pct": self.error_pct, "table": str(self.table_path) if self.table_path else None,
+                "precision": self.quantized.quantization.precision if self.quantized else None,
+                "quantization": self.quantized.quantization.to_dict() if self.quantized else None,
+                "quantized_check": self.quantized.quality.to_dict() if self.quantized and self.quantized.quality
+                else None}
 
 
 def _load_net(arch: Architecture, arch_path: Path) -> tuple[DerivedNet, str, float | None]:
@@ -75,10 +93,13 @@ def _load_net(arch: Architecture, arch_path: Path) -> tuple[DerivedNet, str, flo
 
 def export(arch_path: Path, target: Target, ws: Workspace, protocol: Protocol, device: str = HOST_DEVICE,
            space: SearchSpace | None = None, table_path: Path | None = None, out: Path | None = None,
-           remote: Remote | None = None, operations: bool = False) -> ExportReport:
+           remote: Remote | None = None, operations: bool = False, quantize: QuantizeConfig = QuantizeConfig(),
+           calibration: list[Inputs] | None = None) -> ExportReport:
     """Export the derived network, check it against PyTorch, time it (here, or on the device of
     the agent `remote` names), and compare with the table. With `operations`, also the time of
-    each operation inside it, as the agent's device tooling estimates it (Core ML on an iPhone)."""
+    each operation inside it, as the agent's device tooling estimates it (Core ML on an iPhone).
+    At an 8-bit precision the network is calibrated on the training data (or `calibration`) and
+    written only if it keeps `quantize.goal` against the float model (`quantized`)."""
     if operations and remote is None:
         raise PipelineError("per-operation estimates come from a device's own tooling: add --remote URL (an agent "
                             "with the iphone backend)")
@@ -90,16 +111,22 @@ def export(arch_path: Path, target: Target, ws: Workspace, protocol: Protocol, d
     x = torch.randn(1, arch.space.in_channels, r, r, generator=torch.Generator().manual_seed(0))
     require_exporter(target)
     timer = connect(remote, target.runner, target.runner_options, protocol) if remote is not None else None
-    artifact = exporter.export(net, (x,), out)
+    quantized = None
+    if exporter.quantization() is None:
+        artifact = exporter.export(net, (x,), out)
+    else:
+        quantized = export_quantized(net, x, exporter, target, arch, out, quantize, calibration)
+        artifact = quantized.artifact
     check = measured = None
     not_here = target.measurable_here()
     tolerance, label = target.tolerance_for(exporter), f"derived network ({exporter.format})"
     if not_here is None:
         runner = target.make_runner(protocol.threads)
-        check = check_against_torch(net, (x,), runner.load(artifact), tolerance, label)
+        if quantized is None:  # an 8-bit model is judged on the held-out set, not one input's error
+            check = check_against_torch(net, (x,), runner.load(artifact), tolerance, label)
         if device == HOST_DEVICE and timer is None:  # another device's prediction is not judged by this machine's time
-            with NetworkTimer(runner, protocol) as here:
-                measured = here.stats(here.load(artifact, [x.numpy()]))
+            measured = _time_here(runner, protocol, artifact, x,
+                                  _calibration_here(arch, target, ws, device, table_path), target, arch.space, ws)
     else:
         exporter.inspect(artifact)
     if timer is not None:
@@ -107,13 +134,43 @@ def export(arch_path: Path, target: Target, ws: Workspace, protocol: Protocol, d
             index = timer.load(artifact, [x.numpy()])
             measured = timer.stats(index)
             outs = timer.outputs(index)
-            if outs is not None:  # what the device itself computed
+            if outs is not None and quantized is None:  # what the device itself computed
                 check = check_against_torch(net, (x,), lambda inputs: outs, tolerance, f"{label} on {timer.device.id}")
             ops = timer.operations_estimated(index) if operations else None
         device, not_here = timer.table_device, None
     predicted, tpath, predictor = _prediction(arch, target, ws, device, table_path)
     return ExportReport(artifact, source, acc, check, measured, predicted, tpath, not_here, predictor, device, arch_path,
-                        target.name, ops if timer is not None else None)
+                        target.name, ops if timer is not None else None, quantized)
+
+
+def _calibration_here(arch: Architecture, target: Target, ws: Workspace, device: str,
+                      table_path: Path | None) -> Calibration | None:
+    """The stored calibration of this machine's table for the space, where it names the network
+    its fit was timed against."""
+    path = table_path or ws.table(arch.space.name, target.name, device)
+    if not path.exists():
+        return None
+    cal = table_calibration(load_table(path), arch.space)
+    return cal if cal is not None and cal.reference_blocks and cal.reference_ms else None
+
+
+def _time_here(runner: Runner, protocol: Protocol, artifact: Artifact, x: torch.Tensor, cal: Calibration | None,
+               target: Target, space: SearchSpace, ws: Workspace) -> dict[str, Any]:
+    """The network's end-to-end time here and, where the calibration names the network its fit
+    was timed against, its time on the fit's scale: timed beside that network, repeat by repeat,
+    as the fit's networks were, its ratio to it times that network's median in the fit. The
+    machine's speed moves 5-40% within minutes here; a prediction is judged at the speed its
+    calibration was fitted at, not at whatever speed the export met."""
+    with NetworkTimer(runner, protocol) as here:
+        net = here.load(artifact, [x.numpy()])
+        if cal is None:
+            return here.stats(net)
+        ref, ref_x = export_architecture(Architecture(space, cal.reference_blocks), target, ws.cache)
+        stats = here.stats(net, here.load(ref, [ref_x]))
+    assert cal.reference_ms is not None
+    now = float(np.median(stats["reference_ms"]))
+    return {**stats, "at_calibration_speed_ms": float(stats["ratio"]) * cal.reference_ms,
+            "reference_vs_calibration": now / cal.reference_ms}
 
 
 def _prediction(arch: Architecture, target: Target, ws: Workspace, device: str,

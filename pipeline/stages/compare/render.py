@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from core.fileio import write_text_atomic, write_with
-from pipeline.stages.compare.report import (Comparison, Matrix, SpaceGroup, _acc, _column, _fastest, _ms, _pct)
+from pipeline.stages.compare.report import (Comparison, Matrix, PrecisionGain, SpaceGroup, _acc, _column, _fastest, _ms,
+                                            _pct, precision_of)
 
 
 def to_text(c: Comparison) -> str:
@@ -21,7 +22,19 @@ def to_text(c: Comparison) -> str:
     parts.append("test accuracy: " + ", ".join(f"{lab} {_acc(a)}" for lab, a in zip(c.labels, c.accuracy)))
     for g in c.groups:
         parts += [_layers_title(g), _grid(*_layer_rows(c, g))]
+    for gain in c.gains:
+        parts += [_gain_title(c, gain), _grid(*_gain_rows(gain))]
     return "\n".join(parts + ["summary:"] + [f"  - {s}" for s in c.summary()])
+
+
+def _gain_title(c: Comparison, g: PrecisionGain) -> str:
+    wide, narrow = c.entries[g.wide], c.entries[g.narrow]
+    return (f"speed-up per block, {narrow.label} ({precision_of(narrow.table)}) over {wide.label} "
+            f"({precision_of(wide.table)}): time ratio, median over the block's layer shapes")
+
+
+def _gain_rows(g: PrecisionGain) -> tuple[list[str], list[list[str]]]:
+    return ["block", "speed-up", "shapes"], [[b, f"{x:.2f}x", str(n)] for b, x, n in g.by_block]
 
 
 def to_markdown(c: Comparison, plot: str | None = None) -> str:
@@ -130,6 +143,8 @@ def _markdown(c: Comparison, plot: str | None) -> str:
             parts += [f"### Fastest candidate per layer shape, by table ({g.space.name})", "",
                       "\\* marks shapes where the tables disagree: there the devices prefer different blocks.", "",
                       _md_table(*_preferred_rows(c, g)), ""]
+    for gain in c.gains:
+        parts += [f"## {_gain_title(c, gain)[0].upper()}{_gain_title(c, gain)[1:]}", "", _md_table(*_gain_rows(gain)), ""]
     return "\n".join(parts)
 
 

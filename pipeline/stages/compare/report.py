@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import math
 import os
+import statistics
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from benchmarks.predict import LatencyModel
-from benchmarks.table import LatencyTable, load_table, measure_command
+from benchmarks.table import LatencyTable, load_table, measure_command, required_rows
 from blocks.architecture import Architecture, load_architecture
 from blocks.space import SearchSpace
 from core.errors import PipelineError
@@ -94,6 +95,29 @@ class SpaceGroup:
         return [key for layers, key in self.shapes() if len({f[layers[0]] for f in self.fastest}) > 1]
 
 
+@dataclass(frozen=True)
+class PrecisionGain:
+    """Two tables of one device and space at different precisions: each block kind's speed-up,
+    the wider precision's time over the narrower's, median over the layer shapes it has."""
+
+    wide: int  # entry index of the wider precision (fp32)
+    narrow: int  # entry index of the narrower one (int8)
+    by_block: tuple[tuple[str, float, int], ...]  # (block, speed-up, shapes), fastest gain first
+
+    def to_dict(self, labels: list[str]) -> dict[str, Any]:
+        return {"wide": labels[self.wide], "narrow": labels[self.narrow],
+                "by_block": [{"block": b, "speedup": x, "shapes": n} for b, x, n in self.by_block]}
+
+
+# Widest first: a pair's speed-up is the wider one's time over the narrower one's.
+PRECISION_ORDER = ("fp32", "fp16", "w8", "int8")
+
+
+def precision_of(table: LatencyTable) -> str | None:
+    p = table.provenance.get("precision")
+    return p if p in PRECISION_ORDER else None
+
+
 # ---------------------------------------------------------------------------- computing
 def compare(entries: list[Entry], measure: Measure | None = None) -> Comparison:
     """Cross-predict every architecture under every table, line up their blocks, gather accuracies.
@@ -117,7 +141,33 @@ def compare(entries: list[Entry], measure: Measure | None = None) -> Comparison:
         cols = [[_measure(measure, e, a) for a in entries] for e in entries]
         measured = tuple(tuple(cols[j][i] for j in range(len(entries))) for i in range(len(entries)))
     accuracy = tuple(entry_accuracy(e.architecture, e.arch_path) for e in entries)
-    return Comparison(tuple(entries), predicted, measured, accuracy, _groups(entries, models))
+    return Comparison(tuple(entries), predicted, measured, accuracy, _groups(entries, models), _gains(entries))
+
+
+def _gains(entries: list[Entry]) -> tuple[PrecisionGain, ...]:
+    """Every pair of entries whose tables time one device and space at two precisions."""
+    out = []
+    for i, a in enumerate(entries):
+        for j, b in enumerate(entries):
+            pa, pb = precision_of(a.table), precision_of(b.table)
+            same = (a.table.device == b.table.device and a.table.provenance.get("host") == b.table.provenance.get("host")
+                    and a.architecture.space.fingerprint == b.architecture.space.fingerprint)
+            if same and pa and pb and PRECISION_ORDER.index(pa) < PRECISION_ORDER.index(pb):
+                out.append(PrecisionGain(i, j, _speedups(a.table, b.table, a.architecture.space)))
+    return tuple(out)
+
+
+def _speedups(wide: LatencyTable, narrow: LatencyTable, space: SearchSpace) -> tuple[tuple[str, float, int], ...]:
+    ratios: dict[str, list[float]] = {}
+    for block, shape in required_rows(space):
+        if block not in space.blocks:  # the stem and head are in every network alike
+            continue
+        try:
+            ratios.setdefault(block, []).append(wide.latency(block, shape) / narrow.latency(block, shape))
+        except (PipelineError, ZeroDivisionError):
+            continue  # a row one table could not measure
+    gains = [(b, float(statistics.median(r)), len(r)) for b, r in ratios.items() if r]
+    return tuple(sorted(gains, key=lambda g: -g[1]))
 
 
 def _check_entries(entries: list[Entry]) -> None:
@@ -232,6 +282,7 @@ class Comparison:
     measured: Matrix | None  # ms end to end; None without a `measure` callback
     accuracy: tuple[Accuracy, ...]
     groups: tuple[SpaceGroup, ...]
+    gains: tuple[PrecisionGain, ...] = ()  # pairs of one device at two precisions
 
     @property
     def labels(self) -> list[str]:
@@ -254,6 +305,7 @@ class Comparison:
             lines += _claims(self.labels, self.measured, "measured")
         for g in self.groups:
             lines += _group_sentences(g, self.labels)
+        lines += [_gain_sentence(g, self.entries) for g in self.gains if g.by_block]
         data = [_search_data(e.architecture) for e in self.entries]
         return lines + [_accuracy_sentence(self.labels, self.accuracy, data)]
 
@@ -315,6 +367,17 @@ def _group_sentences(g: SpaceGroup, labels: list[str]) -> list[str]:
         lines.append(f"in {g.title}, the tables disagree on the fastest candidate at "
                      f"{len(g.disagreeing_shapes())} of {len(g.shapes())} layer shape(s)")
     return lines
+
+
+def _gain_sentence(g: PrecisionGain, entries: tuple[Entry, ...]) -> str:
+    wide, narrow = entries[g.wide], entries[g.narrow]
+    (top, most, _), (bottom, least, _) = g.by_block[0], g.by_block[-1]
+    chosen = [layer for layer, (x, y) in enumerate(zip(wide.architecture.blocks, narrow.architecture.blocks))
+              if x != y]
+    return (f"{precision_of(narrow.table)} over {precision_of(wide.table)} on {narrow.table.device} "
+            f"({wide.label} -> {narrow.label}): blocks run {least:.2f}x to {most:.2f}x as fast ({top} gains most, "
+            f"{bottom} least); the architectures searched for them differ in {len(chosen)} of "
+            f"{len(wide.architecture.blocks)} layer(s)")
 
 
 def _acc(a: Accuracy) -> str:
@@ -381,6 +444,7 @@ def _as_dict(c: Comparison) -> dict[str, Any]:
         "fastest": {t: (labels[i] if (i := c.fastest(j)) is not None else None) for j, t in enumerate(labels)},
         "block_counts": {lab: c.block_counts(i) for i, lab in enumerate(labels)},
         "spaces": [_group_dict(c, g) for g in c.groups],
+        "precision_gains": [g.to_dict(labels) for g in c.gains],
         "summary": c.summary(),
     }
 
