@@ -128,31 +128,6 @@ TARGETS.add("desktop", Target(
     name="desktop", description="ONNX, timed by ONNX Runtime on this machine's CPU",
     exporter="onnx", runner="onnxruntime",
 ))
-TARGETS.add("ios-w8", Target(
-    name="ios-w8", description="Core ML ML Program with 8-bit weights (fp16 activations), timed by Core ML on macOS",
-    exporter="coreml", runner="coreml",
-    exporter_options={"minimum_deployment_target": "iOS16", "precision": "w8"},
-    runner_options={"compute_units": "ALL"},
-))
-TARGETS.add("ios-int8", Target(
-    name="ios-int8", description="Core ML ML Program with 8-bit weights and activations; exported and timed on macOS",
-    exporter="coreml", runner="coreml",
-    exporter_options={"minimum_deployment_target": "iOS17", "precision": "int8"},
-    runner_options={"compute_units": "ALL"},
-))
-TARGETS.add("android-int8", Target(
-    name="android-int8", description="LiteRT flatbuffer quantized to int8 (float input and output), timed with XNNPACK",
-    exporter="litert", runner="litert", exporter_options={"precision": "int8"},
-))
-TARGETS.add("android-executorch-int8", Target(
-    name="android-executorch-int8",
-    description="ExecuTorch .pte quantized to int8 by the XNNPACK quantizer, timed by the ExecuTorch runtime",
-    exporter="executorch", runner="executorch", exporter_options={"delegate": "xnnpack", "precision": "int8"},
-))
-TARGETS.add("desktop-int8", Target(
-    name="desktop-int8", description="ONNX quantized to int8 (QDQ), timed by ONNX Runtime on this machine's CPU",
-    exporter="onnx", runner="onnxruntime", exporter_options={"precision": "int8"},
-))
 
 
 def precision_name(name: str, precision: str) -> str:
@@ -162,6 +137,24 @@ def precision_name(name: str, precision: str) -> str:
     if stem in TARGETS and TARGETS.get(stem).make_exporter().precision == precision:
         return stem
     return f"{stem}-{precision}"
+
+
+def _at_precision(base: str, precision: str, description: str, **options: Any) -> None:
+    """Register a built-in 8-bit target: the float target `base` at `precision` (plus
+    `options`), named as `-o precision=...` on `base` names it."""
+    t = TARGETS.get(base)
+    t = dataclasses.replace(t, name=precision_name(base, precision), description=description,
+                            exporter_options={**t.exporter_options, **options, "precision": precision})
+    TARGETS.add(t.name, t)
+
+
+_at_precision("ios", "w8", "Core ML ML Program with 8-bit weights (fp16 activations), timed by Core ML on macOS")
+_at_precision("ios", "int8", "Core ML ML Program with 8-bit weights and activations; exported and timed on macOS",
+              minimum_deployment_target="iOS17")
+_at_precision("android", "int8", "LiteRT flatbuffer quantized to int8 (float input and output), timed with XNNPACK")
+_at_precision("android-executorch", "int8",
+              "ExecuTorch .pte quantized to int8 by the XNNPACK quantizer, timed by the ExecuTorch runtime")
+_at_precision("desktop", "int8", "ONNX quantized to int8 (QDQ), timed by ONNX Runtime on this machine's CPU")
 
 
 class ToleranceInput(Input):
