@@ -15,7 +15,7 @@ import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import torch
 
@@ -23,6 +23,7 @@ from core.config import build_config
 from core.errors import PipelineError, first_line
 from core.fileio import storage_fault
 from core.registry import Registry
+from export.app import AppInterface
 from export.quantize import Inputs, Quantization, check_precision
 
 
@@ -115,10 +116,40 @@ class Exporter(ABC):
 
     @abstractmethod
     def export(self, module: torch.nn.Module, example_inputs: Inputs, path: Path,
-               calibration: Sequence[Inputs] | None = None) -> Artifact:
+               calibration: Sequence[Inputs] | None = None, app: AppInterface | None = None) -> Artifact:
         """Write `module` to `path` (atomically) and describe the result. An 8-bit precision
         calibrates its activations on `calibration`, or where None on seeded random inputs of the
-        example inputs' shapes (`export.quantize.calibration_inputs`)."""
+        example inputs' shapes (`export.quantize.calibration_inputs`). With `app`, the model is
+        the one an app ships: its interface as `app_reference` computes it, its facts inside it
+        where the format has a place for them. `example_inputs` and `calibration` are always the
+        network's own (normalised NCHW)."""
+
+    def layouts(self) -> tuple[str, ...]:
+        """The input layouts an app model of this format can take (`export.app.LAYOUTS`)."""
+        return ("NCHW",)
+
+    def io_types(self) -> tuple[str, ...]:
+        """The element types an app model's input and output can have (`export.app.IO_TYPES`)."""
+        return ("float",)
+
+    def check_app(self, app: AppInterface) -> None:
+        for what, value, valid, flag in (("input layout", app.layout, self.layouts(), "--layout"),
+                                         ("input and output type", app.io, self.io_types(), "--io")):
+            if value not in valid:
+                raise PipelineError(f"the {self.name} exporter{self._for()} at {self.precision} has no {what} "
+                                    f"'{value}'; it has {', '.join(valid)}: pass {flag} {valid[0].lower()}")
+
+    def app_reference(self, module: torch.nn.Module,
+                      app: AppInterface) -> tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
+        """What the app model computes, in PyTorch, and how the network's input (normalised NCHW)
+        becomes the app model's input: to check and time the model as it ships."""
+        return module, lambda x: x
+
+    def interface(self, artifact: Artifact) -> dict[str, Any]:
+        """The model's input and output tensors as the sidecar states them, read from the model
+        where this machine can read it."""
+        return {"inputs": [{"name": "input", "shape": list(s), "dtype": "float32"} for s in artifact.input_shapes],
+                "outputs": [{"name": "output", "dtype": "float32", "meaning": "logits"}]}
 
     def inspect(self, artifact: Artifact) -> None:
         """Check an artifact that no runtime here can execute (raise PipelineError if it is bad)."""

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 import torch
 
+from export.app import AppInterface
 from export.base import EXPORTERS, Artifact, Exporter, conversion_error, package_version, quiet_converters
 from export.coreml import check_coreml_settings, coreml_settings
 from export.quantize import Inputs, Quantization, calibration_inputs, describe_calibration, pt2e_quantize
@@ -111,7 +112,8 @@ class ExecuTorchExporter(Exporter):
         return CoreMLPartitioner(compile_specs=specs)
 
     def export(self, module: torch.nn.Module, example_inputs: Inputs, path: Path,
-               calibration: Sequence[Inputs] | None = None) -> Artifact:
+               calibration: Sequence[Inputs] | None = None, app: AppInterface | None = None) -> Artifact:
+        """A program has no place for an app's facts: the export stage's sidecar holds them."""
         with atomic_path(path) as tmp, quiet_converters():
             try:
                 from executorch.exir import to_edge_transform_and_lower  # heavy: import on use, quietly

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any, Sequence
 
 import torch
 
+from export.app import METADATA_KEY, AppInterface
 from export.base import EXPORTERS, Artifact, Exporter, conversion_error, package_version, quiet_converters
 from export.quantize import Inputs, Quantization, calibration_inputs, describe_calibration, require_int8_tensors
 from core.errors import PipelineError
@@ -56,7 +58,7 @@ class OnnxExporter(Exporter):
                             describe_calibration(calibration))
 
     def export(self, module: torch.nn.Module, example_inputs: Inputs, path: Path,
-               calibration: Sequence[Inputs] | None = None) -> Artifact:
+               calibration: Sequence[Inputs] | None = None, app: AppInterface | None = None) -> Artifact:
         module = module.eval()
         with atomic_path(path) as tmp, quiet_converters(fds=False):
             try:
@@ -70,6 +72,10 @@ class OnnxExporter(Exporter):
                     self._float(module, example_inputs, tmp)
                 import onnx  # only where an export is made: a second to import
 
+                if app is not None:  # ONNX Runtime reads it as the session's custom_metadata_map
+                    model = onnx.load(str(tmp))
+                    onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(app.facts())})
+                    onnx.save(model, str(tmp))
                 onnx.checker.check_model(str(tmp))
             except PipelineError:
                 raise

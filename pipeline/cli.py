@@ -567,13 +567,19 @@ def train(target_name: str, target_options: tuple[str, ...], space_name: str, de
 @_remote_options
 @click.option("--operations", is_flag=True,
               help="With --remote to an iPhone: each operation's time inside the network, as Core ML estimates it.")
+@click.option("--layout", type=click.Choice(["nchw", "nhwc"], case_sensitive=False), default="nchw", show_default=True,
+              help="The model's input layout: nhwc for LiteRT, as Android's bitmaps come (no transpose inside).")
+@click.option("--io", "io_type", type=click.Choice(["float", "int8"], case_sensitive=False), default="float",
+              show_default=True, help="An int8 LiteRT model's input and output tensors: float (quantized inside) "
+              "or int8 (the app quantizes with the scale and zero point in the sidecar JSON).")
 @_json_option
 @click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
 def export(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, root: Path, threads: int,
            repeats: int, min_repeat_ms: float, row_timeout: float, train_epochs: int, train_lr: float,
            arch: Path | None, table_path: Path | None, output: Path | None, do_train: bool, data: str,
            remote_url: str | None, token_file: Path | None, operations: bool, calibration_samples: int,
-           min_agreement: float, max_accuracy_drop: float, as_json: bool, quiet: bool) -> None:
+           min_agreement: float, max_accuracy_drop: float, layout: str, io_type: str, as_json: bool,
+           quiet: bool) -> None:
     """Export the derived network to the target's format, check it against PyTorch and time it
     (here, or on an agent's device with --remote). At an 8-bit precision (-o precision=int8, or
     a target such as desktop-int8) it is calibrated on the training data and written only if it
@@ -591,7 +597,8 @@ def export(target_name: str, target_options: tuple[str, ...], space_name: str, d
             click.echo(trained, err=as_json)
     report = export_stage.export(path, target, ws, _protocol(threads, repeats, min_repeat_ms, row_timeout), device,
                                  space, table_path, output, remote, operations,
-                                 _quantize_config(data, calibration_samples, min_agreement, max_accuracy_drop))
+                                 _quantize_config(data, calibration_samples, min_agreement, max_accuracy_drop),
+                                 app_cfg=export_stage.AppConfig(layout.upper(), io_type.lower()))
     if quiet:
         return _quiet_show(report, as_json, lambda r: export_summary(r) + (f"; {trained}" if trained else ""), held,
                            root)

@@ -183,6 +183,10 @@ def _target_lines(info: dict) -> list[str]:
 def export_text(r: ExportReport) -> str:
     lines = [f"exported: {r.artifact.path} ({r.artifact.format}), weights: {r.weights_source}"
              + (f", test accuracy {r.test_accuracy:.3f}" if r.test_accuracy is not None else "")]
+    if r.sidecar is not None and r.app is not None:
+        shown = ", ".join(r.app.labels[:5]) + (", ..." if len(r.app.labels) > 5 else "")
+        lines.append(f"for an app: {r.sidecar} states its {len(r.app.labels)} labels ({shown}), its preprocessing "
+                     "and its input and output tensors (docs/app.md)")
     if r.check is not None:
         lines.append(f"check against PyTorch: max abs error {r.check.max_abs_err:.2e} (output magnitude {r.check.max_ref:.2f})")
     if r.quantized is not None:

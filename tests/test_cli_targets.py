@@ -76,7 +76,15 @@ def test_benchmark_search_export_on_a_mobile_target(target: str, tmp_path: Path,
     assert r.exit_code == 0, r.output
     assert "check against PyTorch: max abs error" in r.output and "measured end to end" in r.output
     suffix = {"android": ".tflite", "android-executorch": ".pte"}[target]
-    assert (out / f"export/micro/{target}/host/model{suffix}").is_file()
+    model = out / f"export/micro/{target}/host/model{suffix}"
+    # as an app runs it: the runtime's own API, inputs prepared by what the sidecar JSON states
+    layout = ["--layout", "nhwc"] if target == "android" else []
+    r = invoke("export", "--target", target, "--space", micro_space_file, "--out", out, "--json", *layout, *FAST)
+    d = json.loads(r.stdout)
+    assert d["sidecar"] == str(model.with_suffix(".json")) and d["labels"] == [str(i) for i in range(10)]
+    from tests.test_app import held_out_accuracy, official_runtime
+
+    assert held_out_accuracy(model, official_runtime(model)) == pytest.approx(d["test_accuracy"], abs=1.5 / 360)
 
 
 WIDE_SPACE = """\
@@ -127,6 +135,15 @@ def test_export_ios_on_linux_converts_and_checks(tmp_path: Path, micro_space_fil
     assert r.exit_code == 0, r.output
     assert "not run or timed here: Core ML runs only on macOS" in r.output
     assert (out / "export/micro/ios-fp32/host/model.mlpackage/Manifest.json").is_file()  # fp32 is a target of its own
+    import coremltools as ct
+
+    from export.coreml import class_labels
+
+    spec = ct.models.MLModel(str(out / "export/micro/ios-fp32/host/model.mlpackage"), skip_model_load=True).get_spec()
+    assert spec.description.input[0].type.WhichOneof("Type") == "imageType"
+    assert class_labels(spec) == [str(i) for i in range(10)]
+    side = json.loads((out / "export/micro/ios-fp32/host/model.json").read_text())
+    assert side["inputs"][0]["image"]["color"] == "GRAYSCALE" and side["source"]["table"]["target"] == "desktop"
 
 
 def test_target_option_errors(micro_space_file: Path, tmp_path: Path) -> None:

@@ -133,7 +133,7 @@ def test_a_row_that_keeps_contradicting_is_retimed_with_its_partner_then_flagged
 
     report = BenchmarkReport(table, job.table_path, 0)
     text = benchmark_text(report, micro_space)
-    grid_row = next(line for line in text.splitlines() if line.startswith(f"1 ") and shape.key in line)
+    grid_row = next(line for line in text.splitlines() if line.startswith("1 ") and shape.key in line)
     assert "3.0000!" in grid_row and "1.0000" in grid_row and "1.0000!" not in grid_row
     assert f"! implausible: contradicts the table even re-timed ({small}: 3.00x slower" in text
     assert benchmark_summary(report) == (f"table {job.table_path}: 15 rows, 0 measured now, 2 re-timed, 1 implausible "

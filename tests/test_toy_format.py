@@ -53,7 +53,8 @@ class TorchScriptExporter(Exporter):
     def versions(self) -> dict[str, str]:
         return {"torch": torch.__version__}
 
-    def export(self, module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], path: Path) -> Artifact:
+    def export(self, module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], path: Path,
+               calibration: object = None, app: object = None) -> Artifact:
         with atomic_path(path) as tmp, quiet_converters(fds=False):  # torch.jit warns it is deprecated
             traced = torch.jit.trace(module.eval(), example_inputs)
             torch.jit.save(traced, str(tmp), _extra_files={SHAPES: json.dumps([list(x.shape) for x in example_inputs])})

@@ -9,7 +9,7 @@ import numpy as np
 
 from benchmarks.runners.base import RUNNERS, Run, Runner
 from export.base import Artifact, package_version, quiet_import
-from export.coreml import check_coreml_settings
+from export.coreml import check_coreml_settings, coreml_feed, coreml_outputs
 from core.errors import PipelineError, first_line
 
 
@@ -52,11 +52,8 @@ class CoreMLRunner(Runner):
         except Exception as e:
             raise PipelineError(f"Core ML cannot load '{artifact.path}' ({first_line(e)}); export it again") from None
         spec = model.get_spec()
-        in_names = [i.name for i in spec.description.input]
-        out_names = [o.name for o in spec.description.output]
 
         def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
-            out = model.predict(dict(zip(in_names, inputs)))
-            return [np.asarray(out[n], dtype=np.float32) for n in out_names]
+            return coreml_outputs(spec, model.predict(coreml_feed(spec, inputs)))
 
         return run

@@ -24,11 +24,22 @@ from blocks.architecture import Architecture, load_architecture
 from blocks.network import DerivedNet
 from core.errors import PipelineError
 from core.workspace import Workspace, weights_path
-from export.base import Artifact
+from export.app import AppInterface, check_labels, write_sidecar
+from export.base import Artifact, Exporter, package_version
 from export.verify import CheckResult, check_against_torch
 from export.quantize import Inputs
 from pipeline.stages.quantized import QuantizeConfig, QuantizedExport, export_quantized
+from pipeline.training.data import data_labels, normalization
 from pipeline.training.weights import load_weights
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """How the app model takes its input: `layout` NCHW or NHWC (LiteRT), `io` float or int8 (an
+    int8 LiteRT model's input and output)."""
+
+    layout: str = "NCHW"
+    io: str = "float"
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,8 @@ class ExportReport:
     target: str = ""
     operations_estimated: list[dict[str, Any]] | None = None  # per operation, as the device's tooling estimates it
     quantized: QuantizedExport | None = None  # an 8-bit precision's scheme and its check against the float model
+    app: AppInterface | None = None  # the labels and preprocessing the model carries
+    sidecar: Path | None = None  # the same facts beside the model, with its input and output tensors
 
     @property
     def judged_ms(self) -> float | None:
@@ -76,7 +89,10 @@ class ExportReport:
                 "precision": self.quantized.quantization.precision if self.quantized else None,
                 "quantization": self.quantized.quantization.to_dict() if self.quantized else None,
                 "quantized_check": self.quantized.quality.to_dict() if self.quantized and self.quantized.quality
-                else None}
+                else None,
+                "sidecar": str(self.sidecar) if self.sidecar else None,
+                "labels": list(self.app.labels) if self.app else None,
+                "layout": self.app.layout if self.app else None}
 
 
 def _load_net(arch: Architecture, arch_path: Path) -> tuple[DerivedNet, str, float | None]:
@@ -94,28 +110,33 @@ def _load_net(arch: Architecture, arch_path: Path) -> tuple[DerivedNet, str, flo
 def export(arch_path: Path, target: Target, ws: Workspace, protocol: Protocol, device: str = HOST_DEVICE,
            space: SearchSpace | None = None, table_path: Path | None = None, out: Path | None = None,
            remote: Remote | None = None, operations: bool = False, quantize: QuantizeConfig = QuantizeConfig(),
-           calibration: list[Inputs] | None = None) -> ExportReport:
-    """Export the derived network, check it against PyTorch, time it (here, or on the device of
-    the agent `remote` names), and compare with the table. With `operations`, also the time of
-    each operation inside it, as the agent's device tooling estimates it (Core ML on an iPhone).
-    At an 8-bit precision the network is calibrated on the training data (or `calibration`) and
-    written only if it keeps `quantize.goal` against the float model (`quantized`)."""
+           calibration: list[Inputs] | None = None, app_cfg: AppConfig = AppConfig()) -> ExportReport:
+    """Export the derived network as an app ships it (its labels and preprocessing inside where
+    the format allows, and in a sidecar JSON), check it against PyTorch, time it (here, or on the
+    device of the agent `remote` names), and compare with the table. With `operations`, also the
+    time of each operation inside it, as the agent's device tooling estimates it (Core ML on an
+    iPhone). At an 8-bit precision the network is calibrated on the training data (or
+    `calibration`) and written only if it keeps `quantize.goal` against the float model."""
     if operations and remote is None:
         raise PipelineError("per-operation estimates come from a device's own tooling: add --remote URL (an agent "
                             "with the iphone backend)")
     arch = load_architecture(arch_path, space)
     net, source, acc = _load_net(arch, arch_path)
     exporter = target.make_exporter()
+    app = app_interface(arch, arch_path, target, exporter, device, app_cfg, quantize.data, source, acc,
+                        int(net.classifier[-1].out_features))
     out = out or ws.export_dir(arch.space.name, target.name, device) / f"model{exporter.suffix}"
     r = arch.space.resolution
     x = torch.randn(1, arch.space.in_channels, r, r, generator=torch.Generator().manual_seed(0))
     require_exporter(target)
+    reference, to_input = exporter.app_reference(net, app)
+    x_app = to_input(x)
     timer = connect(remote, target.runner, target.runner_options, protocol) if remote is not None else None
     quantized = None
     if exporter.quantization() is None:
-        artifact = exporter.export(net, (x,), out)
+        artifact = exporter.export(net, (x,), out, app=app)
     else:
-        quantized = export_quantized(net, x, exporter, target, arch, out, quantize, calibration)
+        quantized = export_quantized(net, x, exporter, target, arch, out, quantize, calibration, app)
         artifact = quantized.artifact
     check = measured = None
     not_here = target.measurable_here()
@@ -123,24 +144,54 @@ def export(arch_path: Path, target: Target, ws: Workspace, protocol: Protocol, d
     if not_here is None:
         runner = target.make_runner(protocol.threads)
         if quantized is None:  # an 8-bit model is judged on the held-out set, not one input's error
-            check = check_against_torch(net, (x,), runner.load(artifact), tolerance, label)
+            check = check_against_torch(reference, (x_app,), runner.load(artifact), tolerance, label)
         if device == HOST_DEVICE and timer is None:  # another device's prediction is not judged by this machine's time
-            measured = _time_here(runner, protocol, artifact, x,
+            measured = _time_here(runner, protocol, artifact, x_app,
                                   _calibration_here(arch, target, ws, device, table_path), target, arch.space, ws)
     else:
         exporter.inspect(artifact)
     if timer is not None:
         with timer:
-            index = timer.load(artifact, [x.numpy()])
+            index = timer.load(artifact, [x_app.numpy()])
             measured = timer.stats(index)
             outs = timer.outputs(index)
             if outs is not None and quantized is None:  # what the device itself computed
-                check = check_against_torch(net, (x,), lambda inputs: outs, tolerance, f"{label} on {timer.device.id}")
+                check = check_against_torch(reference, (x_app,), lambda inputs: outs, tolerance,
+                                            f"{label} on {timer.device.id}")
             ops = timer.operations_estimated(index) if operations else None
         device, not_here = timer.table_device, None
+    sidecar = write_sidecar(artifact.path, app, exporter.interface(artifact),
+                            {"precision": exporter.precision, "test_accuracy": acc,
+                             "quantization": quantized.quantization.to_dict() if quantized else None})
     predicted, tpath, predictor = _prediction(arch, target, ws, device, table_path)
     return ExportReport(artifact, source, acc, check, measured, predicted, tpath, not_here, predictor, device, arch_path,
-                        target.name, ops if timer is not None else None, quantized)
+                        target.name, ops if timer is not None else None, quantized, app, sidecar)
+
+
+def app_interface(arch: Architecture, arch_path: Path, target: Target, exporter: Exporter, device: str,
+                  cfg: AppConfig, data: str | None, weights: str, accuracy: float | None,
+                  num_classes: int) -> AppInterface:
+    """The labels (the search's data, or `data`'s), the data's normalisation, and where the model
+    came from, checked against what the exporter's format can take."""
+    recorded = arch.info.get("labels")
+    source = data or str(arch.info.get("data", {}).get("source", "digits"))
+    labels = tuple(str(v) for v in recorded) if recorded and data is None else data_labels(source)
+    where = f"data '{source}'" if not recorded or data else f"architecture '{arch_path}'"
+    space = arch.space
+    table = arch.info.get("table") or {}
+    searched = f"{table.get('target', target.name)}/{table.get('device', device)} latencies"
+    accuracy_text = f"; held-out top-1 {accuracy:.3f} on '{source}'" if accuracy is not None else ""
+    app = AppInterface(
+        check_labels(labels, num_classes, where), space.resolution, space.in_channels,
+        normalization(space.in_channels), cfg.layout, cfg.io,
+        description=f"'{space.name}' network found by hardware-aware search on {searched}, exported for "
+                    f"{target.name} at {exporter.precision}{accuracy_text}",
+        version=package_version("fbnet-pipeline"),
+        source={"space": space.name, "blocks": list(arch.blocks), "architecture": str(arch_path),
+                "table": arch.info.get("table"), "target": target.name, "device": device,
+                "precision": exporter.precision, "weights": weights})
+    exporter.check_app(app)
+    return app
 
 
 def _calibration_here(arch: Architecture, target: Target, ws: Workspace, device: str,

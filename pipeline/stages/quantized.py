@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from benchmarks.targets import Target
 from blocks.architecture import Architecture
 from core.errors import PipelineError
+from export.app import AppInterface
 from export.base import Artifact, Exporter
 from export.quantize import Inputs, Quantization
 from export.verify import QuantGoal, QuantQuality, quantized_quality
@@ -57,31 +58,36 @@ def calibration_from(train: Dataset, n: int) -> list[Inputs]:
     return [(train[int(i)][0][None],) for i in dict.fromkeys(picks)]
 
 
-def outputs_on(run: Callable[[list[np.ndarray]], list[np.ndarray]], ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """A runtime's first output on every image of `ds` (one at a time), and their labels."""
+def outputs_on(run: Callable[[list[np.ndarray]], list[np.ndarray]], ds: Dataset,
+               to_input: Callable[[torch.Tensor], torch.Tensor] = lambda x: x) -> tuple[np.ndarray, np.ndarray]:
+    """A runtime's first output on every image of `ds` (one at a time, as `to_input` makes it the
+    model's input), and their labels."""
     outs, labels = [], []
     for i in range(len(ds)):
         x, y = ds[i]
-        outs.append(np.asarray(run([x[None].numpy()])[0]).reshape(-1))
+        outs.append(np.asarray(run([to_input(x[None]).numpy()])[0]).reshape(-1))
         labels.append(int(y))
     return np.stack(outs), np.asarray(labels)
 
 
-def float_outputs(net: torch.nn.Module, ds: Dataset) -> np.ndarray:
+def float_outputs(net: torch.nn.Module, ds: Dataset,
+                  to_input: Callable[[torch.Tensor], torch.Tensor] = lambda x: x) -> np.ndarray:
     with torch.no_grad():
-        return outputs_on(lambda xs: [net.eval()(torch.from_numpy(xs[0])).numpy()], ds)[0]
+        return outputs_on(lambda xs: [net.eval()(torch.from_numpy(xs[0])).numpy()], ds, to_input)[0]
 
 
 def export_quantized(net: torch.nn.Module, x: torch.Tensor, exporter: Exporter, target: Target, arch: Architecture,
-                     out: Path, cfg: QuantizeConfig, calibration: list[Inputs] | None = None) -> QuantizedExport:
-    """Export `net` at the exporter's 8-bit precision, calibrated on `calibration` (default: the
-    training split's images), check it on the held-out split where its runtime runs here, and
-    move it to `out` only if it keeps `cfg.goal`; otherwise nothing is written."""
+                     out: Path, cfg: QuantizeConfig, calibration: list[Inputs] | None = None,
+                     app: AppInterface | None = None) -> QuantizedExport:
+    """Export `net` at the exporter's 8-bit precision (as `app` ships it), calibrated on
+    `calibration` (default: the training split's images), check it on the held-out split where
+    its runtime runs here, and move it to `out` only if it keeps `cfg.goal`; otherwise nothing
+    is written."""
     splits = splits_for(arch, cfg.data)
     batches = calibration if calibration is not None else calibration_from(splits.w, cfg.samples)
     staging = out.with_name(f".unchecked-{out.name}")  # the same suffix: Core ML saves only to .mlpackage
     _remove(staging)
-    artifact = exporter.export(net, (x,), staging, batches)
+    artifact = exporter.export(net, (x,), staging, batches, app)
     quantization = exporter.quantization(batches)
     assert quantization is not None, "export_quantized is for an 8-bit exporter"
     if calibration is None and quantization.calibration:
@@ -90,9 +96,10 @@ def export_quantized(net: torch.nn.Module, x: torch.Tensor, exporter: Exporter, 
     reason = target.measurable_here()
     quality = None
     if reason is None:
+        reference, to_input = exporter.app_reference(net, app) if app is not None else (net, lambda t: t)
         run = target.make_runner(1).load(artifact)
-        labels_out, labels = outputs_on(run, splits.test)
-        quality = quantized_quality(float_outputs(net, splits.test), labels_out, labels)
+        labels_out, labels = outputs_on(run, splits.test, to_input)
+        quality = quantized_quality(float_outputs(reference, splits.test, to_input), labels_out, labels)
         failed = quality.failures(cfg.goal)
         if failed:
             _remove(staging)
@@ -104,7 +111,7 @@ def export_quantized(net: torch.nn.Module, x: torch.Tensor, exporter: Exporter, 
         exporter.inspect(artifact)
     _remove(out)
     os.replace(staging, out)
-    return QuantizedExport(exporter.artifact(out, (x,)), quantization, quality, reason)
+    return QuantizedExport(replace(artifact, path=out), quantization, quality, reason)
 
 
 def _remove(path: Path) -> None:

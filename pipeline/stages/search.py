@@ -125,6 +125,7 @@ def _derive_and_save(space: SearchSpace, latency: LatencyModel, table: LatencyTa
         "alpha": result.alpha_table(),
         "search": cfg.to_dict(),
         "data": data_identity,
+        "labels": list(splits.classes),  # the exported model's class labels (export.app)
         "supernet_test_accuracy": result.supernet_test_acc,
         "inherited_test_accuracy": derived_acc,
         "history": result.history,

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 
 from core.errors import PipelineError
+from export.app import Normalization
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -29,12 +30,21 @@ class Splits:
     source: str
 
 
+# Every source's images, in [0, 1], are normalised to ~zero mean the same way per channel; an
+# exported model states it (export.app) so that an app feeds what the network was trained on.
+MEAN, STD = 0.5, 0.5
+
+
+def normalization(channels: int) -> Normalization:
+    return Normalization((MEAN,) * channels, (STD,) * channels)
+
+
 def _fit(x: torch.Tensor, resolution: int, channels: int) -> torch.Tensor:
     """Resize a CxHxW image in [0, 1] to the space's input and normalise it to ~zero mean."""
     x = F.interpolate(x[None], size=(resolution, resolution), mode="bilinear", align_corners=False)[0]
     if x.shape[0] != channels:
         x = x.mean(0, keepdim=True).expand(channels, -1, -1) if channels != 1 else x.mean(0, keepdim=True)
-    return (x - 0.5) / 0.5
+    return (x - MEAN) / STD
 
 
 class DigitsDataset(Dataset):
@@ -69,7 +79,7 @@ class ImageFolderDataset(Dataset):
     def __init__(self, root: Path, resolution: int, channels: int) -> None:
         if not root.is_dir():
             raise PipelineError(f"image folder '{root}' does not exist; pass a folder with one sub-folder per class")
-        classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        classes = data_labels(str(root))
         files = [(f, i) for i, c in enumerate(classes) for f in sorted((root / c).rglob("*"))
                  if f.suffix.lower() in IMAGE_SUFFIXES]
         if len(classes) < 2 or not files:
@@ -96,6 +106,17 @@ class ImageFolderDataset(Dataset):
             raise PipelineError(f"cannot read image '{path}' ({e}); remove or replace it") from None
         x = torch.from_numpy(arr).reshape(self.resolution, self.resolution, -1).permute(2, 0, 1)
         return _fit(x, self.resolution, self.channels), torch.tensor(label)
+
+
+def data_labels(source: str) -> tuple[str, ...]:
+    """A source's class names, in its label order, without reading its images."""
+    if source == "digits":
+        return tuple(str(c) for c in range(10))
+    root = Path(source)
+    if not root.is_dir():
+        raise PipelineError(f"data '{source}' is neither 'digits' nor a folder; pass --data with the data the "
+                            "network was trained on")
+    return tuple(sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")))
 
 
 def digits_folder(root: Path, per_class: int) -> Path:

@@ -46,7 +46,7 @@ from benchmarks.agent.wire import DeviceInfo, MeasureResult
 from benchmarks.protocol import Protocol, Samples
 from core.errors import PipelineError, first_line
 from export.base import package_version, quiet_import
-from export.coreml import COMPUTE_UNITS
+from export.coreml import COMPUTE_UNITS, coreml_feed
 
 EXPERIMENTAL = "coremltools.models.ml_program.experimental"
 KEEP_LOADED = 8  # models a device keeps loaded (a row's retries and its reference reuse them)
@@ -172,11 +172,13 @@ def _mean(measurement: Any) -> float:
     return sum(samples) / len(samples)
 
 
-def _inputs(bench: Any, array: np.ndarray) -> dict[str, np.ndarray]:
+def _inputs(bench: Any, array: np.ndarray) -> dict[str, Any]:
     """`array` under the model's first input name, in the element type the model declares."""
     from coremltools import proto
 
     feature = bench.model_spec.description.input[0]
+    if feature.type.WhichOneof("Type") == "imageType":  # an app's image classifier: fed an image
+        return coreml_feed(bench.model_spec, [array])
     kinds = proto.FeatureTypes_pb2.ArrayFeatureType
     dtype = {kinds.FLOAT16: np.float16, kinds.DOUBLE: np.float64, kinds.INT32: np.int32}.get(
         feature.type.multiArrayType.dataType, np.float32)
