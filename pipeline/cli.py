@@ -37,7 +37,7 @@ from pipeline.render import (agent_text, benchmark_summary, benchmark_text, bund
 from pipeline.stages import benchmark as benchmark_stage, compare as compare_stage, export as export_stage
 from pipeline.stages import search as search_stage, train as train_stage, validate as validate_stage
 from pipeline.stages.compare import render as compare_render
-from pipeline.stages.quantized import QuantizeConfig
+from pipeline.stages.quantized import MIN_CALIBRATION, QuantizeConfig
 from pipeline.stages.validate import ValidateConfig
 from export.verify import QuantGoal
 from pipeline.training.distributed import check_device
@@ -291,8 +291,8 @@ def _quantize_options(f: Callable) -> Callable:
     f = click.option("--min-agreement", type=click.FloatRange(0, 1), default=goal.min_agreement, show_default=True,
                      help="8-bit only: the share of held-out images whose top-1 class must match the float "
                           "model's, or it is not written.")(f)
-    f = click.option("--calibration-samples", type=click.IntRange(1, 100_000), default=d.samples, show_default=True,
-                     help="8-bit only: training images its activations' ranges are calibrated on.")(f)
+    f = click.option("--calibration-samples", type=click.IntRange(MIN_CALIBRATION, 100_000), default=d.samples,
+                     show_default=True, help="8-bit only: training images its activations' ranges are calibrated on.")(f)
     return f
 
 

@@ -16,6 +16,7 @@ from benchmarks.harness import row_module
 from benchmarks.targets import resolve_target
 from blocks.space import LayerShape
 from core.errors import PipelineError
+from export.onnx import OnnxExporter
 from export.verify import INT8, QuantGoal, compare_outputs, quantized_quality, sqnr_db
 from tests.test_cli_targets import FAST, SEARCH, _error, invoke
 
@@ -198,10 +199,34 @@ def test_a_broken_calibration_is_refused_and_nothing_is_written(int8_workspace: 
     arch = out / "search/micro/desktop-int8/host/architecture.json"
     model = tmp_path / "model.onnx"
     x = torch.zeros(1, 1, 16, 16)
+    protocol = Protocol(repeats=3, min_repeat_ms=0.5)
     # calibrated on blank images: every activation's range is near zero, so real images saturate
     with pytest.raises(PipelineError, match="the int8 model is not written: top-1 agreement .*--calibration-samples"):
-        export(arch, resolve_target("desktop-int8"), Workspace(out), Protocol(repeats=3, min_repeat_ms=0.5),
-               space=space, out=model, calibration=[(x,)] * 4)
+        export(arch, resolve_target("desktop-int8"), Workspace(out), protocol, space=space, out=model,
+               calibration=[(x,)] * 8)
+    assert list(tmp_path.iterdir()) == []
+    # too few images, or images of another size: refused before anything is exported
+    with pytest.raises(PipelineError, match="gives 4 calibration image.s.; an 8-bit model needs at least 8"):
+        export(arch, resolve_target("desktop-int8"), Workspace(out), protocol, space=space, out=model,
+               calibration=[(x,)] * 4)
+    with pytest.raises(PipelineError, match=r"calibration input 0 has shape.s. \[\(1, 3, 32, 32\)\]; the network "
+                                            r"takes one input of shape \(1, 1, 16, 16\)"):
+        export(arch, resolve_target("desktop-int8"), Workspace(out), protocol, space=space, out=model,
+               calibration=[(torch.zeros(1, 3, 32, 32),)] * 8)
+    small = tmp_path.parent / "one-a-class"  # an image folder whose training split has 6 images
+    from pipeline.training.data import digits_folder
+
+    digits_folder(small, 1)
+    msg = _error(invoke("export", "--target", "desktop-int8", "--space", space_file, "--out", out, "--output",
+                        tmp_path / "m.onnx", "--data", small, *FAST))
+    assert "the training split of" in msg and "calibration image(s); an 8-bit model needs at least 8" in msg
+    assert "range 8<=x<=100000" in invoke("export", "--calibration-samples", 2).output
+    # LiteRT's app options, asked of another format: the values this one has
+    common = ["export", "--target", "desktop-int8", "--space", space_file, "--out", out, "--output", tmp_path / "m.onnx"]
+    assert _error(invoke(*common, "--layout", "nhwc")).endswith(
+        "the onnx exporter at int8 has no input layout 'NHWC'; it has NCHW: pass --layout nchw")
+    assert _error(invoke(*common, "--io", "int8")).endswith(
+        "the onnx exporter at int8 has no input and output type 'int8'; it has float: pass --io float")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -231,3 +256,35 @@ def test_compare_shows_each_blocks_speedup_across_precisions(micro_space, tmp_pa
     assert "| k3_e6 | 3.00x |" in to_markdown(c)
     assert c.to_dict()["precision_gains"][0]["by_block"][0] == {"block": "k3_e6", "speedup": pytest.approx(3.0),
                                                                "shapes": n}
+
+
+class _QuantizerFailsOn16Channels(OnnxExporter):
+    """ONNX Runtime's static quantizer, failing as a quantizer does on a graph it cannot handle,
+    on the 16-channel blocks only."""
+
+    def _quantize(self, model, out, calibration):
+        if calibration[0][0].shape[1] == 16:
+            raise ValueError("quantize_static: no quantization parameters for tensor 'x'")
+        return super()._quantize(model, out, calibration)
+
+
+@pytest.mark.slow
+def test_a_quantizer_that_fails_on_one_block_costs_only_its_rows(micro_space, tmp_path: Path) -> None:
+    from benchmarks.harness import BenchmarkJob, benchmark_space
+    from benchmarks.protocol import Protocol
+    from benchmarks.table import load_table
+
+    target = resolve_target("desktop-int8")
+    exporter = _QuantizerFailsOn16Channels(precision="int8")
+    job = BenchmarkJob(micro_space, exporter, target.make_runner(1), target.tolerance_for(exporter),
+                       Protocol(repeats=3, min_repeat_ms=0.5), tmp_path / "t.json", tmp_path / "cache",
+                       {"target": "desktop-int8", "device": "host"})
+    benchmark_space(job, progress=False)
+    rows = load_table(tmp_path / "t.json").rows.values()
+    # recorded as a converter's failure is: the row cannot be had in this format, and why
+    failed = [r for r in rows if r.status == "unavailable"]
+    ok = [r for r in rows if r.status == "ok"]
+    assert failed and all(r.shape.in_ch == 16 for r in failed)
+    assert all(r.reason == "ONNX export failed: ValueError: quantize_static: no quantization parameters for tensor "
+               "'x'" for r in failed)
+    assert ok and all(r.shape.in_ch != 16 for r in ok)  # the rest went on

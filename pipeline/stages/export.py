@@ -160,12 +160,19 @@ def export(arch_path: Path, target: Target, ws: Workspace, protocol: Protocol, d
                                             f"{label} on {timer.device.id}")
             ops = timer.operations_estimated(index) if operations else None
         device, not_here = timer.table_device, None
-    sidecar = write_sidecar(artifact.path, app, exporter.interface(artifact),
-                            {"precision": exporter.precision, "test_accuracy": acc,
-                             "quantization": quantized.quantization.to_dict() if quantized else None})
+    sidecar = _sidecar(artifact, app, exporter, acc, quantized)
     predicted, tpath, predictor = _prediction(arch, target, ws, device, table_path)
     return ExportReport(artifact, source, acc, check, measured, predicted, tpath, not_here, predictor, device, arch_path,
                         target.name, ops if timer is not None else None, quantized, app, sidecar)
+
+
+def _sidecar(artifact: Artifact, app: AppInterface, exporter: Exporter, accuracy: float | None,
+             quantized: QuantizedExport | None) -> Path:
+    q = quantized
+    return write_sidecar(artifact.path, app, exporter.interface(artifact),
+                         {"precision": exporter.precision, "test_accuracy": accuracy,
+                          "quantization": q.quantization.to_dict() if q else None,
+                          "quantized_check": q.quality.to_dict() if q and q.quality else None})
 
 
 def app_interface(arch: Architecture, arch_path: Path, target: Target, exporter: Exporter, device: str,

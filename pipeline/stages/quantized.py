@@ -26,6 +26,8 @@ from pipeline.training.data import Splits, load_data
 # Enough images that every class shows up in the activations' ranges, few enough that a
 # calibration takes seconds (ONNX Runtime's and PT2E's observers run the model once per sample).
 CALIBRATION_SAMPLES = 64
+# Fewer images than this leave activation ranges to chance: a class or two sets every range.
+MIN_CALIBRATION = 8
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,19 @@ def calibration_from(train: Dataset, n: int) -> list[Inputs]:
     return [(train[int(i)][0][None],) for i in dict.fromkeys(picks)]
 
 
+def check_calibration(batches: list[Inputs], x: torch.Tensor, what: str) -> None:
+    """Enough calibration inputs, each the network's input shape, or one line that says which."""
+    if len(batches) < MIN_CALIBRATION:
+        raise PipelineError(f"{what} gives {len(batches)} calibration image(s); an 8-bit model needs at least "
+                            f"{MIN_CALIBRATION}: pass --calibration-samples {MIN_CALIBRATION} or more, or --data with "
+                            "more images")
+    for k, batch in enumerate(batches):
+        shapes = [tuple(t.shape) for t in batch]
+        if shapes != [tuple(x.shape)]:
+            raise PipelineError(f"calibration input {k} has shape(s) {shapes}; the network takes one input of shape "
+                                f"{tuple(x.shape)}: calibrate on images at the network's input size")
+
+
 def outputs_on(run: Callable[[list[np.ndarray]], list[np.ndarray]], ds: Dataset,
                to_input: Callable[[torch.Tensor], torch.Tensor] = lambda x: x) -> tuple[np.ndarray, np.ndarray]:
     """A runtime's first output on every image of `ds` (one at a time, as `to_input` makes it the
@@ -85,6 +100,8 @@ def export_quantized(net: torch.nn.Module, x: torch.Tensor, exporter: Exporter, 
     is written."""
     splits = splits_for(arch, cfg.data)
     batches = calibration if calibration is not None else calibration_from(splits.w, cfg.samples)
+    check_calibration(batches, x, "the calibration" if calibration is not None else
+                      f"the training split of '{splits.source}'")
     staging = out.with_name(f".unchecked-{out.name}")  # the same suffix: Core ML saves only to .mlpackage
     _remove(staging)
     artifact = exporter.export(net, (x,), staging, batches, app)
