@@ -256,6 +256,13 @@ def test_compare_shows_each_blocks_speedup_across_precisions(micro_space, tmp_pa
     assert "| k3_e6 | 3.00x |" in to_markdown(c)
     assert c.to_dict()["precision_gains"][0]["by_block"][0] == {"block": "k3_e6", "speedup": pytest.approx(3.0),
                                                                "shapes": n}
+    # both precisions chose the same architecture: no claim either way, whatever the numbers say
+    twins = compare([Entry("desktop/host", fp32, tmp_path / "a.json", plain, tmp_path / "a/architecture.json"),
+                     Entry("desktop-int8/host", int8, tmp_path / "b.json", plain, tmp_path / "b/architecture.json")])
+    summary = twins.summary()
+    assert not any("NOT the fastest" in line or "the fastest under it" in line for line in summary)
+    assert "predicted: on desktop/host, the architecture searched for it is the one searched for desktop-int8/host: " \
+           "nothing to choose between" in summary
 
 
 class _QuantizerFailsOn16Channels(OnnxExporter):

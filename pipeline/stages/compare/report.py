@@ -300,9 +300,11 @@ class Comparison:
 
     def summary(self) -> list[str]:
         """Sentences that state, from the numbers, whether the claim holds here."""
-        lines = _claims(self.labels, self.predicted, "predicted")
+        same = [[a.architecture.space.fingerprint == b.architecture.space.fingerprint
+                 and a.architecture.blocks == b.architecture.blocks for b in self.entries] for a in self.entries]
+        lines = _claims(self.labels, self.predicted, "predicted", same)
         if self.measured is not None:
-            lines += _claims(self.labels, self.measured, "measured")
+            lines += _claims(self.labels, self.measured, "measured", same)
         for g in self.groups:
             lines += _group_sentences(g, self.labels)
         lines += [_gain_sentence(g, self.entries) for g in self.gains if g.by_block]
@@ -333,12 +335,19 @@ def _ms(v: float) -> str:
     return f"{v:#.4g}"  # four significant digits, trailing zeros kept so columns line up
 
 
-def _claims(labels: list[str], matrix: Matrix, what: str) -> list[str]:
+def _claims(labels: list[str], matrix: Matrix, what: str, same: list[list[bool]]) -> list[str]:
+    """Is each entry's own architecture the fastest in its column? Another entry with the very
+    same architecture is no rival: what separates their times is the machine's noise."""
     sentences, held, judged = [], 0, 0
     for j, label in enumerate(labels):
         own = matrix[j][j]
-        others = [(labels[i], v) for i, v in enumerate(_column(matrix, j)) if i != j and v is not None]
+        others = [(labels[i], v) for i, v in enumerate(_column(matrix, j))
+                  if i != j and v is not None and not same[i][j]]
         if own is None or not others:
+            twins = [labels[i] for i in range(len(labels)) if i != j and same[i][j]]
+            if own is not None and twins:
+                sentences.append(f"{what}: on {label}, the architecture searched for it is the one searched for "
+                                 f"{', '.join(twins)}: nothing to choose between")
             continue
         judged += 1
         faster = [(lab, v) for lab, v in others if v < own]
