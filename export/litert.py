@@ -4,6 +4,7 @@ litert-torch's PT2E quantizer."""
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -15,9 +16,10 @@ from export.app import METADATA_KEY, AppInterface
 from export.base import EXPORTERS, Artifact, Exporter, conversion_error, package_version, quiet_converters
 from export.quantize import (Inputs, Quantization, calibration_inputs, describe_calibration, pt2e_quantize,
                              require_int8_tensors)
-from core.errors import PipelineError
-from core.fileio import atomic_path
+from core.errors import PipelineError, first_line
+from core.fileio import atomic_path, storage_fault
 
+log = logging.getLogger(__name__)
 LITERT_INT8_SCHEME = "int8 symmetric weights per output channel; int8 activations per tensor (histogram observer)"
 
 
@@ -45,6 +47,7 @@ class LiteRTExporter(Exporter):
         v = {"torch": torch.__version__, "litert-torch": package_version("litert-torch")}
         if self.precision == "int8":
             v["torchao"] = package_version("torchao")
+            v["ai-edge-quantizer"] = package_version("ai-edge-quantizer")
         return v
 
     def has_layout_edges(self) -> bool:
@@ -53,7 +56,8 @@ class LiteRTExporter(Exporter):
     def quantization(self, calibration: Sequence[Inputs] | None = None) -> Quantization | None:
         if self.precision != "int8":
             return None
-        return Quantization("int8", "litert_torch PT2EQuantizer (torchao prepare_pt2e/convert_pt2e)",
+        return Quantization("int8", "litert_torch PT2EQuantizer (torchao prepare_pt2e/convert_pt2e); "
+                            "ai-edge-quantizer static_wi8_ai8 where it fails",
                             LITERT_INT8_SCHEME, describe_calibration(calibration))
 
     def layouts(self) -> tuple[str, ...]:
@@ -69,23 +73,24 @@ class LiteRTExporter(Exporter):
 
             module, example_inputs = to_channel_last_io(module, args=[0]), _channels_last(example_inputs)
             calibration = None if calibration is None else [_channels_last(b) for b in calibration]
+        fallback = None
         with atomic_path(path) as tmp, quiet_converters():
             try:
                 import litert_torch  # heavy (pulls in JAX and TensorFlow's converter): import on use
 
                 if self.precision == "int8":
-                    model, kwargs = self._quantized(module, example_inputs, calibration)
+                    fallback = self._int8(module, example_inputs, calibration, tmp)
                 else:
-                    model, kwargs = module.eval(), {}
-                litert_torch.convert(model, example_inputs, **kwargs).export(str(tmp))
-                if self.precision == "int8":
-                    require_int8_tensors(int8_tensors(tmp), "the int8 LiteRT model", module)
+                    litert_torch.convert(module.eval(), example_inputs).export(str(tmp))
                 if app is not None:
                     self._for_app(tmp, app)
             except PipelineError:
                 raise
             except Exception as e:
                 raise conversion_error("LiteRT conversion", e, path) from e
+        if fallback is not None:  # said outside quiet_converters, which silences every logger
+            log.warning("%s: litert-torch's PT2E quantizer failed (%s); quantized with ai-edge-quantizer instead",
+                        path.name, fallback)
         return self.artifact(path, example_inputs)
 
     def _for_app(self, path: Path, app: AppInterface) -> None:
@@ -113,15 +118,36 @@ class LiteRTExporter(Exporter):
         return {"inputs": [_tensor(d) for d in it.get_input_details()],
                 "outputs": [{**_tensor(d), "meaning": "logits"} for d in it.get_output_details()]}
 
+    def _int8(self, module: torch.nn.Module, example_inputs: Inputs, calibration: Sequence[Inputs] | None,
+              out: Path) -> str | None:
+        """litert-torch's PT2E quantizer; where it fails (or leaves the model float), Google's
+        ai-edge-quantizer on the float flatbuffer, with the same calibration inputs. Returns why
+        it fell back, or None."""
+        import litert_torch
+
+        batches = calibration if calibration is not None else calibration_inputs(example_inputs)
+        try:
+            model, kwargs = self._quantized(module, example_inputs, batches)
+            litert_torch.convert(model, example_inputs, **kwargs).export(str(out))
+            require_int8_tensors(int8_tensors(out), "the int8 LiteRT model", module)
+            return None
+        except Exception as e:
+            if storage_fault(e, out) is not None:
+                raise
+            reason = first_line(e)
+        litert_torch.convert(module.eval(), example_inputs).export(str(out))
+        ai_edge_quantize(out, batches)
+        require_int8_tensors(int8_tensors(out), "the int8 LiteRT model (ai-edge-quantizer)", module)
+        return reason
+
     def _quantized(self, module: torch.nn.Module, example_inputs: Inputs,
-                   calibration: Sequence[Inputs] | None) -> tuple[torch.nn.Module, dict[str, Any]]:
+                   calibration: Sequence[Inputs]) -> tuple[torch.nn.Module, dict[str, Any]]:
         from litert_torch.quantize import pt2e_quantizer
         from litert_torch.quantize.quant_config import QuantConfig
 
         quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
             pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
-        batches = calibration if calibration is not None else calibration_inputs(example_inputs)
-        graph = pt2e_quantize(module, example_inputs, quantizer, batches, fold_quantize=False)
+        graph = pt2e_quantize(module, example_inputs, quantizer, calibration, fold_quantize=False)
         return graph, {"quant_config": QuantConfig(pt2e_quantizer=quantizer)}
 
 
@@ -131,6 +157,18 @@ def int8_tensors(path: Path) -> int:
 
     details = Interpreter(model_path=str(path)).get_tensor_details()
     return sum(1 for t in details if t["dtype"] in (np.int8, np.uint8))
+
+
+def ai_edge_quantize(path: Path, calibration: Sequence[Inputs]) -> None:
+    """The float flatbuffer at `path`, quantized in place by ai-edge-quantizer's static int8 recipe
+    (int8 weights and activations), its ranges calibrated on `calibration`."""
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import quantizer, recipe
+
+    (name, signature), = Interpreter(model_path=str(path)).get_signature_list().items()
+    q = quantizer.Quantizer(path.read_bytes(), recipe.static_wi8_ai8())
+    samples = [dict(zip(signature["inputs"], (t.numpy() for t in batch))) for batch in calibration]
+    path.write_bytes(bytes(q.quantize(q.calibrate({name: samples}), enable_progress_report=False).quantized_model))
 
 
 def _channels_last(inputs: Inputs) -> Inputs:

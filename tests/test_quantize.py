@@ -16,6 +16,7 @@ from benchmarks.harness import row_module
 from benchmarks.targets import resolve_target
 from blocks.space import LayerShape
 from core.errors import PipelineError
+from export.litert import LiteRTExporter
 from export.onnx import OnnxExporter
 from export.verify import INT8, QuantGoal, compare_outputs, quantized_quality, sqnr_db
 from tests.test_cli_targets import FAST, SEARCH, _error, invoke
@@ -295,3 +296,26 @@ def test_a_quantizer_that_fails_on_one_block_costs_only_its_rows(micro_space, tm
     assert all(r.reason == "ONNX export failed: ValueError: quantize_static: no quantization parameters for tensor "
                "'x'" for r in failed)
     assert ok and all(r.shape.in_ch != 16 for r in ok)  # the rest went on
+
+
+class _PT2EFails(LiteRTExporter):
+    """litert-torch's PT2E path failing as it does on a graph its annotators do not know."""
+
+    def _quantized(self, module, example_inputs, calibration):
+        raise RuntimeError("prepare_pt2e: no annotation for aten.convolution")
+
+
+@pytest.mark.slow
+def test_litert_falls_back_to_ai_edge_quantizer_where_pt2e_fails(tmp_path: Path, caplog) -> None:
+    from export.litert import int8_tensors
+
+    module, x = row_module("k3_e6", LayerShape(16, 24, 2, 16, 16))
+    with caplog.at_level("WARNING", logger="export.litert"):
+        q = _PT2EFails(precision="int8").export(module, (x,), tmp_path / "q.tflite")
+    assert "q.tflite: litert-torch's PT2E quantizer failed (RuntimeError: prepare_pt2e: no annotation for " \
+           "aten.convolution); quantized with ai-edge-quantizer instead" in caplog.text
+    assert int8_tensors(q.path) >= 4
+    with torch.no_grad():
+        ref = module(x).numpy()
+    out = resolve_target("android-int8").make_runner(1).load(q)([x.numpy()])[0]
+    assert out.dtype == np.float32 and sqnr_db(ref, out) > 20  # the same block, now int8
