@@ -188,6 +188,24 @@ def test_the_int8_derived_network_is_checked_against_the_float_one(int8_workspac
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("target", ["android-int8", "android-executorch-int8"])
+def test_the_int8_mobile_models_score_in_their_own_runtimes(int8_workspace: tuple[Path, Path], target: str,
+                                                            tmp_path: Path) -> None:
+    from tests.test_app import held_out_accuracy, official_runtime
+
+    space, out = int8_workspace
+    arch = out / "search/micro/desktop-int8/host/architecture.json"
+    suffix = ".tflite" if target == "android-int8" else ".pte"
+    model = tmp_path / f"model{suffix}"
+    r = invoke("export", "--target", target, "--arch", arch, "--out", out, "--output", model, "--json", *FAST)
+    assert r.exit_code == 0, r.output
+    c = json.loads(r.stdout)["quantized_check"]
+    assert c["agreement"] >= 0.98
+    # LiteRT's interpreter and ExecuTorch's runtime, called directly, on inputs made from the sidecar
+    assert held_out_accuracy(model, official_runtime(model)) == pytest.approx(c["quantized_accuracy"], abs=1.5 / 360)
+
+
+@pytest.mark.slow
 def test_a_broken_calibration_is_refused_and_nothing_is_written(int8_workspace: tuple[Path, Path],
                                                                  tmp_path: Path) -> None:
     from benchmarks.protocol import Protocol
