@@ -72,7 +72,7 @@ class OnnxExporter(Exporter):
                     self._float(module, example_inputs, tmp)
                 import onnx  # only where an export is made: a second to import
 
-                if app is not None:  # ONNX Runtime reads it as the session's custom_metadata_map
+                if app is not None:  # ONNX Runtime hands it to apps as get_modelmeta().custom_metadata_map
                     model = onnx.load(str(tmp))
                     onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(app.facts())})
                     onnx.save(model, str(tmp))
