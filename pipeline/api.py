@@ -68,10 +68,11 @@ def search(target: str = "desktop", space: str = "tiny", *, device: str = HOST_D
 
 
 def train(target: str = "desktop", space: str = "tiny", *, device: str = HOST_DEVICE, out: Where = "pipeline-out",
-          arch: Where | None = None, data: str = "digits", epochs: int = TrainConfig.epochs,
+          arch: Where | None = None, data: str | None = None, epochs: int = TrainConfig.epochs,
           lr: float = TrainConfig.lr, seed: int = 0, compute: str = "cpu",
           progress: bool = False) -> train_stage.TrainReport:
-    """`pipeline train`: the derived network trained from scratch, its weights saved beside it."""
+    """`pipeline train`: the derived network trained from scratch, its weights saved beside it
+    (on `data`, or the data its search used)."""
     path, resolved = train_stage.locate(Workspace(Path(out)), space, target, device, Path(arch) if arch else None)
     return train_stage.train_derived(path, resolved, data, TrainConfig(epochs=epochs, lr=lr, seed=seed, device=compute),
                                      progress)

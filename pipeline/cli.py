@@ -68,6 +68,8 @@ AFTER_FAULT = {
 # Where a -q run's warnings go, under its workspace (--out).
 QUIET_LOG = Path("pipeline.log")
 QUIET_HELP = "No progress bar, grids or warnings: one summary line (warnings go to OUT/pipeline.log)."
+DATA_HELP = ("'digits' (embedded, easy), 'digits-hard' (the proxy task on which architectures differ; "
+             "docs/search.md) or a folder with one sub-folder per class.")
 
 
 class Cli(click.Group):
@@ -316,21 +318,21 @@ def _protocol(threads: int, repeats: int, min_repeat_ms: float, row_timeout: flo
 def _search_options(f: Callable) -> Callable:
     opts = [
         click.option("--config", "config_file", type=click.Path(path_type=Path), help="YAML/TOML search config; flags override it."),
-        click.option("--data", default="digits", show_default=True, help="'digits' (embedded) or a folder with one sub-folder per class."),
+        click.option("--data", default="digits", show_default=True, help=DATA_HELP),
         click.option("--epochs", type=int, help="Search epochs [10]."),
-        click.option("--warmup-epochs", type=int, help="Epochs in which only W moves [20% of --epochs; gumbel: 10%]."),
+        click.option("--warmup-epochs", type=int, help="Epochs in which only W moves [gumbel: 30% of --epochs; softmax, sampled: 20%]."),
         click.option("--batch-size", type=int, help="Batch size per process [64]."),
         click.option("--loss", type=str, help="Latency term: 'mul' (FBNet: CE·a·log(Lat)^b), 'add' (CE + λ·Lat_ms) or 'log' (CE + λ·ln Lat, the same trade-off on any device) [mul; with --latency-target: target]."),
         click.option("--lam", type=float, help="λ: per millisecond for add, per unit of ln Lat for log, of |Lat/target − 1| for target (mul uses --a, --b) [0.1; target: 1.0]."),
         click.option("--a", type=float, help="a for --loss mul [0.2]."),
         click.option("--b", type=float, help="b for --loss mul [0.6]."),
         click.option("--w-lr", type=float, help="SGD learning rate of W [0.05]."),
-        click.option("--theta-lr", type=float, help="Adam learning rate of Θ [0.05; gumbel: 0.01]."),
+        click.option("--theta-lr", type=float, help="Adam learning rate of Θ [gumbel: 0.1; softmax, sampled: 0.05]."),
         click.option("--seed", type=int, help="Random seed [0]."),
         click.option("--mixing", type=str, help="How a layer mixes its candidates: 'softmax' (all, weighted by α), "
-                     "'gumbel' (FBNet: Gumbel-softmax samples, annealed) or 'sampled' (ProxylessNAS: 1-2 paths a step) [softmax]."),
+                     "'gumbel' (FBNet: Gumbel-softmax samples, annealed) or 'sampled' (ProxylessNAS: 1-2 paths a step) [gumbel]."),
         click.option("--temperature", type=float, help="gumbel: initial temperature [5.0]."),
-        click.option("--temperature-decay", type=float, help="gumbel: τ is multiplied by exp(-decay) each epoch [0.045]."),
+        click.option("--temperature-decay", type=float, help="gumbel: τ is multiplied by exp(-decay) each epoch [0.2; FBNet's 90 epochs: 0.045]."),
         click.option("--paths", type=int, help="sampled: candidates a Θ step runs, at least 2 [2]."),
         click.option("--latency-target", type=float, metavar="MS",
                      help="Most accurate architecture predicted at most MS milliseconds (instead of trading with λ)."),
@@ -533,12 +535,12 @@ def _train_options(f: Callable) -> Callable:
 @_compute_option
 @_train_options
 @click.option("--arch", type=click.Path(path_type=Path), help="Architecture file [the workspace's for this space/target/device].")
-@click.option("--data", default="digits", show_default=True, help="'digits' or an image folder.")
+@click.option("--data", default=None, help=DATA_HELP.rstrip(".") + " [the data the search used].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @_json_option
 @click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
 def train(target_name: str, target_options: tuple[str, ...], space_name: str, device: str, compute: str | None,
-          root: Path, arch: Path | None, data: str, seed: int, train_epochs: int, train_lr: float, as_json: bool,
+          root: Path, arch: Path | None, data: str | None, seed: int, train_epochs: int, train_lr: float, as_json: bool,
           quiet: bool) -> None:
     """Train a derived network from scratch and save its weights beside the architecture."""
     # the resolved target's name: a precision option or a target file names its own folder
@@ -562,7 +564,7 @@ def train(target_name: str, target_options: tuple[str, ...], space_name: str, de
 @click.option("--output", type=click.Path(path_type=Path), help="Model file to write.")
 @click.option("--train", "do_train", is_flag=True, help="Train the derived network from scratch first.")
 @click.option("--data", default=None, help="Data for --train and for an 8-bit target's calibration and check "
-              "['digits' for --train; for 8-bit, the data the search used].")
+              "[the data the search used].")
 @_quantize_options
 @_remote_options
 @click.option("--operations", is_flag=True,
@@ -590,7 +592,7 @@ def export(target_name: str, target_options: tuple[str, ...], space_name: str, d
     path, space = train_stage.locate(ws, space_name, target.name, device, arch, _given("space_name"))
     held, trained = _hold_logs(quiet, root), ""
     if do_train:
-        t = train_stage.train_derived(path, space, data or "digits", TrainConfig(epochs=train_epochs, lr=train_lr),
+        t = train_stage.train_derived(path, space, data, TrainConfig(epochs=train_epochs, lr=train_lr),
                                       not quiet)
         trained = f"trained from scratch: test accuracy {t.test_accuracy:.3f}"
         if not quiet:

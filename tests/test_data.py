@@ -1,4 +1,5 @@
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -51,3 +52,33 @@ def test_unreadable_image_is_named(tmp_path):
     s = load_data(str(tmp_path), 16, 3)
     with pytest.raises(PipelineError, match=r"cannot read image .*\.png"):
         s.w[0]
+
+
+def test_digits_hard_is_fixed_disjoint_by_digit_and_the_seed_moves_only_w_and_theta():
+    from pipeline.training.data import HARD_TEST_COPIES, HARD_TRAIN_COPIES
+
+    a, b, again = (load_data("digits-hard", 32, 1, seed=s) for s in (0, 1, 0))
+    assert len(a.test) == 360 * HARD_TEST_COPIES and len(a.w) + len(a.theta) == 1437 * HARD_TRAIN_COPIES
+    assert a.classes == tuple(str(c) for c in range(10)) and a.source == "digits-hard"
+    # the copies of one digit stay on one side: W and Θ never share a source digit
+    w_digits = {i // HARD_TRAIN_COPIES for i in a.w.indices}
+    assert not w_digits & {i // HARD_TRAIN_COPIES for i in a.theta.indices}
+    for split in (a.w, a.theta, a.test):
+        assert len(set(split.dataset.labels[split.indices].tolist())) == 10
+    x, _ = a.test[7]
+    assert x.shape == (1, 32, 32) and -1.0 <= float(x.min()) and float(x.max()) <= 1.0
+    # the same images in every run; a seed changes which digits train W and which Θ, not the test set
+    assert all(torch.equal(a.test[i][0], b.test[i][0]) and torch.equal(a.test[i][0], again.test[i][0])
+               for i in range(0, 3600, 97))
+    assert torch.equal(a.w[5][0], again.w[5][0]) and a.w.indices != b.w.indices
+    # a copy is not its source digit upscaled: every copy of a digit differs
+    assert not torch.equal(a.test[0][0], a.test[1][0])
+    assert load_data("digits-hard", 48, 3).test[0][0].shape == (3, 48, 48)
+
+
+def test_unknown_data_source_names_the_built_in_ones(tmp_path):
+    from pipeline.training.data import data_labels
+
+    assert data_labels("digits-hard") == tuple(str(c) for c in range(10))
+    with pytest.raises(PipelineError, match="built-in source \\(digits, digits-hard\\)"):
+        data_labels(str(tmp_path / "no-such"))

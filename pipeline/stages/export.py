@@ -29,7 +29,7 @@ from export.base import Artifact, Exporter, package_version
 from export.verify import CheckResult, check_against_torch
 from export.quantize import Inputs
 from pipeline.stages.quantized import QuantizeConfig, QuantizedExport, export_quantized
-from pipeline.training.data import data_labels, normalization
+from pipeline.training.data import data_labels, normalization, searched_source
 from pipeline.training.weights import load_weights
 
 
@@ -181,7 +181,7 @@ def app_interface(arch: Architecture, arch_path: Path, target: Target, exporter:
     """The labels (the search's data, or `data`'s), the data's normalisation, and where the model
     came from, checked against what the exporter's format can take."""
     recorded = arch.info.get("labels")
-    source = data or str(arch.info.get("data", {}).get("source", "digits"))
+    source = searched_source(arch.info, data)
     labels = tuple(str(v) for v in recorded) if recorded and data is None else data_labels(source)
     where = f"data '{source}'" if not recorded or data else f"architecture '{arch_path}'"
     space = arch.space

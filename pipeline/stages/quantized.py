@@ -21,7 +21,7 @@ from export.app import AppInterface
 from export.base import Artifact, Exporter
 from export.quantize import Inputs, Quantization
 from export.verify import QuantGoal, QuantQuality, quantized_quality
-from pipeline.training.data import Splits, load_data
+from pipeline.training.data import Splits, load_data, searched_source
 
 # Enough images that every class shows up in the activations' ranges, few enough that a
 # calibration takes seconds (ONNX Runtime's and PT2E's observers run the model once per sample).
@@ -47,7 +47,7 @@ class QuantizedExport:
 
 def splits_for(arch: Architecture, data: str | None) -> Splits:
     """The splits the search saw (its data source and seed), at the exported input size."""
-    source = data or str(arch.info.get("data", {}).get("source", "digits"))
+    source = searched_source(arch.info, data)
     seed = int(arch.info.get("search", {}).get("seed", 0))
     return load_data(source, arch.space.resolution, arch.space.in_channels, seed)
 

@@ -11,7 +11,7 @@ from blocks import resolve_space
 from blocks.architecture import load_architecture
 from blocks.space import SearchSpace
 from core.workspace import Workspace, weights_path
-from pipeline.training.data import Splits, load_data
+from pipeline.training.data import Splits, load_data, searched_source
 from pipeline.training.loop import TrainConfig, fresh_network, train_network
 from pipeline.training.weights import save_weights
 
@@ -48,10 +48,12 @@ def locate(ws: Workspace, space_name: str, target: str, device: str, arch: Path 
     return ws.architecture(space.name, target, device), space
 
 
-def train_derived(arch_path: Path, space: SearchSpace | None, data: str, cfg: TrainConfig,
+def train_derived(arch_path: Path, space: SearchSpace | None, data: str | None, cfg: TrainConfig,
                   progress: bool = True) -> TrainReport:
-    """`pipeline train`: load `data` as the search saw it and train the architecture from scratch."""
+    """`pipeline train`: load `data` (None: the search's) as the search saw it and train the
+    architecture from scratch."""
     a = load_architecture(arch_path, space)
+    data = searched_source(a.info, data)
     # Train at the size the search trained at (a proxy resolution, if it used one).
     resolution = (a.info.get("search") or {}).get("resolution") or a.space.resolution
     splits = load_data(data, resolution, a.space.in_channels, cfg.seed)
