@@ -54,7 +54,10 @@ class MixedLayer(nn.Module):
 @dataclass(frozen=True)
 class MixingOptions:
     temperature: float = 5.0  # gumbel: τ at epoch 0 (FBNet)
-    temperature_decay: float = 0.045  # gumbel: τ is multiplied by exp(-decay) every epoch (FBNet)
+    # gumbel: τ is multiplied by exp(-decay) every epoch. FBNet's 0.045 suits its 90 epochs; over
+    # a 10-epoch search it leaves τ at 3.3, where every step still mixes all candidates. 0.2 takes
+    # τ to 0.8, so the last epochs train nearly single paths (docs/search.md, "The default recipe").
+    temperature_decay: float = 0.2
     paths: int = 2  # sampled: candidates a Θ step runs (ProxylessNAS: 2)
 
 
@@ -112,8 +115,10 @@ class SoftmaxMixer(Mixer):
 class GumbelMixer(Mixer):
     """FBNet: weights softmax((θ + g)/τ), g ~ Gumbel(0, 1) drawn per layer and step."""
 
-    # FBNet: Θ starts after 10% of the epochs, Adam at lr 0.01.
-    recipe = Recipe(warmup_fraction=0.1, theta_lr=0.01)
+    # FBNet started Θ after 10% of its epochs, Adam at lr 0.01, over ~10^4 Θ steps. A search here
+    # takes ~10^2: W needs 30% of the epochs before the super-net's accuracy says anything on the
+    # proxy task, and Θ needs 0.1 to move far enough to decide (docs/search.md, "The default recipe").
+    recipe = Recipe(warmup_fraction=0.3, theta_lr=0.1)
 
     @property
     def temperature(self) -> float:

@@ -9,6 +9,7 @@ from benchmarks.predict import MIN_CALIBRATION_NETWORKS
 from benchmarks.table import LatencyTable, Row
 from blocks.space import LayerShape, SearchSpace
 from pipeline.training.sweep import SweepReport
+from pipeline.training.search import DECIDED, decided_layers
 from benchmarks.targets import Target
 from pipeline.stages.validate import ValidateReport
 from pipeline.stages.benchmark import BenchmarkReport
@@ -152,6 +153,8 @@ def search_text(r: SearchReport) -> str:
         f"by {lat['predictor']} (space spans {lat['space_fastest_ms']:.4f} to {lat['space_slowest_ms']:.4f} ms)",
         *_target_lines(info),
         *([PLAIN_SUM_HINT] if lat["predictor"] == "table sum" and info["table"]["device"] == "host" else []),
+        f"decided in {decided_layers(info['alpha'])} of {len(info['alpha'])} layers (the chosen block's α at least "
+        f"{DECIDED:g}x the runner-up's)",
         f"test accuracy: super-net {info['supernet_test_accuracy']:.3f}, derived network with inherited "
         f"weights {r.derived_test_acc:.3f} (retrain from scratch with 'pipeline train')",
     ])

@@ -28,9 +28,10 @@ def latency(micro_space, micro_table):
 
 
 def test_recipes_fill_what_the_config_leaves_unset():
-    gumbel = SearchConfig(mixing="gumbel", epochs=90)
-    assert (gumbel.warmup_epochs, gumbel.theta_lr, gumbel.loss) == (9, 0.01, "mul")  # FBNet: 10%, Adam 0.01
-    soft = SearchConfig()
+    default = SearchConfig()  # gumbel: W alone for 30% of the epochs, then Θ with Adam at 0.1
+    assert (default.mixing, default.warmup_epochs, default.theta_lr, default.loss) == ("gumbel", 3, 0.1, "mul")
+    assert default.temperature_decay == 0.2
+    soft = SearchConfig(mixing="softmax")
     assert (soft.warmup_epochs, soft.theta_lr) == (2, 0.05)
     assert SearchConfig(mixing="gumbel", epochs=1).warmup_epochs == 0
     assert SearchConfig(mixing="gumbel", theta_lr=0.2, warmup_epochs=3).theta_lr == 0.2
@@ -411,3 +412,11 @@ def test_alpha_is_saved_at_full_precision_so_near_ties_keep_their_order(micro_sp
     saved = load_architecture(path).info["alpha"]
     assert saved == table
     assert tuple(max(a, key=a.get) for a in saved) == net.derive() == ("k3_e1", "k5_e3", "skip")
+
+
+def test_a_layer_is_decided_when_its_chosen_alpha_is_at_least_one_and_a_half_times_the_runner_up():
+    from pipeline.training.search import alpha_margins, decided_layers
+
+    assert alpha_margins([[0.3, 0.2, 0.5], [0.25, 0.25], [1.0]]) == [pytest.approx(5 / 3), 1.0, float("inf")]
+    table = [{"a": 0.75, "b": 0.5}, {"a": 0.59, "b": 0.41}, {"a": 0.2, "b": 0.2, "c": 0.6}]
+    assert decided_layers(table) == 2  # 1.5 exactly counts; 0.59/0.41 does not

@@ -23,7 +23,8 @@ from core.workspace import Workspace, weights_path
 from pipeline.training import distributed
 from pipeline.training.data import Splits
 from pipeline.training.loop import TrainConfig, evaluate, loader
-from pipeline.training.search import SearchConfig, SearchResult, check_latency_target, meets_target, run_search
+from pipeline.training.search import (SearchConfig, SearchResult, check_latency_target, decided_layers, meets_target,
+                                       run_search)
 from pipeline.training.sweep import SweepReport, SweepSpec
 from pipeline.training.sweep import sweep as run_sweep
 from pipeline.training.weights import save_weights
@@ -49,6 +50,7 @@ class SearchReport:
                 "target": table["target"], "device": table["device"], "table": table["path"],
                 "space_fastest_ms": lat["space_fastest_ms"], "space_slowest_ms": lat["space_slowest_ms"],
                 "latency_target": info.get("latency_target"),
+                "decided_layers": decided_layers(info["alpha"]),
                 "supernet_test_accuracy": info["supernet_test_accuracy"],
                 "derived_test_accuracy": self.derived_test_acc}
 

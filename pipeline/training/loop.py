@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -57,15 +58,17 @@ def evaluate(net: nn.Module, ds: Dataset, device: str = "cpu", batch_size: int =
     return correct / max(total, 1)
 
 
-def train_network(net: nn.Module, splits: Splits, cfg: TrainConfig, progress: bool = True) -> float:
-    """Train from the current weights on W ∪ Θ (everything but the test split); return test accuracy."""
+def train_network(net: nn.Module, splits: Splits, cfg: TrainConfig, progress: bool = True,
+                  after_epoch: Callable[[int, nn.Module], None] | None = None) -> float:
+    """Train from the current weights on W ∪ Θ (everything but the test split); return test
+    accuracy. `after_epoch(epoch, net)` is called after each epoch (1-based), in train mode."""
     torch.manual_seed(cfg.seed)
     net.to(cfg.device).train()
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     data = loader(ConcatDataset([splits.w, splits.theta]), cfg.batch_size, shuffle=True, seed=cfg.seed)
     bar = tqdm(range(cfg.epochs), desc="train", unit="epoch", disable=not progress)
-    for _ in bar:
+    for epoch in bar:
         total = correct = 0
         loss_sum = 0.0
         for x, y in data:
@@ -81,5 +84,7 @@ def train_network(net: nn.Module, splits: Splits, cfg: TrainConfig, progress: bo
             correct += int((out.argmax(1) == y).sum())
             total += len(y)
         sched.step()
+        if after_epoch is not None:
+            after_epoch(epoch + 1, net)
         bar.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{correct / total:.3f}")
     return evaluate(net, splits.test, cfg.device)

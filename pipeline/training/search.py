@@ -60,9 +60,9 @@ class SearchConfig:
     a: float = 0.2
     b: float = 0.6
     latency_target: float | None = None  # ms; the derived architecture must meet it
-    mixing: str = "softmax"
+    mixing: str = "gumbel"
     temperature: float = 5.0  # gumbel
-    temperature_decay: float = 0.045  # gumbel: τ ← τ·exp(−decay) each epoch
+    temperature_decay: float = 0.2  # gumbel: τ ← τ·exp(−decay) each epoch (MixingOptions says why)
     paths: int = 2  # sampled: candidates a Θ step runs
     seed: int = 0
     device: str = "cpu"  # torch device the super-net trains on
@@ -157,6 +157,24 @@ class Position:
     batch: int = 0
     sums: tuple[float, float, float] = (0.0, 0.0, 0.0)  # loss·n, correct, n
     w: tuple[float, float] | None = None  # W's (loss, accuracy) once its pass of the epoch is done
+
+
+# A layer is decided when its most likely block's α is at least this times the runner-up's.
+DECIDED = 1.5
+
+
+def alpha_margins(alphas: list[list[float]]) -> list[float]:
+    """Per layer, the most likely block's α over the runner-up's: how decided the layer is (1.0 is a tie)."""
+    out = []
+    for layer in alphas:
+        top = sorted(layer, reverse=True)
+        out.append(top[0] / top[1] if len(top) > 1 and top[1] > 0 else float("inf"))
+    return out
+
+
+def decided_layers(alpha: list[dict[str, float]]) -> int:
+    """How many layers of an α table (SearchResult.alpha_table) are decided (DECIDED)."""
+    return sum(m >= DECIDED for m in alpha_margins([list(layer.values()) for layer in alpha]))
 
 
 def latency_fingerprint(latency: LatencyModel) -> str:
