@@ -80,7 +80,8 @@ def test_raising_lambda_lowers_predicted_latency(tmp_path, micro_space):
     splits = load_data("digits", 16, 1)
     predicted = []
     for lam in (0.0, 5.0):
-        cfg = SearchConfig(epochs=3, warmup_epochs=1, loss="add", lam=lam, theta_lr=0.1)
+        # softmax: α follows the loss without Gumbel noise, so 2 Θ epochs reach the fastest network
+        cfg = SearchConfig(epochs=3, warmup_epochs=1, loss="add", lam=lam, theta_lr=0.1, mixing="softmax")
         r = search_stage.search(micro_space, TARGETS.get("desktop"), Workspace(tmp_path), cfg, splits,
                             table_path=tmp_path / "table.json", out=tmp_path / f"arch{lam}.json", progress=False)
         predicted.append(r.predicted_ms)

@@ -106,7 +106,7 @@ def test_the_cli_refuses_a_search_too_big_before_it_trains(tmp_path, micro_space
                                   str(tmp_path / "ws"), "--resolution", "64", "--epochs", "1", "-q"])
     assert r.exit_code != 0
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: search: batch 64 at 64x64 with softmax mixing"), r.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: search: batch 64 at 64x64 with gumbel mixing"), r.stderr
     assert not list((tmp_path / "ws").rglob("*.pt"))  # refused before the first epoch's checkpoint
 
 
