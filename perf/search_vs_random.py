@@ -1,6 +1,6 @@
 """Does the search beat random search at the same latency? (docs/search.md, "Search against random")
 
-    python perf/search_vs_random.py --out DIR                       # 5 seeds, digits-hard, about 50 min on 2 cores
+    python perf/search_vs_random.py --out DIR                       # 5 seeds, digits-hard, about an hour on 2 cores
     python perf/search_vs_random.py --out DIR --seeds 5,6,7,8,9     # other seeds: only what changed is computed
     python perf/search_vs_random.py --out DIR --smoke               # the CI version: seconds, on 'digits'
 
