@@ -40,7 +40,7 @@ def test_image_folder(tmp_path):
 def test_empty_or_missing_image_folder(tmp_path):
     with pytest.raises(PipelineError, match="0 class sub-folder"):
         load_data(str(tmp_path), 16, 3)
-    with pytest.raises(PipelineError, match="does not exist"):
+    with pytest.raises(PipelineError, match=r"'.*nope' is neither a built-in source \(digits, digits-hard\) nor a folder"):
         load_data(str(tmp_path / "nope"), 16, 3)
 
 

@@ -242,5 +242,8 @@ def load_data(source: str, resolution: int, channels: int, seed: int = 0,
     `theta_fraction` of the non-test part."""
     if source in SOURCES:
         return SOURCES.get(source).load(resolution, channels, seed, test_fraction, theta_fraction)
+    if not Path(source).exists():
+        raise PipelineError(f"data '{source}' is neither a built-in source ({', '.join(SOURCES.names())}) nor a "
+                            "folder; pass --data with one of those or a folder with one sub-folder per class")
     ds = ImageFolderDataset(Path(source), resolution, channels)
     return _three_way(ds, ds.labels.numpy(), source, ds.classes, seed, test_fraction, theta_fraction)
