@@ -9,7 +9,9 @@ seed, for `--search-epochs`: the digits-hard super-net takes about 45 s an epoch
 on `--data`, derives an architecture and trains it from scratch. Against it stand
 `--random` architectures drawn uniformly from the space among those whose predicted latency
 is within 0.9-1.0x of the derived one's, trained the same way (the same TrainConfig and
-training seed: the same initialisation stream, batch order and schedule). All seeds draw
+training seeds: the same initialisation streams, batch orders and schedule). Every accuracy
+compared is the mean over `--train-seeds` trainings: between architectures of one latency,
+the differences are of the size of one training's seed noise. All seeds draw
 from one stream of random architectures, so windows that overlap share their trainings.
 
 It also measures:
@@ -129,6 +131,18 @@ class Experiment:
 
         return float(self.cache.get("train", key, run)["accuracy"])
 
+    def training_seeds(self) -> list[int]:
+        return [self.train_cfg.seed + i for i in range(self.opts.train_seeds)]
+
+    def trainings(self, blocks: Arch) -> list[float]:
+        """`blocks`' accuracy from each of `--train-seeds` trainings from scratch."""
+        return [self.trained(blocks, seed=s) for s in self.training_seeds()]
+
+    def score(self, blocks: Arch) -> float:
+        """The mean of `trainings`: the figure every comparison uses, since one training's seed noise
+        is as large as the differences between architectures of one latency."""
+        return float(np.mean(self.trainings(blocks)))
+
     def searched(self, seed: int, **changes: Any) -> dict[str, Any]:
         """The search at `seed` (with config changes), its α, and its inherited weights' accuracy
         before and after each fine-tune epoch."""
@@ -209,14 +223,14 @@ def sweep_search(ex: Experiment, opts: argparse.Namespace, target: float) -> dic
 def spread(ex: Experiment, opts: argparse.Namespace) -> dict[str, Any]:
     """Item 1: random architectures' spread against one architecture's seed-to-seed noise."""
     scatter = scatter_archs(ex, opts)
-    accs = [ex.trained(a) for a in scatter]
+    accs = [ex.trained(a) for a in scatter]  # one training each, like the noise it is set against
     probe = scatter[0]
     noise = [ex.trained(probe, seed=s) for s in range(opts.noise_seeds)]
     sd_seed = statistics.stdev(noise) if len(noise) > 1 else float("nan")
     sd_arch = statistics.stdev(accs) if len(accs) > 1 else float("nan")
     q1, q3 = np.percentile(accs, [25, 75]) if accs else (float("nan"),) * 2
-    return {"architectures": [{"blocks": list(a), "predicted_ms": ex.predict(a), "accuracy": acc}
-                              for a, acc in zip(scatter, accs)],
+    return {"architectures": [{"blocks": list(a), "predicted_ms": ex.predict(a), "accuracy": ex.score(a),
+                               "one_training": acc} for a, acc in zip(scatter, accs)],
             "noise_architecture": list(probe), "noise_accuracies": noise, "seed_sd": sd_seed,
             "random_sd": sd_arch, "random_iqr": float(q3 - q1), "random_range": max(accs) - min(accs),
             "sd_ratio": sd_arch / sd_seed if sd_seed > 0 else float("nan")}
@@ -228,18 +242,21 @@ def per_seed(ex: Experiment, seed: int, opts: argparse.Namespace) -> dict[str, A
     blocks = tuple(s["blocks"])
     budget = ex.predict(blocks)
     rivals = within(ex, budget, opts.random, opts.random_seed, {blocks})
-    derived = ex.trained(blocks)
-    accs = [ex.trained(a) for a in rivals]
+    derived = ex.score(blocks)
+    accs = [ex.score(a) for a in rivals]
+    runs = ex.trainings(blocks)
     margins = alpha_margins([list(layer.values()) for layer in s["alpha"]])
-    reached = next((i + 1 for i, a in enumerate(s["fine_tune"]) if a >= derived), None)
-    return {"seed": seed, "blocks": list(blocks), "predicted_ms": budget, "accuracy": derived,
-            "random": [{"blocks": list(a), "predicted_ms": ex.predict(a), "accuracy": acc} for a, acc in zip(rivals, accs)],
+    scratch = runs[0]  # the fine-tune follows the first training seed's data order, so it is set against that seed
+    reached = next((i + 1 for i, a in enumerate(s["fine_tune"]) if a >= scratch), None)
+    return {"seed": seed, "blocks": list(blocks), "predicted_ms": budget, "accuracy": derived, "trainings": runs,
+            "random": [{"blocks": list(a), "predicted_ms": ex.predict(a), "accuracy": acc, "trainings": ex.trainings(a)}
+                       for a, acc in zip(rivals, accs)],
             "random_median": float(np.median(accs)), "random_q75": float(np.percentile(accs, 75)),
             "percentile": percentile_of(derived, accs), "beats_median": derived > float(np.median(accs)),
             "alpha_margins": margins, "decided_layers": sum(m >= DECIDED for m in margins),
             "search_seconds": s["seconds"], "supernet_accuracy": s["supernet_accuracy"],
             "inherited_accuracy": s["inherited_accuracy"], "fine_tune": s["fine_tune"],
-            "fine_tune_epochs_to_scratch": reached}
+            "scratch_accuracy_first_seed": scratch, "fine_tune_epochs_to_scratch": reached}
 
 
 def agreement(seeds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -259,7 +276,7 @@ def sweep(ex: Experiment, opts: argparse.Namespace) -> list[dict[str, Any]]:
     points = []
     for t in sweep_targets(ex, opts):
         blocks = tuple(sweep_search(ex, opts, t)["blocks"])
-        points.append(SweepPoint("search", f"target {t:.4f}", blocks, ex.predict(blocks), ex.trained(blocks)))
+        points.append(SweepPoint("search", f"target {t:.4f}", blocks, ex.predict(blocks), ex.score(blocks)))
     return [{**asdict(p), "blocks": list(p.blocks)} for p in mark_pareto(points)]
 
 
@@ -292,13 +309,13 @@ def prefetch(ex: Experiment, opts: argparse.Namespace) -> None:
     with ProcessPoolExecutor(opts.jobs, initializer=_start_worker, initargs=(opts,)) as pool:
         list(pool.map(_do, [("search", s) for s in opts.seeds] + [("sweep", t) for t in sweep_targets(ex, opts)]))
         scatter = scatter_archs(ex, opts)
-        trains: list[tuple[Arch, int | None]] = [(a, None) for a in scatter]
-        trains += [(scatter[0], s) for s in range(opts.noise_seeds)]
+        archs = list(scatter)
         for seed in opts.seeds:
             blocks = tuple(ex.searched(seed)["blocks"])
-            trains += [(blocks, None)] + [(a, None) for a in within(ex, ex.predict(blocks), opts.random,
-                                                                     opts.random_seed, {blocks})]
-        trains += [(tuple(sweep_search(ex, opts, t)["blocks"]), None) for t in sweep_targets(ex, opts)]
+            archs += [blocks] + within(ex, ex.predict(blocks), opts.random, opts.random_seed, {blocks})
+        archs += [tuple(sweep_search(ex, opts, t)["blocks"]) for t in sweep_targets(ex, opts)]
+        trains = [(a, s) for s in ex.training_seeds() for a in archs]  # every first training before any second
+        trains += [(scatter[0], s) for s in range(opts.noise_seeds)]
         list(pool.map(_do, [("train", t) for t in dict.fromkeys(trains)]))
 
 
@@ -311,7 +328,7 @@ def latency_model(space: SearchSpace, table: Path | None, work: Path) -> Latency
     return LatencyModel.from_table(report.table, space)
 
 
-def summary(seeds: list[dict[str, Any]], spread_: dict[str, Any]) -> dict[str, Any]:
+def summary(seeds: list[dict[str, Any]], spread_: dict[str, Any], train_seeds: int) -> dict[str, Any]:
     wins = sum(r["beats_median"] for r in seeds)
     gaps = [r["accuracy"] - r["random_median"] for r in seeds]
     return {"seeds": len(seeds), "beats_median": wins, "sign_test_p": sign_test_p(wins, len(seeds)),
@@ -319,7 +336,8 @@ def summary(seeds: list[dict[str, Any]], spread_: dict[str, Any]) -> dict[str, A
             "top_quartile_on_average": bool(np.mean([r["percentile"] for r in seeds]) >= 0.75),
             "mean_gain_over_median": float(np.mean(gaps)),
             "decided_layers_mean": float(np.mean([r["decided_layers"] for r in seeds])),
-            "seed_sd": spread_["seed_sd"], "random_sd": spread_["random_sd"], "sd_ratio": spread_["sd_ratio"]}
+            "seed_sd": spread_["seed_sd"], "random_sd": spread_["random_sd"], "sd_ratio": spread_["sd_ratio"],
+            "train_seeds": train_seeds, "noise_of_a_score": spread_["seed_sd"] / train_seeds**0.5}
 
 
 def print_report(rep: dict[str, Any]) -> None:
@@ -339,7 +357,8 @@ def print_report(rep: dict[str, Any]) -> None:
     print(f"\nbetter than the median random one in {sm['beats_median']} of {sm['seeds']} seeds "
           f"(sign test p = {sm['sign_test_p']:.3f}); mean percentile {sm['mean_percentile']:.2f} "
           f"(top quartile on average: {'yes' if sm['top_quartile_on_average'] else 'no'}); "
-          f"mean gain over the median {sm['mean_gain_over_median']:+.4f}")
+          f"mean gain over the median {sm['mean_gain_over_median']:+.4f}; each accuracy is the mean of "
+          f"{sm['train_seeds']} trainings (seed noise of that mean about {sm['noise_of_a_score']:.4f})")
     print(f"decided layers (α ≥ {DECIDED}x the runner-up's): {sm['decided_layers_mean']:.1f} of {ag['layers']} "
           f"on average; two seeds agree on {ag['pairs_mean_layers']:.1f} of {ag['layers']} layers on average; "
           "per layer: " + ", ".join(f"{p['block']} {p['seeds']}/{sm['seeds']}" for p in ag["per_layer"]))
@@ -409,17 +428,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                     help="a search config value other than the default, e.g. --set mixing=softmax --set theta_lr=0.01")
     ap.add_argument("--train-epochs", type=int, default=6, help="training epochs [6]")
+    ap.add_argument("--train-seeds", type=int, default=2,
+                    help="training seeds each compared architecture's accuracy is averaged over [2]")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                     help="processes computing searches and trainings, one core each [the machine's cores]")
     ap.add_argument("--smoke", action="store_true",
                     help="the CI version: digits, 2 seeds, 3 random, 2 search and 1 training epochs")
     if "--smoke" in (sys.argv[1:] if argv is None else argv):  # its defaults; flags given still win
         ap.set_defaults(data="digits", seeds="0,1", random=3, scatter=3, noise_seeds=2, sweep_targets=2,
-                        search_epochs=2, train_epochs=1, jobs=1)
+                        search_epochs=2, train_epochs=1, train_seeds=2, jobs=1)
     opts = ap.parse_args(argv)
     opts.seeds = [int(s) for s in opts.seeds.split(",") if s.strip()]
-    if opts.random < 1 or opts.scatter < 2 or opts.noise_seeds < 2 or not opts.seeds:
-        ap.error("need --random >= 1, --scatter >= 2, --noise-seeds >= 2 and at least one seed")
+    if opts.random < 1 or opts.scatter < 2 or opts.noise_seeds < 2 or opts.train_seeds < 1 or not opts.seeds:
+        ap.error("need --random >= 1, --scatter >= 2, --noise-seeds >= 2, --train-seeds >= 1 and at least one seed")
     return opts
 
 
@@ -470,7 +491,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sw = sweep(ex, opts)
     rep = {"space": SPACE, "data": opts.data, "search": search_cfg.to_dict(), "train": asdict(train_cfg),
            "spread": sp, "seeds": seeds, "agreement": agreement(seeds), "sweep": sw,
-           "summary": summary(seeds, sp), "cache": {}}
+           "summary": summary(seeds, sp, opts.train_seeds), "cache": {}}
     computed = ex.cache.files() - before  # here or in a worker
     rep["cache"] = {"computed": computed, "reused": ex.cache.hits + ex.cache.misses - computed}
     write_json_atomic(opts.out / "report.json", rep)

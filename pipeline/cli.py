@@ -165,7 +165,7 @@ def _compute_option(f: Callable) -> Callable:
 
 def _json_option(f: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True,
-                        help="Print the result as one JSON object (README: 'JSON output'); messages go to stderr.")(f)
+                        help="Print the result as one JSON object (docs/json.md); messages go to stderr.")(f)
 
 
 def _json_default(value: Any) -> Any:

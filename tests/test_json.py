@@ -1,5 +1,5 @@
-"""`--json` on every command: stdout is one JSON object with the keys README.md's `## JSON
-output` documents, and its figures are the ones the text output of the same command prints."""
+"""`--json` on every command: stdout is one JSON object with the keys docs/json.md's `## Top-level
+keys` table documents, and its figures are the ones the text output of the same command prints."""
 
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ SEARCH = ["--epochs", "2", "--warmup-epochs", "1"]
 
 
 def documented_keys() -> dict[str, set[str]]:
-    """README's `## JSON output` table: per row, the first `COMMAND` of its first cell and the
-    `key`s of its second."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## JSON output\n", 1)[1].split("\n## ", 1)[0]
+    """docs/json.md's `## Top-level keys` table: per row, the first `COMMAND` of its first cell and
+    the `key`s of its second."""
+    doc = (ROOT / "docs" / "json.md").read_text()
+    section = doc.split("\n## Top-level keys\n", 1)[1].split("\n## ", 1)[0]
     keys: dict[str, set[str]] = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]

@@ -52,6 +52,8 @@ def test_smoke_run_reports_every_figure_and_a_rerun_computes_nothing(tmp_path, c
         assert len(r["random"]) == 3 and r["blocks"] not in [a["blocks"] for a in r["random"]]
         for a in r["random"]:  # every rival is predicted within 0.9-1.0x of the searched one
             assert 0.9 * r["predicted_ms"] - 1e-12 <= a["predicted_ms"] <= r["predicted_ms"] + 1e-12
+        for a in [r, *r["random"]]:  # every accuracy compared is the mean of its two trainings
+            assert len(a["trainings"]) == 2 and a["accuracy"] == pytest.approx(sum(a["trainings"]) / 2)
         accs = [a["accuracy"] for a in r["random"]]
         below = sum(a < r["accuracy"] for a in accs) + 0.5 * sum(a == r["accuracy"] for a in accs)
         assert r["percentile"] == pytest.approx(below / 3)
@@ -65,6 +67,7 @@ def test_smoke_run_reports_every_figure_and_a_rerun_computes_nothing(tmp_path, c
     assert spread["sd_ratio"] == pytest.approx(spread["random_sd"] / spread["seed_sd"])
     assert len(report["sweep"]) == 2 and any(p["pareto"] for p in report["sweep"])
     computed = report["cache"]["computed"]
+    assert s["train_seeds"] == 2 and s["noise_of_a_score"] == pytest.approx(spread["seed_sd"] / 2**0.5)
     assert computed >= 4 + 3 + 1  # 2 seed and 2 sweep searches, the scatter, the noise seed
 
     # A rerun in one process computes nothing and reports the same figures; one more seed costs
@@ -75,4 +78,4 @@ def test_smoke_run_reports_every_figure_and_a_rerun_computes_nothing(tmp_path, c
     assert again["seeds"] == report["seeds"] and again["summary"] == report["summary"]
     assert "0 searches and trainings computed" in capsys.readouterr().out
     more = script.main(argv + ["--seeds", "0,1,2"])
-    assert 2 <= more["cache"]["computed"] <= 1 + 1 + 3  # seed 2's search, its training, its rivals at most
+    assert 2 <= more["cache"]["computed"] <= 1 + 2 * (1 + 3)  # seed 2's search, its and its rivals' trainings at most
