@@ -109,14 +109,11 @@ class LiteRTExporter(Exporter):
             return module, lambda x: x
         from litert_torch._convert.to_channel_last_io import to_channel_last_io
 
-        return to_channel_last_io(module, args=[0]), lambda x: x.permute(0, 2, 3, 1).contiguous()
+        return to_channel_last_io(module, args=[0]), lambda x: _channels_last((x,))[0]
 
     def interface(self, artifact: Artifact) -> dict[str, Any]:
-        from ai_edge_litert.interpreter import Interpreter
-
-        it = Interpreter(model_path=str(artifact.path))
-        return {"inputs": [_tensor(d) for d in it.get_input_details()],
-                "outputs": [{**_tensor(d), "meaning": "logits"} for d in it.get_output_details()]}
+        inputs, outputs = _details(artifact.path)
+        return {"inputs": [_tensor(d) for d in inputs], "outputs": [{**_tensor(d), "meaning": "logits"} for d in outputs]}
 
     def _int8(self, module: torch.nn.Module, example_inputs: Inputs, calibration: Sequence[Inputs] | None,
               out: Path) -> str | None:
@@ -185,11 +182,17 @@ def _tensor(detail: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
-def _io(path: Path) -> list[dict[str, Any]]:
+def _details(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The flatbuffer's input and output details, as LiteRT's interpreter reads them."""
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_path=str(path))
-    return it.get_input_details() + it.get_output_details()
+    return it.get_input_details(), it.get_output_details()
+
+
+def _io(path: Path) -> list[dict[str, Any]]:
+    inputs, outputs = _details(path)
+    return inputs + outputs
 
 
 def int8_interface(path: Path) -> list[dict[str, Any]]:

@@ -328,8 +328,16 @@ def latency_model(space: SearchSpace, table: Path | None, work: Path) -> Latency
     return LatencyModel.from_table(report.table, space)
 
 
+def pooled_seed_sd(seeds: list[dict[str, Any]]) -> float:
+    """One training's seed-to-seed standard deviation, pooled over every compared architecture
+    with two or more trainings (the root of the mean of their sample variances)."""
+    runs = {tuple(a["blocks"]): a["trainings"] for r in seeds for a in [r, *r["random"]] if len(a["trainings"]) > 1}
+    return float(np.sqrt(np.mean([np.var(t, ddof=1) for t in runs.values()]))) if runs else float("nan")
+
+
 def summary(seeds: list[dict[str, Any]], spread_: dict[str, Any], train_seeds: int) -> dict[str, Any]:
     wins = sum(r["beats_median"] for r in seeds)
+    pooled = pooled_seed_sd(seeds)
     gaps = [r["accuracy"] - r["random_median"] for r in seeds]
     return {"seeds": len(seeds), "beats_median": wins, "sign_test_p": sign_test_p(wins, len(seeds)),
             "mean_percentile": float(np.mean([r["percentile"] for r in seeds])),
@@ -337,7 +345,7 @@ def summary(seeds: list[dict[str, Any]], spread_: dict[str, Any], train_seeds: i
             "mean_gain_over_median": float(np.mean(gaps)),
             "decided_layers_mean": float(np.mean([r["decided_layers"] for r in seeds])),
             "seed_sd": spread_["seed_sd"], "random_sd": spread_["random_sd"], "sd_ratio": spread_["sd_ratio"],
-            "train_seeds": train_seeds, "noise_of_a_score": spread_["seed_sd"] / train_seeds**0.5}
+            "train_seeds": train_seeds, "seed_sd_pooled": pooled, "noise_of_a_score": pooled / train_seeds**0.5}
 
 
 def print_report(rep: dict[str, Any]) -> None:
@@ -358,7 +366,8 @@ def print_report(rep: dict[str, Any]) -> None:
           f"(sign test p = {sm['sign_test_p']:.3f}); mean percentile {sm['mean_percentile']:.2f} "
           f"(top quartile on average: {'yes' if sm['top_quartile_on_average'] else 'no'}); "
           f"mean gain over the median {sm['mean_gain_over_median']:+.4f}; each accuracy is the mean of "
-          f"{sm['train_seeds']} trainings (seed noise of that mean about {sm['noise_of_a_score']:.4f})")
+          f"{sm['train_seeds']} trainings: one training's seed sd pooled over them {sm['seed_sd_pooled']:.4f}, "
+          f"that mean's {sm['noise_of_a_score']:.4f}")
     print(f"decided layers (α ≥ {DECIDED}x the runner-up's): {sm['decided_layers_mean']:.1f} of {ag['layers']} "
           f"on average; two seeds agree on {ag['pairs_mean_layers']:.1f} of {ag['layers']} layers on average; "
           "per layer: " + ", ".join(f"{p['block']} {p['seeds']}/{sm['seeds']}" for p in ag["per_layer"]))

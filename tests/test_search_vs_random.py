@@ -67,7 +67,10 @@ def test_smoke_run_reports_every_figure_and_a_rerun_computes_nothing(tmp_path, c
     assert spread["sd_ratio"] == pytest.approx(spread["random_sd"] / spread["seed_sd"])
     assert len(report["sweep"]) == 2 and any(p["pareto"] for p in report["sweep"])
     computed = report["cache"]["computed"]
-    assert s["train_seeds"] == 2 and s["noise_of_a_score"] == pytest.approx(spread["seed_sd"] / 2**0.5)
+    pairs = {tuple(a["blocks"]): a["trainings"] for r in report["seeds"] for a in [r, *r["random"]]}
+    pooled = (sum((x - y) ** 2 / 2 for x, y in pairs.values()) / len(pairs)) ** 0.5  # two trainings: var = d²/2
+    assert s["train_seeds"] == 2 and s["seed_sd_pooled"] == pytest.approx(pooled)
+    assert s["noise_of_a_score"] == pytest.approx(pooled / 2**0.5)
     assert computed >= 4 + 3 + 1  # 2 seed and 2 sweep searches, the scatter, the noise seed
 
     # A rerun in one process computes nothing and reports the same figures; one more seed costs

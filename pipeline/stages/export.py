@@ -17,7 +17,7 @@ from benchmarks.networks import export_architecture
 from benchmarks.runners.base import Runner
 from benchmarks.predict import Calibration, LatencyModel, arch_key, table_calibration
 from benchmarks.protocol import Protocol
-from benchmarks.table import expect_table_for, load_table
+from benchmarks.table import LatencyTable, expect_table_for, load_table
 from blocks.space import SearchSpace
 from benchmarks.targets import Target, require_exporter
 from blocks.architecture import Architecture, load_architecture
@@ -132,6 +132,7 @@ def export(arch_path: Path, target: Target, ws: Workspace, protocol: Protocol, d
     reference, to_input = exporter.app_reference(net, app)
     x_app = to_input(x)
     timer = connect(remote, target.runner, target.runner_options, protocol) if remote is not None else None
+    local = _table_at(arch, target, ws, device, table_path)  # read once: the calibration and the prediction
     quantized = None
     if exporter.quantization() is None:
         artifact = exporter.export(net, (x,), out, app=app)
@@ -146,8 +147,8 @@ def export(arch_path: Path, target: Target, ws: Workspace, protocol: Protocol, d
         if quantized is None:  # an 8-bit model is judged on the held-out set, not one input's error
             check = check_against_torch(reference, (x_app,), runner.load(artifact), tolerance, label)
         if device == HOST_DEVICE and timer is None:  # another device's prediction is not judged by this machine's time
-            measured = _time_here(runner, protocol, artifact, x_app,
-                                  _calibration_here(arch, target, ws, device, table_path), target, arch.space, ws)
+            measured = _time_here(runner, protocol, artifact, x_app, _calibration_of(arch, local), target,
+                                  arch.space, ws)
     else:
         exporter.inspect(artifact)
     if timer is not None:
@@ -161,7 +162,8 @@ def export(arch_path: Path, target: Target, ws: Workspace, protocol: Protocol, d
             ops = timer.operations_estimated(index) if operations else None
         device, not_here = timer.table_device, None
     sidecar = _sidecar(artifact, app, exporter, acc, quantized)
-    predicted, tpath, predictor = _prediction(arch, target, ws, device, table_path)
+    found = local if timer is None else _table_at(arch, target, ws, device, table_path)
+    predicted, tpath, predictor = _prediction(arch, target, device, found)
     return ExportReport(artifact, source, acc, check, measured, predicted, tpath, not_here, predictor, device, arch_path,
                         target.name, ops if timer is not None else None, quantized, app, sidecar)
 
@@ -201,14 +203,18 @@ def app_interface(arch: Architecture, arch_path: Path, target: Target, exporter:
     return app
 
 
-def _calibration_here(arch: Architecture, target: Target, ws: Workspace, device: str,
-                      table_path: Path | None) -> Calibration | None:
-    """The stored calibration of this machine's table for the space, where it names the network
-    its fit was timed against."""
+def _table_at(arch: Architecture, target: Target, ws: Workspace, device: str,
+              table_path: Path | None) -> tuple[Path, LatencyTable] | None:
+    """The device's table for the space (or `table_path`), where there is one."""
     path = table_path or ws.table(arch.space.name, target.name, device)
-    if not path.exists():
+    return (path, load_table(path)) if path.exists() else None
+
+
+def _calibration_of(arch: Architecture, found: tuple[Path, LatencyTable] | None) -> Calibration | None:
+    """The table's stored calibration for the space, where it names the network its fit was timed against."""
+    if found is None:
         return None
-    cal = table_calibration(load_table(path), arch.space)
+    cal = table_calibration(found[1], arch.space)
     return cal if cal is not None and cal.reference_blocks and cal.reference_ms else None
 
 
@@ -231,12 +237,11 @@ def _time_here(runner: Runner, protocol: Protocol, artifact: Artifact, x: torch.
             "reference_vs_calibration": now / cal.reference_ms}
 
 
-def _prediction(arch: Architecture, target: Target, ws: Workspace, device: str,
-                table_path: Path | None) -> tuple[float | None, Path | None, str]:
-    path = table_path or ws.table(arch.space.name, target.name, device)
-    if not path.exists():
+def _prediction(arch: Architecture, target: Target, device: str,
+                found: tuple[Path, LatencyTable] | None) -> tuple[float | None, Path | None, str]:
+    if found is None:
         return None, None, ""
-    table = load_table(path)
+    path, table = found
     expect_table_for(table, target.name, device, path)
     model = LatencyModel.from_table(table, arch.space)
     name = model.name
