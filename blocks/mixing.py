@@ -116,9 +116,10 @@ class GumbelMixer(Mixer):
     """FBNet: weights softmax((θ + g)/τ), g ~ Gumbel(0, 1) drawn per layer and step."""
 
     # FBNet started Θ after 10% of its epochs, Adam at lr 0.01, over ~10^4 Θ steps. A search here
-    # takes ~10^2: W needs 30% of the epochs before the super-net's accuracy says anything on the
-    # proxy task, and Θ needs 0.1 to move far enough to decide (docs/search.md, "The default recipe").
-    recipe = Recipe(warmup_fraction=0.3, theta_lr=0.1)
+    # takes ~10^2, and Adam's early steps are its largest: Θ waits for half the epochs, until the
+    # super-net's accuracy has levelled off, so its first steps are not spent on a super-net that has
+    # learned little; and it needs 0.1 to move far enough to decide (docs/search.md, "The default recipe").
+    recipe = Recipe(warmup_fraction=0.5, theta_lr=0.1)
 
     @property
     def temperature(self) -> float:

@@ -320,7 +320,7 @@ def _search_options(f: Callable) -> Callable:
         click.option("--config", "config_file", type=click.Path(path_type=Path), help="YAML/TOML search config; flags override it."),
         click.option("--data", default="digits", show_default=True, help=DATA_HELP),
         click.option("--epochs", type=int, help="Search epochs [10]."),
-        click.option("--warmup-epochs", type=int, help="Epochs in which only W moves [gumbel: 30% of --epochs; softmax, sampled: 20%]."),
+        click.option("--warmup-epochs", type=int, help="Epochs in which only W moves [gumbel: 50% of --epochs; softmax, sampled: 20%]."),
         click.option("--batch-size", type=int, help="Batch size per process [64]."),
         click.option("--loss", type=str, help="Latency term: 'mul' (FBNet: CE·a·log(Lat)^b), 'add' (CE + λ·Lat_ms) or 'log' (CE + λ·ln Lat, the same trade-off on any device) [mul; with --latency-target: target]."),
         click.option("--lam", type=float, help="λ: per millisecond for add, per unit of ln Lat for log, of |Lat/target − 1| for target (mul uses --a, --b) [0.1; target: 1.0]."),

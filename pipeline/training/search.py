@@ -45,7 +45,7 @@ DEFAULT_LAM = {"add": 0.1, "log": 0.1, "target": 1.0}
 @dataclass(frozen=True)
 class SearchConfig:
     epochs: int = 10
-    # None: the mixing strategy's recipe (softmax and sampled: 20% of the epochs; gumbel: 10%).
+    # None: the mixing strategy's recipe (softmax and sampled: 20% of the epochs; gumbel: 50%).
     warmup_epochs: int | None = None  # W-only epochs before Θ starts moving
     batch_size: int = 64  # per process
     w_lr: float = 0.05
