@@ -86,6 +86,55 @@ def test_int8_tensors_are_counted_where_the_runtime_reads_them(tmp_path: Path) -
     assert int8_initializers(f.path) == 0 and int8_initializers(q.path) >= 2
 
 
+
+@pytest.mark.parametrize("arch, flags, saturates", [
+    ("X86_64", ["avx", "avx2", "fma", "sse4_2"], True),  # AVX2 alone (an AMD EPYC VM's flags)
+    ("X86_64", ["avx2", "avx512f", "avx512_vnni"], False),  # /proc/cpuinfo's spelling
+    ("X86_64", ["avx2", "avx512vnni"], False),  # CPUID's, as py-cpuinfo reports it on macOS
+    ("X86_64", ["avx2", "avxvnni"], False),  # AVX-VNNI without AVX-512
+    ("X86_32", ["sse2"], True),
+    ("ARM_8", ["asimd", "asimddp"], False),
+])
+def test_seven_bit_weights_only_where_8_bit_ones_saturate(arch: str, flags: list[str], saturates: bool) -> None:
+    from export.onnx import saturates_8bit_weights
+
+    assert saturates_8bit_weights(arch, flags) is saturates
+
+
+def test_the_weights_bits_follow_this_cpu_unless_set_and_key_the_cache() -> None:
+    from export.onnx import SEVEN_BIT, this_cpu_saturates
+
+    auto, eight, seven = (OnnxExporter(precision="int8", **o) for o in ({}, {"reduce_range": False},
+                                                                        {"reduce_range": True}))
+    assert auto.reduce_range is this_cpu_saturates()
+    assert (eight.reduce_range, seven.reduce_range) == (False, True)
+    assert [SEVEN_BIT in e.quantization().scheme for e in (auto, eight, seven)] == [this_cpu_saturates(), False, True]
+    # the cache keys the weights' bits as exported, so an 8-bit artifact is never reused as a 7-bit one
+    assert auto.fingerprint() == (seven if this_cpu_saturates() else eight).fingerprint()
+    assert eight.fingerprint() != seven.fingerprint()
+    assert OnnxExporter().fingerprint()["reduce_range"] is False  # fp32 has no weight bits to choose
+
+
+def test_a_1x1_conv_in_int8_keeps_its_output_on_this_cpu_and_8_bit_weights_would_not_where_they_saturate(
+        tmp_path: Path) -> None:
+    """The head's 1x1 conv (16 to 32 channels at 4x4): on an x86 CPU without VNNI, 8-bit weights
+    overflow ONNX Runtime's int16 pair sums and the output is 16 dB from the float one."""
+    from export.onnx import this_cpu_saturates
+
+    module, x = row_module("head_conv", LayerShape(16, 32, 1, 4, 4))
+    with torch.no_grad():
+        ref = module(x).numpy()
+    runner = resolve_target("desktop-int8").make_runner(1)
+
+    def sqnr(**options: bool) -> float:
+        exporter = OnnxExporter(precision="int8", **options)
+        art = exporter.export(module, (x,), tmp_path / f"{len(list(tmp_path.iterdir()))}.onnx")
+        return sqnr_db(ref, np.asarray(runner.load(art)([x.numpy()])[0]))
+
+    assert sqnr() >= 30
+    if this_cpu_saturates():
+        assert sqnr(reduce_range=False) < INT8.min_sqnr_db
+
 @pytest.mark.slow
 def test_litert_int8_flatbuffer_holds_int8_tensors(tmp_path: Path) -> None:
     from export.litert import int8_tensors
