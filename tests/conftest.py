@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import runpy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,3 +67,23 @@ def make_table(space, latency_of=None, target="desktop", device="host"):
 @pytest.fixture
 def micro_table(micro_space):
     return make_table(micro_space)
+
+
+def run_script(path: Path, *args) -> subprocess.CompletedProcess:
+    """`python PATH ARGS` for a perf/ script that only reads files and computes: run in this
+    process, where torch is already imported (a fresh interpreter costs seconds of imports).
+    Its exit code, stdout and stderr as a subprocess would give them; `sys.exit(message)` prints
+    the message to stderr and exits 1, as Python does."""
+    out, err, argv, path_before = io.StringIO(), io.StringIO(), sys.argv, list(sys.path)
+    sys.argv, code = [str(path), *map(str, args)], 0
+    sys.path.insert(0, str(Path(path).parent))  # as `python PATH` puts it first: a script imports its neighbours
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            runpy.run_path(str(path), run_name="__main__")
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            print(e.code, file=err)
+        code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+    finally:
+        sys.argv, sys.path[:] = argv, path_before
+    return subprocess.CompletedProcess([str(path), *map(str, args)], code, out.getvalue(), err.getvalue())

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
+from pipeline.training.data import digits_folder
 
 DATA = Path(__file__).resolve().parents[1] / "benchmarks/data/device-tables"
 FAST = ["--repeats", "3", "--min-repeat-ms", "0.5"]
@@ -40,8 +41,10 @@ def test_import_pixel1_and_search_against_it(tmp_path: Path) -> None:
     # again without --force: refused, the first table untouched
     assert "pass --force" in _error(invoke("benchmark", "import", DATA / "pixel1_proxylessnas_lut.yaml", "--target",
                                            "android", "--device", "pixel1", "--space", "proxyless", "--out", out))
+    # a few images: what is checked is that the search reads the phone's table, not what it learns
+    data = digits_folder(tmp_path / "data", 4)
     r = invoke("search", "--target", "android", "--device", "pixel1", "--space", "proxyless", "--out", out,
-               "--resolution", "16", "--epochs", "1", "--warmup-epochs", "0", "-q")
+               "--resolution", "16", "--epochs", "1", "--warmup-epochs", "0", "--data", data, "--batch-size", "16", "-q")
     assert r.exit_code == 0, r.output
     arch = json.loads((out / "search/proxyless/android/pixel1/architecture.json").read_text())
     assert arch["blocks"][0] == "mb_k3_e1" and len(arch["blocks"]) == 22

@@ -73,12 +73,14 @@ def test_smoke_run_reports_every_figure_and_a_rerun_computes_nothing(tmp_path, c
     assert s["noise_of_a_score"] == pytest.approx(pooled / 2**0.5)
     assert computed >= 4 + 3 + 1  # 2 seed and 2 sweep searches, the scatter, the noise seed
 
-    # A rerun in one process computes nothing and reports the same figures; one more seed costs
-    # only its own work.
+    # A rerun in one process computes nothing and reports the same figures; one more rival per
+    # seed costs only its own trainings.
     script = _script()
     again = script.main(argv)
     assert again["cache"] == {"computed": 0, "reused": report["cache"]["computed"] + report["cache"]["reused"]}
     assert again["seeds"] == report["seeds"] and again["summary"] == report["summary"]
     assert "0 searches and trainings computed" in capsys.readouterr().out
-    more = script.main(argv + ["--seeds", "0,1,2"])
-    assert 2 <= more["cache"]["computed"] <= 1 + 2 * (1 + 3)  # seed 2's search, its and its rivals' trainings at most
+    more = script.main(argv + ["--random", "4"])
+    assert 1 <= more["cache"]["computed"] <= 2 * 2  # each seed's fourth rival, its two trainings at most
+    for r, before in zip(more["seeds"], report["seeds"]):  # the stream is shared: the first three stay
+        assert r["blocks"] == before["blocks"] and r["random"][:3] == before["random"] and len(r["random"]) == 4

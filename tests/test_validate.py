@@ -18,9 +18,14 @@ from benchmarks.table import load_table
 from pipeline.cli import main
 from blocks.architecture import random_architectures
 from pipeline.stages.validate import median_se_pct, metrics
-from tests.conftest import as_if_timed_faster, make_table
+from tests.conftest import as_if_timed_faster, make_table, run_script
 
 FAST = ["--repeats", "3", "--min-repeat-ms", "0.5"]
+
+
+def _ok(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
 
 
 def invoke(*args):
@@ -104,9 +109,8 @@ def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, t
     (cal,) = table["calibration"].values()
     assert cal["fitted_on"] == 8 and cal["heldout"]["samples"] == 8
     rounds_effect = Path(__file__).parents[1] / "perf/rounds_effect.py"
-    effect = subprocess.run([sys.executable, rounds_effect,
-                             out / "validate/micro/desktop/host/validate.json", "--space", micro_space_file,
-                             "--splits", "3"], capture_output=True, text=True, check=True).stdout.splitlines()
+    effect = _ok(run_script(rounds_effect, out / "validate/micro/desktop/host/validate.json", "--space",
+                            micro_space_file, "--splits", "3")).stdout.splitlines()
     # first 1, 3, 5 and 7 rounds, then all of them; each judged for the table sum and the calibration,
     # relative to the reference network (validate's default), then as timed
     assert effect[1].startswith("each as its ratio to the reference network")
@@ -128,7 +132,7 @@ def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, t
     assert "raw_median_pct" in report["noise"]
     *_, median_pct, miss_pct = effect[-1].split()  # refit on 3 random splits of the 16: a mean error, a share
     assert float(median_pct) >= 0 and miss_pct.endswith("%") and 0 <= float(miss_pct[:-1]) <= 100
-    bad = subprocess.run([sys.executable, rounds_effect, out / "tables/micro/desktop/host.json"], capture_output=True, text=True)
+    bad = run_script(rounds_effect, out / "tables/micro/desktop/host.json")
     assert bad.returncode == 1 and "not a validate.json" in bad.stderr and "Traceback" not in bad.stderr
     # --table: the same measurements judged against another table (here a copy, as slow as twice the first)
     doubled = json.loads((out / "tables/micro/desktop/host.json").read_text())
@@ -137,23 +141,21 @@ def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, t
             row["samples_ms"] = [2 * v for v in row["samples_ms"]]
             row["median_ms"], row["ratio"] = 2 * row["median_ms"], 2 * row["ratio"]  # as timed against the reference
     (tmp_path / "doubled.json").write_text(json.dumps(doubled))
-    other = subprocess.run([sys.executable, rounds_effect, out / "validate/micro/desktop/host/validate.json", "--space",
-                            micro_space_file, "--splits", "0", "--table", tmp_path / "doubled.json"],
-                           capture_output=True, text=True, check=True).stdout.splitlines()
-    same = subprocess.run([sys.executable, rounds_effect, out / "validate/micro/desktop/host/validate.json", "--space",
-                           micro_space_file, "--splits", "0"], capture_output=True, text=True, check=True).stdout.splitlines()
+    other = _ok(run_script(rounds_effect, out / "validate/micro/desktop/host/validate.json", "--space",
+                           micro_space_file, "--splits", "0", "--table", tmp_path / "doubled.json")).stdout.splitlines()
+    same = _ok(run_script(rounds_effect, out / "validate/micro/desktop/host/validate.json", "--space",
+                          micro_space_file, "--splits", "0")).stdout.splitlines()
     sums = [(a.split(), b.split()) for a, b in zip(same[3:], other[3:]) if "table sum" in a]
     assert sums and all(a[-1] == b[-1] and a[-4] != b[-4] for a, b in sums)  # the same Spearman, other errors
     spread = Path(__file__).parents[1] / "perf/table_spread.py"
-    lines = subprocess.run([sys.executable, spread, out / "tables/micro/desktop/host.json", tmp_path / "doubled.json"],
-                           capture_output=True, text=True, check=True).stdout.splitlines()
+    lines = _ok(run_script(spread, out / "tables/micro/desktop/host.json", tmp_path / "doubled.json")).stdout.splitlines()
     assert lines[0].endswith("rows in common; each table's scale: 0.667 / 1.333")  # each over the median of both
     assert lines[1] == "a row's spread over the tables, scale removed: median 0.0%, 90th percentile 0.0%"
-    one = subprocess.run([sys.executable, spread, out / "tables/micro/desktop/host.json"], capture_output=True, text=True)
+    one = run_script(spread, out / "tables/micro/desktop/host.json")
     assert one.returncode == 1 and "give at least two tables" in one.stderr
     terms = Path(__file__).parents[1] / "perf/calibration_terms.py"
-    rows = subprocess.run([sys.executable, terms, out / "validate/micro/desktop/host/validate.json", "--space",
-                           micro_space_file, "--splits", "3"], capture_output=True, text=True, check=True).stdout.splitlines()
+    rows = _ok(run_script(terms, out / "validate/micro/desktop/host/validate.json", "--space",
+                          micro_space_file, "--splits", "3")).stdout.splitlines()
     assert [r.split()[:3] for r in rows[1:]] == [["desktop", "scale", "1"], ["desktop", "any", "n"], ["desktop", "shipped", "1"]]
     assert rows[1].split()[-1] == "0%"  # intercept and scale only: never per-block terms
     # --edges re-prices identities with a table's no-op rows (here: 0.5 ms above each skip row)
@@ -166,20 +168,18 @@ def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, t
         priced.add(Row("noop_1", shape, "ok", skip_ms + 1.0, {"count": 3}))
         priced.add(Row("noop_2", shape, "ok", skip_ms + 1.5, {"count": 3}))
     priced.save(tmp_path / "priced.json")
-    edged = subprocess.run([sys.executable, terms, out / "validate/micro/desktop/host/validate.json", "--space",
-                            micro_space_file, "--splits", "3", "--edges", tmp_path / "priced.json"],
-                           capture_output=True, text=True, check=True).stdout.splitlines()
+    edged = _ok(run_script(terms, out / "validate/micro/desktop/host/validate.json", "--space",
+                           micro_space_file, "--splits", "3", "--edges", tmp_path / "priced.json")).stdout.splitlines()
     assert len(edged) == len(rows) and edged[1].split()[:3] == rows[1].split()[:3] and edged[1] != rows[1]
-    bad = subprocess.run([sys.executable, terms, out / "tables/micro/desktop/host.json"], capture_output=True, text=True)
+    bad = run_script(terms, out / "tables/micro/desktop/host.json")
     assert bad.returncode == 1 and "not a validate.json" in bad.stderr and "Traceback" not in bad.stderr
     # perf/sample_size.py: random subsets of 8 and of all 12 networks, half fit, half judge
     sizes = Path(__file__).parents[1] / "perf/sample_size.py"
     run = out / "validate/micro/desktop/host/validate.json"
-    rows = subprocess.run([sys.executable, sizes, run, "--space", micro_space_file, "--splits", "3", "--sizes", "8", "12"],
-                          capture_output=True, text=True, check=True).stdout.splitlines()
+    rows = _ok(run_script(sizes, run, "--space", micro_space_file, "--splits", "3", "--sizes", "8", "12")).stdout.splitlines()
     assert [r.split()[:4] for r in rows[1:]] == [["desktop", "1", "8", "4"], ["desktop", "1", "12", "6"]]
     assert all(0 <= float(r.split()[5][:-1]) <= 100 for r in rows[1:])  # how often the goal was missed
-    bad = subprocess.run([sys.executable, sizes, run, "--space", micro_space_file, "--sizes", "17"], capture_output=True, text=True)
+    bad = run_script(sizes, run, "--space", micro_space_file, "--sizes", "17")
     assert bad.returncode == 1 and "give sizes from 6 to 16" in bad.stderr and "Traceback" not in bad.stderr
     r = invoke("search", "--space", micro_space_file, "--out", out, "--epochs", 2, "--warmup-epochs", 1, "-q")
     assert "(calibrated table sum (fitted on 8 whole networks))" in r.output and "'pipeline validate' (same" not in r.output
