@@ -38,7 +38,7 @@ from benchmarks.plausible import Implausible, implausible_rows
 from benchmarks.table import LatencyTable, Row, load_table, required_rows, row_key
 from blocks.space import LayerShape, SearchSpace, build_part
 from export.base import Artifact, Exporter
-from export.verify import Tolerance, check_against_torch
+from export.verify import MISTRANSLATED, Tolerance, check_against_torch
 from core.errors import PipelineError, StorageError
 from core.fileio import sweep_temporaries
 from core.plugins import LOADED, load_plugins
@@ -270,8 +270,9 @@ def timed_row(job: BenchmarkJob, block: str, shape: LayerShape, artifact: Artifa
         job.exporter.inspect(artifact)
         stats["max_abs_err"] = None
     else:
+        cause = job.exporter.mismatch_cause() if job.remote is None else MISTRANSLATED  # another CPU ran it
         check = check_against_torch(module, (x,), run, job.tolerance,
-                                    f"block '{block}' at {shape.key} ({job.exporter.format})")
+                                    f"block '{block}' at {shape.key} ({job.exporter.format})", cause)
         stats["max_abs_err"] = check.max_abs_err
     return Row(block, shape, "ok", median, stats)
 

@@ -46,7 +46,8 @@ def verify_here(target: Target, exporter: Exporter, module: torch.nn.Module, x: 
     """Check `artifact` against PyTorch on `x` where the target's runtime runs here, else with
     the converter's own tools (Core ML off macOS)."""
     if target.measurable_here() is None:
-        check_against_torch(module, (x,), target.make_runner(1).load(artifact), target.tolerance_for(exporter), label)
+        check_against_torch(module, (x,), target.make_runner(1).load(artifact), target.tolerance_for(exporter), label,
+                            exporter.mismatch_cause())
     else:
         exporter.inspect(artifact)
 

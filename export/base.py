@@ -25,6 +25,7 @@ from core.fileio import storage_fault
 from core.registry import Registry
 from export.app import AppInterface
 from export.quantize import Inputs, Quantization, check_precision
+from export.verify import MISTRANSLATED
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,10 @@ class Exporter(ABC):
         where this machine can read it."""
         return {"inputs": [{"name": "input", "shape": list(s), "dtype": "float32"} for s in artifact.input_shapes],
                 "outputs": [{"name": "output", "dtype": "float32", "meaning": "logits"}]}
+
+    def mismatch_cause(self) -> str:
+        """Why this exporter's artifact, run by this machine's runtime, would differ from PyTorch."""
+        return MISTRANSLATED
 
     def inspect(self, artifact: Artifact) -> None:
         """Check an artifact that no runtime here can execute (raise PipelineError if it is bad)."""

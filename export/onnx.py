@@ -81,6 +81,12 @@ class OnnxExporter(Exporter):
         # needs 7 bits is no int8 artifact of one that does not
         return {**super().fingerprint(), "reduce_range": self.precision == "int8" and self.reduce_range}
 
+    def mismatch_cause(self) -> str:
+        if self.precision == "int8" and not self.reduce_range and this_cpu_saturates():
+            return ("8-bit weights overflow ONNX Runtime's int8 kernels on this CPU (x86 without VNNI; "
+                    "docs/precision.md); leave -o reduce_range out or pass -o reduce_range=true")
+        return super().mismatch_cause()
+
     def quantization(self, calibration: Sequence[Inputs] | None = None) -> Quantization | None:
         if self.precision != "int8":
             return None

@@ -60,14 +60,19 @@ def compare_outputs(reference: np.ndarray, actual: np.ndarray, tol: Tolerance) -
     return CheckResult(err, max_ref, bool(np.isfinite(err) and err <= tol.bound(max_ref)))
 
 
+MISTRANSLATED = "the converter mistranslated it"
+
+
 def check_against_torch(
     module: torch.nn.Module,
     inputs: tuple[torch.Tensor, ...],
     run: Callable[[list[np.ndarray]], list[np.ndarray]],
     tol: Tolerance,
     what: str,
+    cause: str = MISTRANSLATED,
 ) -> CheckResult:
-    """Run `module` eagerly and through `run` (a runtime); a mismatch raises naming `what`."""
+    """Run `module` eagerly and through `run` (a runtime); a mismatch raises naming `what`, and
+    `cause`: the exporter's `mismatch_cause()` where `run` is a runtime on this machine."""
     with torch.no_grad():
         ref = module.eval()(*inputs).numpy()
     out = run([x.numpy() for x in inputs])[0]
@@ -75,7 +80,7 @@ def check_against_torch(
     if not result.ok:
         allowed = (f"SQNR {result.sqnr_db:.1f} dB, needs {tol.min_sqnr_db:g}" if result.sqnr_db is not None
                    else f"max abs error {result.max_abs_err:.3g}, allowed {tol.bound(result.max_ref):.3g}")
-        raise PipelineError(f"{what}: runtime output differs from PyTorch ({allowed}); the converter mistranslated it")
+        raise PipelineError(f"{what}: runtime output differs from PyTorch ({allowed}); {cause}")
     return result
 
 

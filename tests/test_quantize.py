@@ -18,7 +18,7 @@ from blocks.space import LayerShape
 from core.errors import PipelineError
 from export.litert import LiteRTExporter
 from export.onnx import OnnxExporter
-from export.verify import INT8, QuantGoal, compare_outputs, quantized_quality, sqnr_db
+from export.verify import INT8, MISTRANSLATED, QuantGoal, check_against_torch, compare_outputs, quantized_quality, sqnr_db
 from tests.test_cli_targets import FAST, SEARCH, _error, invoke
 
 SHAPE = LayerShape(64, 64, 1, 8, 8)
@@ -129,11 +129,27 @@ def test_a_1x1_conv_in_int8_keeps_its_output_on_this_cpu_and_8_bit_weights_would
     def sqnr(**options: bool) -> float:
         exporter = OnnxExporter(precision="int8", **options)
         art = exporter.export(module, (x,), tmp_path / f"{len(list(tmp_path.iterdir()))}.onnx")
-        return sqnr_db(ref, np.asarray(runner.load(art)([x.numpy()])[0]))
+        run = runner.load(art)
+        if options:  # forced 8-bit weights: a refusal names them and the option that avoids them
+            with pytest.raises(PipelineError, match=r"on this CPU \(x86 without VNNI.*pass -o reduce_range=true"):
+                check_against_torch(module, (x,), run, INT8, "head_conv", exporter.mismatch_cause())
+        return sqnr_db(ref, np.asarray(run([x.numpy()])[0]))
 
     assert sqnr() >= 30
     if this_cpu_saturates():
         assert sqnr(reduce_range=False) < INT8.min_sqnr_db
+
+
+def test_a_mismatch_blames_8_bit_weights_only_where_this_cpu_saturates_with_them(monkeypatch) -> None:
+    import export.onnx
+
+    for saturates in (True, False):
+        monkeypatch.setattr(export.onnx, "this_cpu_saturates", lambda: saturates)
+        for options, blamed in [({"reduce_range": False}, saturates), ({"reduce_range": True}, False),
+                                ({}, False), ({"precision": "fp32", "reduce_range": False}, False)]:
+            cause = OnnxExporter(**{"precision": "int8", **options}).mismatch_cause()
+            assert ("reduce_range=true" in cause) == blamed and (cause == MISTRANSLATED) != blamed, (saturates, options)
+
 
 @pytest.mark.slow
 def test_litert_int8_flatbuffer_holds_int8_tensors(tmp_path: Path) -> None:

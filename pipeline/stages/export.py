@@ -145,7 +145,8 @@ def export(arch_path: Path, target: Target, ws: Workspace, protocol: Protocol, d
     if not_here is None:
         runner = target.make_runner(protocol.threads)
         if quantized is None:  # an 8-bit model is judged on the held-out set, not one input's error
-            check = check_against_torch(reference, (x_app,), runner.load(artifact), tolerance, label)
+            check = check_against_torch(reference, (x_app,), runner.load(artifact), tolerance, label,
+                                        exporter.mismatch_cause())
         if device == HOST_DEVICE and timer is None:  # another device's prediction is not judged by this machine's time
             measured = _time_here(runner, protocol, artifact, x_app, _calibration_of(arch, local), target,
                                   arch.space, ws)
