@@ -233,7 +233,7 @@ def spread(ex: Experiment, opts: argparse.Namespace) -> dict[str, Any]:
                                "one_training": acc} for a, acc in zip(scatter, accs)],
             "noise_architecture": list(probe), "noise_accuracies": noise, "seed_sd": sd_seed,
             "random_sd": sd_arch, "random_iqr": float(q3 - q1), "random_range": max(accs) - min(accs),
-            "sd_ratio": sd_arch / sd_seed if sd_seed > 0 else float("nan")}
+            "sd_ratio": sd_arch / sd_seed if sd_seed > 0 else None}  # None: its trainings scored alike
 
 
 def per_seed(ex: Experiment, seed: int, opts: argparse.Namespace) -> dict[str, Any]:
@@ -353,7 +353,8 @@ def print_report(rep: dict[str, Any]) -> None:
     print(f"\nproxy task '{rep['data']}': {len(sp['architectures'])} uniformly random architectures span "
           f"{min(a['one_training'] for a in sp['architectures']):.4f}-{max(a['one_training'] for a in sp['architectures']):.4f} "
           f"(sd {sp['random_sd']:.4f}, IQR {sp['random_iqr']:.4f}); one architecture over "
-          f"{len(sp['noise_accuracies'])} training seeds: sd {sp['seed_sd']:.4f}; ratio {sp['sd_ratio']:.1f}")
+          f"{len(sp['noise_accuracies'])} training seeds: sd {sp['seed_sd']:.4f}; ratio "
+          f"{'-' if sp['sd_ratio'] is None else format(sp['sd_ratio'], '.1f')}")
     print(f"\n{'seed':>4} {'pred ms':>8} {'derived':>8} {'rand med':>8} {'rand q75':>8} {'pctile':>7} "
           f"{'decided':>7} {'inherit':>7} {'ft ep':>5}  blocks")
     for r in rep["seeds"]:

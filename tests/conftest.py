@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import runpy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,32 @@ def micro_space_file(tmp_path: Path) -> Path:
     p = tmp_path / "micro.yaml"
     p.write_text(MICRO_SPACE)
     return p
+
+
+@pytest.fixture(scope="session")
+def _micro_benchmarked(tmp_path_factory) -> Path:
+    """The micro space benchmarked once on this machine (desktop, quick timing): a workspace that
+    tests copy rather than measure again."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    root = tmp_path_factory.mktemp("micro-benchmarked")
+    (root / "micro.yaml").write_text(MICRO_SPACE)
+    r = CliRunner().invoke(main, ["benchmark", "--space", str(root / "micro.yaml"), "--out", str(root / "ws"), "-q",
+                                  "--repeats", "3", "--min-repeat-ms", "0.5"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return root / "ws"
+
+
+@pytest.fixture
+def micro_workspace(_micro_benchmarked: Path, tmp_path: Path) -> Path:
+    """tmp_path/ws: a copy of the workspace whose micro table was measured once for the session.
+    Not for tests that judge the table against fresh timings (validate's staleness check): the
+    machine's speed drifts between the two."""
+    out = tmp_path / "ws"
+    shutil.copytree(_micro_benchmarked, out)
+    return out
 
 
 @pytest.fixture

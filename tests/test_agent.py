@@ -51,11 +51,12 @@ def _blobs(agent) -> dict[str, tuple[int, int]]:
 @pytest.mark.slow
 def test_tiny_table_through_the_agent_matches_a_local_one(tmp_path, agent):
     out = tmp_path / "ws"
-    local = invoke("benchmark", "--space", "tiny", "--out", out, "-q", "--json")
+    timing = ["--repeats", "5", "--min-repeat-ms", "1"]  # each row against the reference beside it, 5 times
+    local = invoke("benchmark", "--space", "tiny", "--out", out, "-q", "--json", *timing)
     assert local.exit_code == 0, local.output
     # the exports are cached now, so the remote build only times: nothing competes for the cores
     remote = invoke("benchmark", "--space", "tiny", "--out", out, "-q", "--json", "--remote", agent.url,
-                    "--token-file", agent.token_file)
+                    "--token-file", agent.token_file, *timing)
     assert remote.exit_code == 0, remote.output
     loc, rem = json.loads(local.output), json.loads(remote.output)
     device = rem["device"]

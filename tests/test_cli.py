@@ -20,11 +20,8 @@ def invoke(*args):
 
 
 @pytest.fixture
-def workspace(tmp_path, micro_space_file):
-    out = tmp_path / "ws"
-    r = invoke("benchmark", "--space", micro_space_file, "--out", out, "-q", *FAST)
-    assert r.exit_code == 0, r.output
-    return out, micro_space_file
+def workspace(micro_workspace, micro_space_file):
+    return micro_workspace, micro_space_file
 
 
 def test_end_to_end_benchmark_search_export(workspace):

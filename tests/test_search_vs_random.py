@@ -1,5 +1,5 @@
 """perf/search_vs_random.py, the proof against random search, in its CI (smoke) version: the
-whole experiment on the easy digits with tiny budgets, then a rerun that computes nothing."""
+whole experiment on a few of the easy digits with tiny budgets, then a rerun that computes nothing."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from blocks import resolve_space
+from pipeline.training.data import digits_folder
 from tests.conftest import make_table
 
 SCRIPT = Path(__file__).resolve().parent.parent / "perf" / "search_vs_random.py"
@@ -38,7 +39,10 @@ def _cost(block: str, shape) -> float:
 def test_smoke_run_reports_every_figure_and_a_rerun_computes_nothing(tmp_path, capsys):
     table = tmp_path / "tiny.json"
     make_table(resolve_space("tiny"), _cost).save(table)
-    argv = ["--smoke", "--out", str(tmp_path / "out"), "--table", str(table)]
+    # 30 digits a class (300 images) rather than all 1797: what is checked is every figure and the
+    # cache, not what the networks learn
+    data = digits_folder(tmp_path / "data", 30)
+    argv = ["--smoke", "--out", str(tmp_path / "out"), "--table", str(table), "--data", str(data)]
     # The first run as a user starts it, its searches and trainings in two worker processes.
     done = subprocess.run([sys.executable, str(SCRIPT), *argv, "--jobs", "2"], capture_output=True, text=True,
                           timeout=600)
@@ -64,7 +68,10 @@ def test_smoke_run_reports_every_figure_and_a_rerun_computes_nothing(tmp_path, c
     assert s["sign_test_p"] == {0: 1.0, 1: 0.75, 2: 0.25}[s["beats_median"]]
     spread = report["spread"]
     assert len(spread["architectures"]) == 3 and len(spread["noise_accuracies"]) == 2
-    assert spread["sd_ratio"] == pytest.approx(spread["random_sd"] / spread["seed_sd"])
+    if spread["seed_sd"] > 0:  # two 1-epoch trainings on 60 test images can score alike
+        assert spread["sd_ratio"] == pytest.approx(spread["random_sd"] / spread["seed_sd"])
+    else:
+        assert spread["sd_ratio"] is None
     assert len(report["sweep"]) == 2 and any(p["pareto"] for p in report["sweep"])
     computed = report["cache"]["computed"]
     pairs = {tuple(a["blocks"]): a["trainings"] for r in report["seeds"] for a in [r, *r["random"]]}

@@ -249,7 +249,7 @@ def time_on_fake_phone(folder: Path, tmp_path: Path, tool: str) -> Path:
 def test_the_android_script_times_every_network_resumes_and_its_logs_fit_the_table(micro_space, micro_space_file: Path,
                                                                                    tmp_path: Path) -> None:
     out = tmp_path / "ws"
-    said = write_bundle(micro_space, micro_space_file, out, "android", "pixel1", "--samples", 8, "--rounds", 2,
+    said = write_bundle(micro_space, micro_space_file, out, "android", "pixel1", "--samples", 4, "--rounds", 2,
                         "--no-fit")  # a fit needs 16 networks; the script is what this is about
     folder = out / "validate/micro/android/pixel1/bundle-judge-seed0"
     assert f"sh {folder}/time_on_device.sh" in said
@@ -277,11 +277,11 @@ def test_the_android_script_times_every_network_resumes_and_its_logs_fit_the_tab
     assert done.returncode == 1 and "net-03, round 0: the tool failed" in done.stderr
     assert "2 run(s) failed" in done.stderr and (folder / "logs/net-03.r1.log.tmp").is_file()
     logs = sorted(p.name for p in (folder / "logs").glob("*.log"))
-    assert logs == sorted(f"net-{i:02d}.r{r}.log" for i in range(8) for r in range(2) if i != 3)
+    assert logs == sorted(f"net-{i:02d}.r{r}.log" for i in range(4) for r in range(2) if i != 3)
     timed = [line.split("--graph=")[1].split()[0] for line in (device / "calls.txt").read_text().splitlines()
              if "--graph=" in line]
     names = [Path(t).stem for t in timed]
-    assert names == [f"net-{i:02d}" for i in range(8)] + [f"net-{i:02d}" for i in reversed(range(8))]  # alternating
+    assert names == [f"net-{i:02d}" for i in range(4)] + [f"net-{i:02d}" for i in reversed(range(4))]  # alternating
     assert all("--num_threads=1 " in line for line in (device / "calls.txt").read_text().splitlines()
                if "--graph=" in line)
     done = run(FAIL_ON="")  # run again: only the two failed runs are timed
@@ -294,7 +294,7 @@ def test_the_android_script_times_every_network_resumes_and_its_logs_fit_the_tab
                "--measurements", folder / "logs", "--json")
     assert r.exit_code == 0, r.output
     head = json.loads(r.output)
-    assert (head["samples"], head["fitted_now"], head["noise"]["rounds"]) == (8, False, 2)
+    assert (head["samples"], head["fitted_now"], head["noise"]["rounds"]) == (4, False, 2)
     saved = json.loads((out / "validate/micro/android/pixel1/validate.json").read_text())
     first = float((folder / "logs/net-00.r0.log").read_text().split("median=")[1].split()[0]) / 1000
     assert saved["samples"][0]["rounds_ms"][0] == pytest.approx(first)
