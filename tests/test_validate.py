@@ -102,13 +102,14 @@ def test_validate_fit_then_search_uses_the_calibration(micro_space_file: Path, t
     r = invoke("validate", "--space", micro_space_file, "--out", out, "--samples", 16, "--json", *FAST)
     assert r.exit_code == 0, r.output
     head = json.loads(r.output)
-    if head["calibration_refused"] is not None:
-        # The refusal is validate at work: on a shared 2-core VM, the micro networks' noise now and
-        # then leaves the fit no better than the plain sum on the held-out half. Other networks,
-        # measured once more, are what a user would try.
+    for _ in range(2):
+        if head["calibration_refused"] is None:
+            break
+        # The refusal is validate at work: on a 2-core AMD EPYC VM the micro networks' fitted scale
+        # lies near the 0.5 that validate accepts (docs/validate.md), and their noise now and then
+        # puts it below. The same networks measured once more, as a user would.
         assert head["fitted_now"] is False and head["predictor"] == "table sum"
-        r = invoke("validate", "--space", micro_space_file, "--out", out, "--samples", 16, "--seed", 1, "--fit",
-                   "--json", *FAST)
+        r = invoke("validate", "--space", micro_space_file, "--out", out, "--samples", 16, "--fit", "--json", *FAST)
         assert r.exit_code == 0, r.output
         head = json.loads(r.output)
     assert set(head) >= {"median_abs_err_pct", "within_10_pct", "within_5_pct", "max_abs_err_pct", "spearman", "samples"}
