@@ -314,7 +314,8 @@ def test_a_runtime_that_hangs_or_crashes_costs_only_its_rows(micro_space, tmp_pa
 
     target = TARGETS.get("desktop")
     exporter = target.make_exporter()
-    protocol = Protocol(warmup_runs=2, warmup_ms=1.0, repeats=3, min_repeat_ms=0.5, row_timeout_s=4.0)
+    # a micro row loads and times in well under a second; each hung row waits the whole timeout
+    protocol = Protocol(warmup_runs=2, warmup_ms=1.0, repeats=3, min_repeat_ms=0.5, row_timeout_s=2.0)
     job = BenchmarkJob(micro_space, exporter, runner_cls(threads=1), target.tolerance_for(exporter), protocol,
                        tmp_path / "t.json", tmp_path / "cache", {"target": "desktop", "device": "host"})
     table, measured = benchmark_space(job, progress=False)
