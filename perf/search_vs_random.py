@@ -380,6 +380,8 @@ def print_report(rep: dict[str, Any]) -> None:
 def plot(rep: dict[str, Any], path: Path) -> None:
     from matplotlib.figure import Figure
 
+    changed = rep.get("changed") or {}
+    recipe = ", ".join(f"{k}={v}" for k, v in changed.items()) or "the default recipe"
     fig = Figure(figsize=(12, 4.8))
     left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.4]})
     for i, r in enumerate(rep["seeds"]):
@@ -401,7 +403,7 @@ def plot(rep: dict[str, Any], path: Path) -> None:
     right.scatter([a["predicted_ms"] for a in near], [a["accuracy"] for a in near], c="0.8", s=10,
                   label="random (near the searched)")
     right.scatter([r["predicted_ms"] for r in rep["seeds"]], [r["accuracy"] for r in rep["seeds"]], marker="*",
-                  c="tab:red", s=120, zorder=3, label="searched (default, per seed)")
+                  c="tab:red", s=120, zorder=3, label=f"searched ({recipe}, per seed)")
     sw = sorted(rep["sweep"], key=lambda p: p["predicted_ms"])
     if sw:
         right.scatter([p["predicted_ms"] for p in sw], [p["accuracy"] for p in sw], c="tab:blue", s=36, zorder=3,
@@ -500,7 +502,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         seeds.append(per_seed(ex, seed, opts))
     print("sweep ...", flush=True)
     sw = sweep(ex, opts)
-    rep = {"space": SPACE, "data": opts.data, "search": search_cfg.to_dict(), "train": asdict(train_cfg),
+    rep = {"space": SPACE, "data": opts.data, "search": search_cfg.to_dict(), "changed": settings(opts.settings),
+           "train": asdict(train_cfg),
            "spread": sp, "seeds": seeds, "agreement": agreement(seeds), "sweep": sw,
            "summary": summary(seeds, sp, opts.train_seeds), "cache": {}}
     computed = ex.cache.files() - before  # here or in a worker

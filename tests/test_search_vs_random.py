@@ -51,7 +51,7 @@ def test_smoke_run_reports_every_figure_and_a_rerun_computes_nothing(tmp_path, c
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert (tmp_path / "out" / "search_vs_random.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    assert [r["seed"] for r in report["seeds"]] == [0, 1]
+    assert [r["seed"] for r in report["seeds"]] == [0, 1] and report["changed"] == {}  # the default recipe
     for r in report["seeds"]:
         assert len(r["random"]) == 3 and r["blocks"] not in [a["blocks"] for a in r["random"]]
         for a in r["random"]:  # every rival is predicted within 0.9-1.0x of the searched one
