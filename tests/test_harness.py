@@ -175,16 +175,25 @@ def test_benchmark_in_rounds_records_them_per_row(micro_space, tmp_path):
     assert table.provenance["rounds"] == 3 and report.measured == len(table.rows) and table.reference is None
     for row in table.rows.values():
         medians = row.stats["round_medians_ms"]
-        assert row.stats["rounds"] == len(medians) == 3 and row.median_ms == float(np.median(medians))
+        assert row.stats["rounds"] == len(medians) == _rounds_of(row, 3)
+        assert row.median_ms == sorted(medians)[(len(medians) - 1) // 2]  # the lower median of an even count
         assert row.median_ms == pytest.approx(float(np.median(row.stats["samples_ms"])), rel=1e-3)
         assert "ratio" not in row.stats and "reference_ms" not in row.stats
+
+
+def _rounds_of(row, rounds: int) -> int:
+    """A row's rounds: `rounds`, or, where it contradicted the table and was timed again
+    (`retime_implausible`), its median round so far and the re-timing's rounds."""
+    from benchmarks.harness import RETIME_ROUNDS
+
+    return 1 + RETIME_ROUNDS if "retimed" in row.stats else rounds
 
 
 def test_rounds_against_the_reference_keep_the_round_of_median_ratio(micro_space, tmp_path):
     report = benchmark_stage.benchmark(micro_space, TARGETS.get("desktop"), Workspace(tmp_path), FAST, progress=False, rounds=3)
     table = load_table(report.path)  # the file checks: ratios, the reference's median, every row's latency
     for row in table.rows.values():
-        assert row.stats["rounds"] == 3
+        assert row.stats["rounds"] == _rounds_of(row, 3)
         assert row.median_ms == pytest.approx(row.stats["ratio"] * table.reference["median_ms"])
 
 
