@@ -55,9 +55,10 @@ class MixedLayer(nn.Module):
 class MixingOptions:
     temperature: float = 5.0  # gumbel: τ at epoch 0 (FBNet)
     # gumbel: τ is multiplied by exp(-decay) every epoch. FBNet's 0.045 suits its 90 epochs; over
-    # a 10-epoch search it leaves τ at 3.3, where every step still mixes all candidates. 0.2 takes
-    # τ to 0.8, so the last epochs train nearly single paths (docs/search.md, "The default recipe").
-    temperature_decay: float = 0.2
+    # a 10-epoch search it leaves τ at 3.3, where every step still mixes all candidates. 0.3 takes
+    # τ to 0.34, so the last epochs train nearly single paths and α ends decided; against random
+    # networks as fast it ranked higher than 0.2 at 10 seeds (docs/search.md, "The default recipe").
+    temperature_decay: float = 0.3
     paths: int = 2  # sampled: candidates a Θ step runs (ProxylessNAS: 2)
 
 

@@ -332,7 +332,7 @@ def _search_options(f: Callable) -> Callable:
         click.option("--mixing", type=str, help="How a layer mixes its candidates: 'softmax' (all, weighted by α), "
                      "'gumbel' (FBNet: Gumbel-softmax samples, annealed) or 'sampled' (ProxylessNAS: 1-2 paths a step) [gumbel]."),
         click.option("--temperature", type=float, help="gumbel: initial temperature [5.0]."),
-        click.option("--temperature-decay", type=float, help="gumbel: τ is multiplied by exp(-decay) each epoch [0.2; FBNet's 90 epochs: 0.045]."),
+        click.option("--temperature-decay", type=float, help="gumbel: τ is multiplied by exp(-decay) each epoch [0.3; FBNet's 90 epochs: 0.045]."),
         click.option("--paths", type=int, help="sampled: candidates a Θ step runs, at least 2 [2]."),
         click.option("--latency-target", type=float, metavar="MS",
                      help="Most accurate architecture predicted at most MS milliseconds (instead of trading with λ)."),

@@ -30,7 +30,7 @@ def latency(micro_space, micro_table):
 def test_recipes_fill_what_the_config_leaves_unset():
     default = SearchConfig()  # gumbel: W alone for half the epochs, then Θ with Adam at 0.1
     assert (default.mixing, default.warmup_epochs, default.theta_lr, default.loss) == ("gumbel", 5, 0.1, "mul")
-    assert default.temperature_decay == 0.2
+    assert default.temperature_decay == 0.3
     soft = SearchConfig(mixing="softmax")
     assert (soft.warmup_epochs, soft.theta_lr) == (2, 0.05)
     assert SearchConfig(mixing="gumbel", epochs=1).warmup_epochs == 0

@@ -62,7 +62,7 @@ class SearchConfig:
     latency_target: float | None = None  # ms; the derived architecture must meet it
     mixing: str = "gumbel"
     temperature: float = 5.0  # gumbel
-    temperature_decay: float = 0.2  # gumbel: τ ← τ·exp(−decay) each epoch (MixingOptions says why)
+    temperature_decay: float = 0.3  # gumbel: τ ← τ·exp(−decay) each epoch (MixingOptions says why)
     paths: int = 2  # sampled: candidates a Θ step runs
     seed: int = 0
     device: str = "cpu"  # torch device the super-net trains on
