@@ -61,9 +61,10 @@ class SearchConfig:
     b: float = 0.6
     latency_target: float | None = None  # ms; the derived architecture must meet it
     mixing: str = "gumbel"
-    temperature: float = 5.0  # gumbel
-    temperature_decay: float = 0.3  # gumbel: τ ← τ·exp(−decay) each epoch (MixingOptions says why)
-    paths: int = 2  # sampled: candidates a Θ step runs
+    # The mixers' defaults, kept in one place (MixingOptions says why they are what they are).
+    temperature: float = MixingOptions.temperature  # gumbel
+    temperature_decay: float = MixingOptions.temperature_decay  # gumbel: τ ← τ·exp(−decay) each epoch
+    paths: int = MixingOptions.paths  # sampled: candidates a Θ step runs
     seed: int = 0
     device: str = "cpu"  # torch device the super-net trains on
     amp: bool = True  # bfloat16 autocast on a CUDA GPU that supports it; ignored on CPU
